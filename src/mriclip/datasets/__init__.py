@@ -1,0 +1,9 @@
+"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, memory-mapped
+arrays, checkpoints, optional tables."""
+
+from mriclip.datasets.array_dataset import MemmapArrayDataset
+from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
+from mriclip.datasets.nifti_dataset import NiftiDataset
+from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
+
+__all__ = ["MemmapArrayDataset", "NiftiDataset", "OptionalCSVDataset", "TorchCheckpointDataset"]

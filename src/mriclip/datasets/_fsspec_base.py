@@ -1,0 +1,63 @@
+"""What every mriclip dataset shares: an fsspec filesystem, versioning, describe/exists."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+
+
+class FsspecVersionedDataset(AbstractVersionedDataset):
+    """Base for one-file datasets on any fsspec filesystem (local, s3://, gcs://, ...)."""
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        protocol, path = get_protocol_and_path(filepath, version)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol, **(credentials or {}), **(fs_args or {}))
+        self.metadata = metadata
+        super().__init__(
+            filepath=PurePosixPath(path),
+            version=version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+
+    @property
+    def load_path(self) -> str:
+        return get_filepath_str(self._get_load_path(), self._protocol)
+
+    @property
+    def save_path(self) -> str:
+        return get_filepath_str(self._get_save_path(), self._protocol)
+
+    def _write_bytes(self, path: str, raw: bytes) -> None:
+        self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
+        with self._fs.open(path, mode="wb") as handle:
+            handle.write(raw)
+        self._fs.invalidate_cache(path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
+
+    def _exists(self) -> bool:
+        try:
+            load_path = self.load_path
+        except DatasetError:
+            return False
+        return self._fs.exists(load_path)

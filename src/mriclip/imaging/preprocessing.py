@@ -1,0 +1,197 @@
+"""MRI preprocessing to a fixed grid, composed from MONAI transforms (plus SimpleITK's N4).
+
+Per scan: reorient to RAS+, optional N4 bias-field correction, resample to a target spacing,
+crop to the head foreground, resize so the longest side fits, pad to the target shape, and
+z-normalise on the foreground after clipping at a percentile. The label map follows every
+spatial step with nearest-neighbour interpolation, so lesion ids survive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    Orientationd,
+    Resized,
+    ResizeWithPadOrCropd,
+    Spacingd,
+    SpatialPadd,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    target_spacing: Sequence[float] = (3.0, 3.0, 3.0)
+    target_shape: Sequence[int] = (64, 64, 64)
+    fit: str = "resize_longest"  # or "pad_or_crop": keep the spacing, pad/crop to shape
+    foreground_fraction: float = 0.05  # of the 99th percentile: what counts as head
+    crop_margin: int = 2
+    clip_percentile: float = 99.0
+    n4_bias_correction: bool = False
+    n4_shrink_factor: int = 4
+    n4_iterations: Sequence[int] = (50, 50, 30)
+
+    def __post_init__(self) -> None:
+        if self.fit not in ("resize_longest", "pad_or_crop"):
+            raise ValueError(
+                f"preprocessing.fit must be resize_longest or pad_or_crop, got {self.fit!r}"
+            )
+        if len(self.target_shape) != 3 or min(self.target_shape) < 8:
+            raise ValueError(
+                f"preprocessing.target_shape must be 3 sizes >= 8, got {self.target_shape}"
+            )
+        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+            raise ValueError(
+                "preprocessing.target_spacing must be 3 positive numbers, "
+                f"got {self.target_spacing}"
+            )
+        if not 50 <= self.clip_percentile <= 100:
+            raise ValueError(
+                f"preprocessing.clip_percentile must be in [50, 100], got {self.clip_percentile}"
+            )
+
+
+def n4_bias_correction(
+    volume: np.ndarray, spacing: Sequence[float], config: PreprocessingConfig
+) -> np.ndarray:
+    """SimpleITK N4 on a shrunk copy; the estimated field is applied at full resolution."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(
+        np.ascontiguousarray(volume.transpose(2, 1, 0), dtype=np.float32)
+    )
+    image.SetSpacing([float(s) for s in spacing])
+    mask = sitk.OtsuThreshold(image, 0, 1, 200)
+    shrink = [config.n4_shrink_factor] * 3
+    small_image = sitk.Shrink(image, shrink)
+    small_mask = sitk.Shrink(mask, shrink)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([int(n) for n in config.n4_iterations])
+    corrector.Execute(small_image, small_mask)
+    log_field = corrector.GetLogBiasFieldAsImage(image)
+    corrected = image / sitk.Exp(log_field)
+    return sitk.GetArrayFromImage(corrected).transpose(2, 1, 0)
+
+
+def _spatial_pipeline(config: PreprocessingConfig, has_label: bool) -> Compose:
+    keys = ["image", "label"] if has_label else ["image"]
+    modes = ["bilinear", "nearest"][: len(keys)]
+
+    def is_head(volume: torch.Tensor) -> torch.Tensor:
+        threshold = torch.quantile(
+            volume.flatten()[:: max(1, volume.numel() // 200_000)].float(), 0.99
+        )
+        return volume > config.foreground_fraction * threshold
+
+    steps = [
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Spacingd(keys=keys, pixdim=tuple(config.target_spacing), mode=modes),
+        CropForegroundd(
+            keys=keys, source_key="image", select_fn=is_head, margin=config.crop_margin
+        ),
+    ]
+    if config.fit == "resize_longest":
+        steps += [
+            Resized(
+                keys=keys,
+                spatial_size=max(config.target_shape),
+                size_mode="longest",
+                mode=["trilinear", "nearest"][: len(keys)],
+            ),
+            SpatialPadd(keys=keys, spatial_size=tuple(config.target_shape)),
+            ResizeWithPadOrCropd(keys=keys, spatial_size=tuple(config.target_shape)),
+        ]
+    else:
+        steps.append(ResizeWithPadOrCropd(keys=keys, spatial_size=tuple(config.target_shape)))
+    return Compose(steps)
+
+
+def z_normalise(volume: np.ndarray, config: PreprocessingConfig) -> tuple[np.ndarray, dict]:
+    """Clip at the foreground percentile, then zero mean / unit variance on the foreground.
+
+    Background stays 0 so padding and air look alike to the encoder."""
+    positive = volume[volume > 0]
+    if positive.size == 0:
+        raise ValueError(
+            "volume has no positive voxels after preprocessing (empty or all background)"
+        )
+    threshold = config.foreground_fraction * np.percentile(positive, 99)
+    foreground = volume > threshold
+    clip_at = np.percentile(volume[foreground], config.clip_percentile)
+    clipped = np.minimum(volume, clip_at)
+    mean = float(clipped[foreground].mean())
+    std = float(clipped[foreground].std()) or 1.0
+    normalised = np.where(foreground, (clipped - mean) / std, 0.0).astype(np.float32)
+    return normalised, {
+        "foreground_fraction": float(foreground.mean()),
+        "clip_value": float(clip_at),
+        "foreground_mean": mean,
+        "foreground_std": std,
+    }
+
+
+def preprocess_scan(
+    image: nib.Nifti1Image,
+    data: np.ndarray,
+    label: np.ndarray | None,
+    config: PreprocessingConfig,
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Preprocess one validated scan (``data`` is its 3D array, ``label`` its label map or None).
+
+    Returns the float32 volume, the int16 label map (or None) on ``config.target_shape``,
+    and a metadata dict for the preprocessing report.
+    """
+    volume = data.astype(np.float32)
+    volume = volume - min(float(volume.min()), 0.0)  # intensities may be signed; keep air at 0
+    if not np.any(volume > 0):
+        raise ValueError("volume has no positive voxels (empty or constant image)")
+    spacing = nib.affines.voxel_sizes(image.affine)
+    if config.n4_bias_correction:
+        volume = n4_bias_correction(volume, spacing, config)
+    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+    sample = {"image": MetaTensor(torch.from_numpy(volume)[None], affine=affine)}
+    if label is not None:
+        sample["label"] = MetaTensor(
+            torch.from_numpy(label.astype(np.float32))[None], affine=affine
+        )
+    out = _spatial_pipeline(config, label is not None)(sample)
+    spatial = out["image"][0].numpy()
+    normalised, stats = z_normalise(spatial, config)
+    out_label = None if label is None else np.rint(out["label"][0].numpy()).astype(np.int16)
+    metadata = {
+        "original_shape": "x".join(map(str, data.shape)),
+        "original_spacing": "x".join(f"{s:.3g}" for s in spacing),
+        "original_orientation": "".join(nib.aff2axcodes(image.affine)),
+        "output_shape": "x".join(map(str, normalised.shape)),
+        "output_spacing": "x".join(
+            f"{s:.3g}" for s in nib.affines.voxel_sizes(out["image"].affine.numpy())
+        ),
+        "n4_bias_correction": config.n4_bias_correction,
+        **stats,
+    }
+    return normalised, out_label, metadata
+
+
+def lesion_geometry(label: np.ndarray) -> dict[int, tuple[tuple[float, float, float], int]]:
+    """Centre of mass (voxel coordinates) and voxel count of every lesion id in a label map."""
+    from scipy import ndimage
+
+    ids = [int(i) for i in np.unique(label) if i != 0]
+    if not ids:
+        return {}
+    centres = ndimage.center_of_mass(np.ones_like(label, dtype=np.float32), label, ids)
+    counts = ndimage.sum_labels(np.ones_like(label), label, ids)
+    return {
+        i: (tuple(float(c) for c in centre), int(n))
+        for i, centre, n in zip(ids, centres, counts, strict=True)
+    }

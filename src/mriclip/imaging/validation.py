@@ -1,0 +1,337 @@
+"""The NIfTI catalog: one row per scan, and every problem found on the way in.
+
+Each problem is either raised (``on_invalid="raise"``: one error listing all problems, each
+naming the file or row and the fix) or recorded in the problems table and the item skipped
+(``on_invalid="skip"``). Nothing is dropped without a row in that table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+PROBLEM_COLUMNS = ["stage", "scan_id", "item", "problem", "fix"]
+CATALOG_COLUMNS = [
+    "scan_id",
+    "patient_id",
+    "image_file",
+    "label_file",
+    "shape",
+    "spacing",
+    "orientation",
+    "dtype",
+    "intensity_min",
+    "intensity_max",
+    "sha256",
+    "status",
+]
+
+
+class InputDataError(ValueError):
+    """Raised when input data is invalid and ``on_invalid`` is ``raise``."""
+
+
+@dataclass
+class ProblemLog:
+    """Collects problems; `raise_if_any` turns them into one readable error."""
+
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, scan_id: str | None, item: str, problem: str, fix: str) -> None:
+        self.rows.append(
+            {"stage": self.stage, "scan_id": scan_id, "item": item, "problem": problem, "fix": fix}
+        )
+        logger.warning("%s: %s: %s (%s)", self.stage, item, problem, fix)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=PROBLEM_COLUMNS)
+
+    def raise_if_any(self, on_invalid: str) -> None:
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+        if self.rows and on_invalid == "raise":
+            lines = [f"- {r['item']}: {r['problem']} -> {r['fix']}" for r in self.rows]
+            raise InputDataError(
+                f"{len(self.rows)} problem(s) in the input data ({self.stage}):\n"
+                + "\n".join(lines)
+                + "\nFix them, or set on_invalid: skip to skip these items and list them in "
+                "the catalog_problems table."
+            )
+
+
+def scan_id_from_filename(filename: str) -> str | None:
+    for suffix in NIFTI_SUFFIXES:
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return None
+
+
+def as_3d(image: nib.Nifti1Image) -> np.ndarray:
+    """The voxel array as 3D; a 4D file with a singleton 4th axis is accepted."""
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {data.shape}")
+    return data
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], table_name: str) -> None:
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise InputDataError(
+            f"{table_name} lacks required column(s) {missing}; it has {list(table.columns)}. "
+            "Rename the columns or set the column names in parameters_data_engineering.yml."
+        )
+
+
+def content_sha256(data: np.ndarray, affine: np.ndarray) -> str:
+    """Hash of voxels and affine: the same scan gives the same hash however it is compressed."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data).tobytes())
+    digest.update(np.asarray(affine, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _index_files(
+    files: Mapping[str, Callable], kind: str, problems: ProblemLog
+) -> dict[str, tuple[str, Callable]]:
+    indexed: dict[str, tuple[str, Callable]] = {}
+    for filename in sorted(files):
+        scan_id = scan_id_from_filename(filename)
+        if scan_id is None:
+            problems.add(
+                None, filename, f"{kind} file is not .nii or .nii.gz", "rename or remove it"
+            )
+        elif scan_id in indexed:
+            problems.add(
+                scan_id,
+                filename,
+                f"duplicate {kind} for scan '{scan_id}' (also {indexed[scan_id][0]})",
+                "keep one file per scan id",
+            )
+        else:
+            indexed[scan_id] = (filename, files[filename])
+    return indexed
+
+
+def _check_label(load_label: Callable, image: nib.Nifti1Image, shape) -> str | None:
+    """Problem text for a label map that is unreadable or not on the image's grid, else None."""
+    try:
+        label = load_label()
+        label_data = as_3d(label)
+    except Exception as error:  # noqa: BLE001 - any read failure is a recorded problem
+        return f"label map unreadable: {error}"
+    if label_data.shape != shape or not np.allclose(label.affine, image.affine, atol=1e-3):
+        return (
+            f"label map grid {label_data.shape} does not match image grid {shape} "
+            "(shape or affine differ)"
+        )
+    if not np.all(np.isfinite(label_data)) or np.any(label_data != np.round(label_data)):
+        return "label map holds non-integer or non-finite values"
+    return None
+
+
+def build_nifti_catalog(
+    images: Mapping[str, Callable[[], nib.Nifti1Image]],
+    labels: Mapping[str, Callable[[], nib.Nifti1Image]],
+    scans: pd.DataFrame,
+    columns: Mapping[str, str],
+    on_invalid: str = "skip",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate every image (and its label map) against the scans table.
+
+    ``images``/``labels`` map file names to loaders (Kedro ``PartitionedDataset``);
+    ``columns`` names the ``scan_id`` and ``patient_id`` columns of ``scans``.
+    Returns ``(catalog, problems)``; the catalog has one row per scan with a status.
+    """
+    scan_col, patient_col = columns["scan_id"], columns["patient_id"]
+    require_columns(scans, [scan_col, patient_col], "scans table (scans.csv)")
+    problems = ProblemLog("nifti_catalog")
+
+    scan_ids = scans[scan_col].astype(str)
+    duplicated = scan_ids[scan_ids.duplicated(keep=False)]
+    for row_number, scan_id in duplicated.items():
+        problems.add(
+            scan_id,
+            f"scans.csv row {row_number + 2}",
+            f"duplicate scan_id '{scan_id}'",
+            "give every scan a unique id",
+        )
+    patients = dict(zip(scan_ids, scans[patient_col].astype(str), strict=True))
+    missing_patient = scans[patient_col].isna()
+    for row_number in scans.index[missing_patient]:
+        problems.add(
+            scan_ids[row_number],
+            f"scans.csv row {row_number + 2}",
+            "patient_id is empty",
+            "fill in the patient id",
+        )
+
+    image_files = _index_files(images, "image", problems)
+    label_files = _index_files(labels, "label", problems)
+    for scan_id in sorted(set(label_files) - set(image_files)):
+        problems.add(
+            scan_id,
+            label_files[scan_id][0],
+            "label map without an image",
+            "add the image or remove the label map",
+        )
+    for scan_id in sorted(set(scan_ids) - set(image_files)):
+        problems.add(
+            scan_id,
+            f"scans.csv scan_id '{scan_id}'",
+            "row has no image file",
+            f"add images/{scan_id}.nii.gz or remove the row",
+        )
+
+    bad_ids = set(duplicated) | set(scan_ids[missing_patient])
+    rows = []
+    for scan_id, (image_file, load_image) in tqdm(
+        image_files.items(), desc="catalog", unit="scan", disable=None
+    ):
+        row = dict.fromkeys(CATALOG_COLUMNS)
+        row.update(
+            scan_id=scan_id,
+            patient_id=patients.get(scan_id),
+            image_file=image_file,
+            label_file=label_files.get(scan_id, (None,))[0],
+        )
+        status = _inspect_image(row, load_image, label_files.get(scan_id))
+        if status == "ok" and scan_id not in patients:
+            status = "scan has no row in scans.csv"
+            fix = f"add a row with scan_id '{scan_id}' to scans.csv"
+        elif status == "ok" and scan_id in bad_ids:
+            status = "ambiguous or incomplete scans.csv row"
+            fix = "see the scans.csv problem rows above"
+        else:
+            fix = "re-export the file or remove it; see the problem text"
+        if status != "ok":
+            problems.add(scan_id, image_file, status, fix)
+        row["status"] = status
+        rows.append(row)
+
+    problems.raise_if_any(on_invalid)
+    catalog = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
+    n_ok = int((catalog["status"] == "ok").sum())
+    logger.info(
+        "nifti_catalog: %d of %d image files usable, %d problem(s) listed",
+        n_ok,
+        len(catalog),
+        len(problems.rows),
+    )
+    return catalog, problems.table()
+
+
+def _inspect_image(row: dict, load_image: Callable, label: tuple[str, Callable] | None) -> str:
+    """Fill the catalog row's image facts; return "ok" or the problem."""
+    try:
+        image = load_image()
+        data = as_3d(image)
+    except Exception as error:  # noqa: BLE001 - unreadable/truncated/non-3D files are problems
+        return f"unreadable or not a 3D volume: {error}"
+    zooms = image.header.get_zooms()[:3]
+    row.update(
+        shape="x".join(map(str, data.shape)),
+        spacing="x".join(f"{zoom:.3g}" for zoom in zooms),
+        orientation="".join(nib.aff2axcodes(image.affine)),
+        dtype=str(data.dtype),
+        sha256=content_sha256(data, image.affine),
+    )
+    finite = np.isfinite(data)
+    if not finite.all():
+        return f"{int((~finite).sum())} NaN/inf voxel(s)"
+    row.update(intensity_min=float(data.min()), intensity_max=float(data.max()))
+    if label is not None:  # (file name, loader)
+        label_problem = _check_label(label[1], image, data.shape)
+        if label_problem:
+            return label_problem
+    return "ok"
+
+
+def collect_lesions(
+    scans: pd.DataFrame,
+    lesions: pd.DataFrame,
+    catalog: pd.DataFrame,
+    regions: Sequence[str],
+    columns: Mapping[str, str],
+    on_invalid: str = "skip",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lesions of usable scans as ``scan_id, lesion_id, region`` rows.
+
+    Lesions come from ``lesions`` (one row per lesion, ``lesion_id`` = value in the label
+    map) or, when that table is empty, from a ``;``-separated regions column of ``scans``
+    (then ``lesion_id`` is empty). Regions outside the vocabulary are problems.
+    """
+    problems = ProblemLog("lesions")
+    known = {region.lower() for region in regions}
+    usable = set(catalog.loc[catalog["status"] == "ok", "scan_id"])
+    scan_col, lesion_col, region_col = columns["scan_id"], columns["lesion_id"], columns["region"]
+
+    if len(lesions):
+        require_columns(lesions, [scan_col, lesion_col, region_col], "lesions table (lesions.csv)")
+        table = pd.DataFrame(
+            {
+                "scan_id": lesions[scan_col].astype(str),
+                "lesion_id": pd.to_numeric(lesions[lesion_col], errors="coerce"),
+                "region": lesions[region_col].astype(str).str.strip().str.lower(),
+                "source_row": [f"lesions.csv row {i + 2}" for i in range(len(lesions))],
+            }
+        )
+        for _, bad in table[table["lesion_id"].isna()].iterrows():
+            problems.add(
+                bad["scan_id"],
+                bad["source_row"],
+                "lesion_id is not a number",
+                "use the integer value of the lesion in the label map",
+            )
+        table = table.dropna(subset=["lesion_id"]).astype({"lesion_id": int})
+    elif columns.get("regions") in scans.columns:
+        records = []
+        for i, (scan_id, cell) in enumerate(
+            zip(scans[scan_col], scans[columns["regions"]], strict=True)
+        ):
+            for region in str(cell).split(";") if pd.notna(cell) else []:
+                if region.strip():
+                    records.append(
+                        (str(scan_id), None, region.strip().lower(), f"scans.csv row {i + 2}")
+                    )
+        table = pd.DataFrame(records, columns=["scan_id", "lesion_id", "region", "source_row"])
+    else:
+        raise InputDataError(
+            "No lesion information: lesions.csv is empty or absent and scans.csv has no "
+            f"'{columns.get('regions')}' column. Provide one of them (see README, data contract)."
+        )
+
+    unknown = ~table["region"].isin(known)
+    for _, bad in table[unknown].iterrows():
+        problems.add(
+            bad["scan_id"],
+            bad["source_row"],
+            f"unknown region '{bad['region']}'",
+            f"use one of {sorted(known)} or add it to the regions parameter",
+        )
+    orphan = ~table["scan_id"].isin(set(catalog["scan_id"]) | set(scans[scan_col].astype(str)))
+    for _, bad in table[orphan].iterrows():
+        problems.add(
+            bad["scan_id"],
+            bad["source_row"],
+            "lesion of a scan that does not exist",
+            "fix the scan_id or remove the row",
+        )
+    problems.raise_if_any(on_invalid)
+    keep = ~unknown & ~orphan & table["scan_id"].isin(usable)
+    return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
+        problems.table()
+    )

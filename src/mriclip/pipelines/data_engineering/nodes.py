@@ -1,0 +1,159 @@
+"""Thin nodes of the data_engineering pipeline; the work is in mriclip.imaging/text/splits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
+from mriclip.imaging.validation import (
+    PROBLEM_COLUMNS,
+    ProblemLog,
+    as_3d,
+    build_nifti_catalog,
+    collect_lesions,
+)
+from mriclip.splits import patient_level_splits
+from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
+
+logger = logging.getLogger(__name__)
+
+
+def catalog_scans(
+    raw_images: dict[str, Callable],
+    raw_labels: dict[str, Callable],
+    raw_scans: pd.DataFrame,
+    params: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return build_nifti_catalog(
+        raw_images, raw_labels, raw_scans, params["columns"], params["on_invalid"]
+    )
+
+
+def validate_lesions(
+    raw_scans: pd.DataFrame,
+    raw_lesions: pd.DataFrame,
+    nifti_catalog: pd.DataFrame,
+    regions: list[str],
+    params: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return collect_lesions(
+        raw_scans, raw_lesions, nifti_catalog, regions, params["columns"], params["on_invalid"]
+    )
+
+
+def preprocess_volumes(
+    raw_images: dict[str, Callable],
+    raw_labels: dict[str, Callable],
+    nifti_catalog: pd.DataFrame,
+    validated_lesions: pd.DataFrame,
+    params: dict,
+) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Preprocess every usable scan; returns volumes, label maps (one ``.npy`` each), the
+    per-scan report, the lesion table on the new grid, and the problems met."""
+    config = PreprocessingConfig(**params["preprocessing"])
+    problems = ProblemLog("preprocessing")
+    volumes, labels, reports, lesion_rows = {}, {}, [], []
+    usable = nifti_catalog[nifti_catalog["status"] == "ok"]
+    for scan in tqdm(
+        usable.itertuples(), total=len(usable), desc="preprocess", unit="scan", disable=None
+    ):
+        image = raw_images[scan.image_file]()
+        label_image = raw_labels[scan.label_file]() if isinstance(scan.label_file, str) else None
+        label = None if label_image is None else as_3d(label_image)
+        try:
+            volume, label_out, metadata = preprocess_scan(image, as_3d(image), label, config)
+        except ValueError as error:
+            problems.add(
+                scan.scan_id,
+                scan.image_file,
+                f"preprocessing failed: {error}",
+                "inspect the scan; it may be empty",
+            )
+            continue
+        volumes[scan.scan_id] = volume
+        reports.append({"scan_id": scan.scan_id, **metadata})
+        if label_out is None:
+            continue
+        labels[scan.scan_id] = label_out
+        geometry = lesion_geometry(label_out)
+        for lesion in validated_lesions[validated_lesions["scan_id"] == scan.scan_id].itertuples():
+            if pd.isna(lesion.lesion_id):
+                continue
+            if int(lesion.lesion_id) not in geometry:
+                problems.add(
+                    scan.scan_id,
+                    f"lesion {lesion.lesion_id} of {scan.scan_id}",
+                    "lesion id absent from the label map after preprocessing (missing "
+                    "in the file, or smaller than one voxel on the target grid)",
+                    "check lesions.csv against the label map, or use a finer grid",
+                )
+                continue
+            centre, n_voxels = geometry[int(lesion.lesion_id)]
+            lesion_rows.append(
+                {
+                    "scan_id": scan.scan_id,
+                    "lesion_id": int(lesion.lesion_id),
+                    "region": lesion.region,
+                    "center_x": centre[0],
+                    "center_y": centre[1],
+                    "center_z": centre[2],
+                    "n_voxels": n_voxels,
+                }
+            )
+    problems.raise_if_any(params["on_invalid"])
+    lesion_table = pd.DataFrame(
+        lesion_rows,
+        columns=["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"],
+    )
+    logger.info("preprocessed %d scans to %s", len(volumes), tuple(config.target_shape))
+    return volumes, labels, pd.DataFrame(reports), lesion_table, problems.table()
+
+
+def _ordered_regions(regions_of_scan: list[str], vocabulary: list[str]) -> list[str]:
+    return sorted(regions_of_scan, key=vocabulary.index)
+
+
+def template_sentences(
+    raw_scans: pd.DataFrame,
+    validated_lesions: pd.DataFrame,
+    preprocessing_report: pd.DataFrame,
+    regions: list[str],
+    sentence_params: dict,
+    params: dict,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The canonical sentence of each preprocessed scan, its region set, and the prompts."""
+    templates = SentenceTemplates.from_params(sentence_params)
+    scan_col, patient_col = params["columns"]["scan_id"], params["columns"]["patient_id"]
+    usable = set(preprocessing_report["scan_id"])
+    rows = raw_scans.assign(**{scan_col: raw_scans[scan_col].astype(str)})
+    rows = rows[rows[scan_col].isin(usable)]
+    lesions_by_scan = validated_lesions.groupby("scan_id")["region"].apply(list).to_dict()
+    records = []
+    for row in rows.to_dict("records"):
+        lesion_regions = _ordered_regions(lesions_by_scan.get(row[scan_col], []), regions)
+        unique = list(dict.fromkeys(lesion_regions))
+        record = {
+            "scan_id": row[scan_col],
+            "patient_id": str(row[patient_col]),
+            "regions": ";".join(unique),
+            "n_lesions": len(lesion_regions),
+            "stratum": max(unique, key=lesion_regions.count) if unique else "none",
+            "sentence": describe_scan(row, lesion_regions, templates),
+        }
+        record.update({column: row.get(column) for column in templates.columns})
+        records.append(record)
+    return pd.DataFrame(records), region_prompts(regions, templates)
+
+
+def split_patients(scan_sentences: pd.DataFrame, seed: int, params: dict) -> pd.DataFrame:
+    return patient_level_splits(scan_sentences, seed=seed, **params["splits"])
+
+
+def gather_problems(*tables: pd.DataFrame) -> pd.DataFrame:
+    """All problems of the run in one saved table (empty with headers when there were none)."""
+    frames = [table for table in tables if len(table)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PROBLEM_COLUMNS)

@@ -1,0 +1,73 @@
+"""data_engineering: NIfTI catalog + validation, preprocessing, sentences, patient-level splits."""
+
+from kedro.pipeline import Node, Pipeline
+
+from mriclip.pipelines.data_engineering import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.catalog_scans,
+                ["raw_images", "raw_labels", "raw_scans", "params:data_engineering"],
+                ["nifti_catalog", "image_problems"],
+                name="catalog_scans",
+            ),
+            Node(
+                nodes.validate_lesions,
+                [
+                    "raw_scans",
+                    "raw_lesions",
+                    "nifti_catalog",
+                    "params:regions",
+                    "params:data_engineering",
+                ],
+                ["validated_lesions", "lesion_problems"],
+                name="validate_lesions",
+            ),
+            Node(
+                nodes.preprocess_volumes,
+                [
+                    "raw_images",
+                    "raw_labels",
+                    "nifti_catalog",
+                    "validated_lesions",
+                    "params:data_engineering",
+                ],
+                [
+                    "preprocessed_volumes",
+                    "preprocessed_labels",
+                    "preprocessing_report",
+                    "lesion_table",
+                    "preprocessing_problems",
+                ],
+                name="preprocess_volumes",
+            ),
+            Node(
+                nodes.template_sentences,
+                [
+                    "raw_scans",
+                    "validated_lesions",
+                    "preprocessing_report",
+                    "params:regions",
+                    "params:sentences",
+                    "params:data_engineering",
+                ],
+                ["scan_sentences", "region_prompts"],
+                name="template_sentences",
+            ),
+            Node(
+                nodes.split_patients,
+                ["scan_sentences", "params:seed", "params:data_engineering"],
+                "splits",
+                name="split_patients",
+            ),
+            Node(
+                nodes.gather_problems,
+                ["image_problems", "lesion_problems", "preprocessing_problems"],
+                "catalog_problems",
+                name="gather_problems",
+            ),
+        ]
+    )

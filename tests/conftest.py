@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny synthetic raw cohort in the user data contract."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
+
+
+def make_head(
+    shape=(40, 48, 40), seed=0, lesions=((20, 24, 20, 3),)
+) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipsoid 'head' with noise, and a label map with one ball per lesion (id 1, 2, ...)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    centre = (np.array(shape) - 1) / 2
+    radii = np.array(shape) * 0.4
+    head = (((grid - centre) / radii) ** 2).sum(-1) <= 1
+    volume = np.where(head, 100.0, 0.0) + rng.normal(0, 2, shape)
+    label = np.zeros(shape, np.int16)
+    for lesion_id, (x, y, z, r) in enumerate(lesions, start=1):
+        ball = ((grid - np.array([x, y, z])) ** 2).sum(-1) <= r**2
+        label[ball] = lesion_id
+        volume[ball] = 180.0
+    return volume.astype(np.float32), label
+
+
+@pytest.fixture
+def raw_cohort():
+    """Six scans of five patients as the catalog's inputs: loaders, scans and lesions tables."""
+    images, labels, scans, lesions = {}, {}, [], []
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for index in range(6):
+        scan_id, patient_id = f"S{index}", f"P{max(index - 1, 0)}"
+        volume, label = make_head(seed=index, lesions=((20, 24, 20, 3), (12, 14, 22, 2)))
+        image = nib.Nifti1Image(volume, affine)
+        label_image = nib.Nifti1Image(label, affine)
+        images[f"{scan_id}.nii.gz"] = lambda image=image: image
+        labels[f"{scan_id}.nii.gz"] = lambda image=label_image: image
+        scans.append(
+            {"scan_id": scan_id, "patient_id": patient_id, "age": 40 + index, "sex": "female"}
+        )
+        lesions.append({"scan_id": scan_id, "lesion_id": 1, "region": REGIONS[index % 5]})
+        lesions.append({"scan_id": scan_id, "lesion_id": 2, "region": REGIONS[(index + 2) % 5]})
+    return images, labels, pd.DataFrame(scans), pd.DataFrame(lesions)

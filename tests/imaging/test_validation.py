@@ -1,0 +1,169 @@
+"""One test per bad input: each is raised with a clear message or listed in the problems table."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from mriclip.imaging.validation import InputDataError, build_nifti_catalog, collect_lesions
+from tests.conftest import REGIONS
+
+COLUMNS = {
+    "scan_id": "scan_id",
+    "patient_id": "patient_id",
+    "lesion_id": "lesion_id",
+    "region": "region",
+    "regions": "regions",
+}
+
+
+def catalog(images, labels, scans, on_invalid="skip"):
+    return build_nifti_catalog(images, labels, scans, COLUMNS, on_invalid)
+
+
+def status_of(table, scan_id):
+    return table.set_index("scan_id").loc[scan_id, "status"]
+
+
+def test_clean_cohort_has_no_problems(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    table, problems = catalog(images, labels, scans)
+    assert problems.empty
+    assert (table["status"] == "ok").all()
+    row = table.set_index("scan_id").loc["S0"]
+    assert row["shape"] == "40x48x40" and row["spacing"] == "2x2x2" and row["orientation"] == "RAS"
+    assert row["patient_id"] == "P0" and len(row["sha256"]) == 64
+    volume = images["S0.nii.gz"]().get_fdata()
+    assert row["intensity_min"] == pytest.approx(volume.min())
+
+
+def _raise_on_load():
+    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+
+def test_unreadable_file_is_listed(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    images["S1.nii.gz"] = _raise_on_load
+    table, problems = catalog(images, labels, scans)
+    assert "unreadable" in status_of(table, "S1")
+    assert problems.set_index("scan_id").loc["S1", "item"] == "S1.nii.gz"
+
+
+def test_non_3d_is_listed_but_singleton_4d_accepted(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    data = images["S1.nii.gz"]().get_fdata()
+    images["S1.nii.gz"] = lambda: nib.Nifti1Image(np.stack([data, data], -1), np.eye(4) * 2)
+    images["S2.nii.gz"] = lambda: nib.Nifti1Image(data[..., None], np.diag([2.0, 2, 2, 1]))
+    table, _ = catalog(images, labels, scans)
+    assert "not a 3D volume" in status_of(table, "S1")
+    assert status_of(table, "S2") == "ok"
+
+
+def test_nan_voxels_are_listed(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    data = images["S2.nii.gz"]().get_fdata()
+    data[3, 3, 3] = np.nan
+    data[4, 4, 4] = np.inf
+    images["S2.nii.gz"] = lambda: nib.Nifti1Image(data, np.diag([2.0, 2, 2, 1]))
+    table, problems = catalog(images, labels, scans)
+    assert status_of(table, "S2") == "2 NaN/inf voxel(s)"
+    assert "S2" in set(problems["scan_id"])
+
+
+def test_label_on_another_grid_is_listed(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    label = labels["S3.nii.gz"]()
+    labels["S3.nii.gz"] = lambda: nib.Nifti1Image(label.get_fdata(), np.diag([1.0, 1, 1, 1]))
+    labels["S4.nii.gz"] = lambda: nib.Nifti1Image(np.zeros((10, 10, 10)), np.diag([2.0, 2, 2, 1]))
+    table, _ = catalog(images, labels, scans)
+    assert "does not match image grid" in status_of(table, "S3")
+    assert "(10, 10, 10) does not match image grid (40, 48, 40)" in status_of(table, "S4")
+
+
+def test_scan_without_row_and_row_without_scan(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    scans = pd.concat(
+        [scans[scans["scan_id"] != "S5"], pd.DataFrame([{"scan_id": "GHOST", "patient_id": "P9"}])]
+    )
+    table, problems = catalog(images, labels, scans)
+    assert status_of(table, "S5") == "scan has no row in scans.csv"
+    ghost = problems.set_index("scan_id").loc["GHOST"]
+    assert ghost["problem"] == "row has no image file"
+    assert "images/GHOST.nii.gz" in ghost["fix"]
+
+
+def test_duplicate_ids_are_listed(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    scans = pd.concat([scans, scans[scans["scan_id"] == "S0"]], ignore_index=True)
+    images["S0.nii"] = images["S0.nii.gz"]
+    table, problems = catalog(images, labels, scans)
+    assert status_of(table, "S0") == "ambiguous or incomplete scans.csv row"
+    texts = " ".join(problems["problem"])
+    assert "duplicate scan_id 'S0'" in texts and "duplicate image for scan 'S0'" in texts
+
+
+def test_missing_required_columns_raise_with_names(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    with pytest.raises(InputDataError, match=r"lacks required column\(s\) \['patient_id'\]"):
+        catalog(images, labels, scans.rename(columns={"patient_id": "subject"}))
+
+
+def test_on_invalid_raise_lists_every_problem(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    images["S1.nii.gz"] = _raise_on_load
+    images["readme.txt"] = lambda: None
+    with pytest.raises(InputDataError) as error:
+        catalog(images, labels, scans, on_invalid="raise")
+    message = str(error.value)
+    assert "S1.nii.gz: unreadable" in message and "readme.txt: image file is not .nii" in message
+    assert "on_invalid: skip" in message
+
+
+def test_bad_on_invalid_value_is_an_error(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    with pytest.raises(ValueError, match="on_invalid must be 'raise' or 'skip'"):
+        catalog(images, labels, scans, on_invalid="ignore")
+
+
+def test_unknown_region_and_orphan_lesion(raw_cohort):
+    images, labels, scans, lesions = raw_cohort
+    table, _ = catalog(images, labels, scans)
+    lesions = pd.concat(
+        [
+            lesions,
+            pd.DataFrame(
+                [
+                    {"scan_id": "S0", "lesion_id": 3, "region": "Brainstem"},
+                    {"scan_id": "NOPE", "lesion_id": 1, "region": "frontal"},
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
+    kept, problems = collect_lesions(scans, lesions, table, REGIONS, COLUMNS)
+    assert len(kept) == 12
+    by_problem = problems.set_index("problem")
+    assert by_problem.loc["unknown region 'brainstem'", "item"] == "lesions.csv row 14"
+    assert by_problem.loc["lesion of a scan that does not exist", "scan_id"] == "NOPE"
+    with pytest.raises(InputDataError, match="unknown region 'brainstem'"):
+        collect_lesions(scans, lesions, table, REGIONS, COLUMNS, on_invalid="raise")
+
+
+def test_regions_column_replaces_lesion_table(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    table, _ = catalog(images, labels, scans)
+    scans = scans.assign(regions=["frontal;occipital", "", "temporal", None, "frontal", "x"])
+    kept, problems = collect_lesions(scans, pd.DataFrame(), table, REGIONS, COLUMNS)
+    assert kept.groupby("scan_id")["region"].apply(list).to_dict() == {
+        "S0": ["frontal", "occipital"],
+        "S2": ["temporal"],
+        "S4": ["frontal"],
+    }
+    assert problems["problem"].tolist() == ["unknown region 'x'"]
+
+
+def test_no_lesion_information_is_an_error(raw_cohort):
+    images, labels, scans, _ = raw_cohort
+    table, _ = catalog(images, labels, scans)
+    with pytest.raises(InputDataError, match="No lesion information"):
+        collect_lesions(scans, pd.DataFrame(), table, REGIONS, COLUMNS)

@@ -1,0 +1,40 @@
+"""Run a pipeline on an in-memory catalog with the parameters of a conf environment."""
+
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so tests can read intermediate outputs."""
+
+    def _release(self) -> None:
+        pass
+
+
+def load_parameters(env: str = "test") -> dict:
+    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env=env)
+    return loader["parameters"]
+
+
+def run_in_memory(pipeline, inputs: dict, env: str = "test", overrides: dict | None = None) -> dict:
+    """Every input and output lives in memory; returns every dataset the run produced."""
+    parameters = {**load_parameters(env), **(overrides or {})}
+    datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
+    for name in pipeline.inputs():
+        if name == "parameters":
+            datasets[name] = MemoryDataset(parameters)
+        elif name.startswith("params:"):
+            value = parameters
+            for key in name.removeprefix("params:").split("."):
+                value = value[key]
+            datasets[name] = MemoryDataset(value)
+    for name in pipeline.all_outputs():
+        datasets[name] = KeptDataset()
+    catalog = DataCatalog(datasets)
+    SequentialRunner().run(pipeline, catalog)
+    return {name: catalog.load(name) for name in pipeline.all_outputs()}

@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+
+from mriclip.pipelines.data_engineering.pipeline import create_pipeline
+from tests.pipelines.helpers import run_in_memory
+
+
+def run(raw_cohort):
+    images, labels, scans, lesions = raw_cohort
+    inputs = {
+        "raw_images": images,
+        "raw_labels": labels,
+        "raw_scans": scans,
+        "raw_lesions": lesions,
+    }
+    return run_in_memory(create_pipeline(), inputs)
+
+
+def test_pipeline_writes_every_named_output(raw_cohort):
+    out = run(raw_cohort)
+    assert (out["nifti_catalog"]["status"] == "ok").all()
+    assert out["catalog_problems"].empty
+    assert list(out["catalog_problems"].columns) == ["stage", "scan_id", "item", "problem", "fix"]
+    volumes, labels = out["preprocessed_volumes"], out["preprocessed_labels"]
+    assert sorted(volumes) == sorted(labels) == [f"S{i}" for i in range(6)]
+    assert all(v.shape == (32, 32, 32) and v.dtype == np.float32 for v in volumes.values())
+    report = out["preprocessing_report"]
+    assert set(report["output_shape"]) == {"32x32x32"}
+    lesions = out["lesion_table"]
+    assert len(lesions) == 12
+    for lesion in lesions.itertuples():  # centres lie inside their own lesion on the new grid
+        centre = tuple(int(round(c)) for c in (lesion.center_x, lesion.center_y, lesion.center_z))
+        assert labels[lesion.scan_id][centre] == lesion.lesion_id
+
+
+def test_sentences_prompts_and_splits(raw_cohort):
+    out = run(raw_cohort)
+    sentences = out["scan_sentences"].set_index("scan_id")
+    assert sentences.loc["S0", "regions"] == "frontal;temporal"
+    assert sentences.loc["S0", "sentence"].startswith("The age of the subject is 40.")
+    assert (
+        "Additionally, a lesion is present in the temporal area." in sentences.loc["S0", "sentence"]
+    )
+    assert out["region_prompts"]["occipital"] == "There is a lesion in the occipital section."
+    splits = out["splits"]
+    sides = splits.groupby("patient_id")["split"].nunique()
+    assert (sides == 1).all()
+    assert set(splits["split"]) == {"train", "test"}
+
+
+def test_skipped_scan_is_listed_and_absent_downstream(raw_cohort):
+    images, labels, scans, lesions = raw_cohort
+
+    def broken():
+        raise OSError("truncated")
+
+    images["S3.nii.gz"] = broken
+    out = run_in_memory(
+        create_pipeline(),
+        {"raw_images": images, "raw_labels": labels, "raw_scans": scans, "raw_lesions": lesions},
+    )
+    problems = out["catalog_problems"]
+    assert problems.loc[problems["scan_id"] == "S3", "stage"].tolist() == ["nifti_catalog"]
+    assert "S3" not in out["preprocessed_volumes"]
+    assert "S3" not in set(out["scan_sentences"]["scan_id"])
+    assert "S3" not in set(out["splits"]["scan_id"])
+    assert isinstance(out["lesion_table"], pd.DataFrame)

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mriclip.splits import patient_level_splits
+
+REGIONS = ["frontal", "cerebellar", "parietal", "occipital", "temporal"]
+
+
+def cohort(n_patients=47, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in range(n_patients):
+        for course in range(rng.integers(1, 4)):
+            rows.append(
+                {
+                    "scan_id": f"P{patient}_S{course}",
+                    "patient_id": f"P{patient}",
+                    "stratum": rng.choice(REGIONS, p=[0.31, 0.2, 0.17, 0.12, 0.2]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_no_patient_on_both_sides_and_folds_partition_training():
+    splits = patient_level_splits(cohort(), test_fraction=0.2, n_folds=5, seed=3)
+    test_patients = set(splits.loc[splits["split"] == "test", "patient_id"])
+    train = splits[splits["split"] == "train"]
+    assert test_patients.isdisjoint(set(train["patient_id"]))
+    assert (splits.loc[splits["split"] == "test", "fold"] == -1).all()
+    assert sorted(train["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert train.groupby("patient_id")["fold"].nunique().max() == 1
+    n_patients = splits["patient_id"].nunique()
+    assert 0.12 < len(test_patients) / n_patients < 0.28
+
+
+def test_seeded_and_seed_sensitive():
+    scans = cohort()
+    first = patient_level_splits(scans, seed=1)
+    pd.testing.assert_frame_equal(first, patient_level_splits(scans, seed=1))
+    assert not first["split"].equals(patient_level_splits(scans, seed=2)["split"])
+
+
+def test_stratification_falls_back_when_classes_are_rare():
+    scans = cohort(n_patients=12).assign(stratum="frontal")
+    scans.loc[0, "stratum"] = "temporal"  # one scan of a class: cannot be stratified
+    splits = patient_level_splits(scans, n_folds=3, seed=0)
+    assert set(splits["split"]) == {"train", "test"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_fraction": 1.2}, "test_fraction must be in"),
+        ({"n_folds": 1}, "n_folds must be at least 2"),
+        ({"n_folds": 20}, "too few"),
+    ],
+)
+def test_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        patient_level_splits(cohort(n_patients=10), **kwargs)
