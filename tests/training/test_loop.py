@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+
+from mriclip.training.loop import BatchStream, NonFiniteLossError, check_finite, freeze_stages
+from mriclip.training.schedule import param_groups, warmup_cosine
+
+
+def test_batch_stream_covers_each_epoch_and_resumes_exactly():
+    stream = BatchStream(10, 3, seed=0)
+    epoch = [i for _ in range(3) for i in stream.next_batch()]
+    assert len(set(epoch)) == 9  # one epoch without repeats, ragged tail dropped
+    state = stream.state_dict()
+    expected = [stream.next_batch() for _ in range(7)]
+    resumed = BatchStream(10, 3, seed=99)
+    resumed.load_state_dict(state)
+    assert [resumed.next_batch() for _ in range(7)] == expected
+    with pytest.raises(ValueError, match="exceeds the 2 training items"):
+        BatchStream(2, 3, seed=0)
+
+
+def test_warmup_then_cosine_matches_formula():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = warmup_cosine(optimizer, warmup_steps=4, total_steps=14)
+    lrs = []
+    for _ in range(14):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    assert lrs[4:] == pytest.approx([1 + math.cos(math.pi * k / 10) for k in range(10)])
+    with pytest.raises(ValueError, match="warmup_steps"):
+        warmup_cosine(optimizer, warmup_steps=20, total_steps=10)
+
+
+def test_param_groups_split_decay_and_skip_frozen():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    freeze_stages([model[0]], 1, "vision")
+    groups = param_groups({"vision": (model, 0.1)}, weight_decay=0.5)
+    by_name = {g["name"]: g for g in groups}
+    assert [p.shape for p in by_name["vision"]["params"]] == [torch.Size([2, 4])]
+    assert by_name["vision_no_decay"]["weight_decay"] == 0.0
+    assert len(by_name["vision_no_decay"]["params"]) == 3  # norm weight+bias, last bias
+    with pytest.raises(ValueError, match="cannot freeze 3 text stages: it has 1"):
+        freeze_stages([model[0]], 3, "text")
+
+
+def test_non_finite_loss_names_the_step():
+    check_finite(1.0, 3)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 17"):
+        check_finite(float("nan"), 17)
