@@ -5,5 +5,12 @@ from mriclip.datasets.array_dataset import MemmapArrayDataset
 from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
 from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
+from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDataset
 
-__all__ = ["MemmapArrayDataset", "NiftiDataset", "OptionalCSVDataset", "TorchCheckpointDataset"]
+__all__ = [
+    "MemmapArrayDataset",
+    "NiftiDataset",
+    "OptionalCSVDataset",
+    "OptionalPartitionedDataset",
+    "TorchCheckpointDataset",
+]

@@ -335,3 +335,20 @@ def collect_lesions(
     return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
         problems.table()
     )
+
+
+def build_unlabelled_catalog(
+    images: Mapping[str, Callable[[], nib.Nifti1Image]], on_invalid: str = "skip"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a folder of extra scans that have no table row (e.g. for pretraining)."""
+    problems = ProblemLog("unlabelled_catalog")
+    rows = []
+    for scan_id, (image_file, load_image) in _index_files(images, "image", problems).items():
+        row = dict.fromkeys(CATALOG_COLUMNS)
+        row.update(scan_id=scan_id, image_file=image_file)
+        row["status"] = _inspect_image(row, load_image, None)
+        if row["status"] != "ok":
+            problems.add(scan_id, image_file, row["status"], "re-export the file or remove it")
+        rows.append(row)
+    problems.raise_if_any(on_invalid)
+    return pd.DataFrame(rows, columns=CATALOG_COLUMNS), problems.table()

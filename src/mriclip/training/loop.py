@@ -60,12 +60,13 @@ class BatchStream:
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack images; keep strings as lists."""
-    batch = {"image": torch.stack([item["image"] for item in items])}
-    for key in items[0]:
-        if key != "image":
-            batch[key] = [item[key] for item in items]
-    return batch
+    """Stack tensors; keep everything else (sentences, keys, ids) as lists."""
+    return {
+        key: torch.stack([item[key] for item in items])
+        if isinstance(items[0][key], torch.Tensor)
+        else [item[key] for item in items]
+        for key in items[0]
+    }
 
 
 def load_batch(dataset: Dataset, indices: list[int]) -> dict:
@@ -126,3 +127,40 @@ def freeze_stages(stages: list[nn.Module], n_frozen: int, what: str) -> None:
     for stage in stages[:n_frozen]:
         for parameter in stage.parameters():
             parameter.requires_grad_(False)
+
+
+def training_snapshot(
+    step: int,
+    history: list[dict],
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    stream: BatchStream,
+    dataset,
+    **extra,
+) -> dict:
+    """Everything a crashed run needs to continue exactly where it stopped."""
+    return {
+        "step": step,
+        "history": history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "stream": stream.state_dict(),
+        "rng": rng_state(),
+        "dataset_rng": dataset.rng.bit_generator.state,
+        **extra,
+    }
+
+
+def restore_snapshot(
+    snapshot: dict, model: nn.Module, optimizer, scheduler, stream: BatchStream, dataset
+) -> tuple[list[dict], int]:
+    """Load a ``training_snapshot``; returns (history so far, step reached)."""
+    model.load_state_dict(snapshot["model"])
+    optimizer.load_state_dict(snapshot["optimizer"])
+    scheduler.load_state_dict(snapshot["scheduler"])
+    stream.load_state_dict(snapshot["stream"])
+    restore_rng_state(snapshot["rng"])
+    dataset.rng.bit_generator.state = snapshot["dataset_rng"]
+    return list(snapshot["history"]), int(snapshot["step"])

@@ -1,0 +1,111 @@
+"""AMAES-style masked autoencoder around any registered 3D encoder.
+
+A ratio of cubic blocks of the input is replaced (by zeros or noise); a light decoder without
+skip connections upsamples the encoder's deepest feature map back to the input grid; the
+loss is MSE on every voxel or on masked voxels only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.blocks import Convolution, UpSample
+from torch import nn
+
+
+def block_mask(
+    shape: tuple[int, int, int],
+    batch_size: int,
+    block_size: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Boolean mask (B, 1, D, H, W): exactly ``round(ratio * n_blocks)`` of the
+    ``block_size``³ blocks of each sample are True (masked)."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    if any(size % block_size for size in shape):
+        raise ValueError(
+            f"input shape {shape} is not divisible by the mask block size {block_size}"
+        )
+    grid = [size // block_size for size in shape]
+    n_blocks = math.prod(grid)
+    n_masked = round(ratio * n_blocks)
+    scores = torch.rand(batch_size, n_blocks, generator=generator)
+    chosen = scores.argsort(dim=1)[:, :n_masked]
+    blocks = torch.zeros(batch_size, n_blocks, dtype=torch.bool)
+    blocks.scatter_(1, chosen, True)
+    blocks = blocks.view(batch_size, 1, *grid)
+    for axis in range(2, 5):
+        blocks = blocks.repeat_interleave(block_size, dim=axis)
+    return blocks.to(device)
+
+
+def apply_mask(
+    image: torch.Tensor, mask: torch.Tensor, fill: str = "zeros", generator=None
+) -> torch.Tensor:
+    if fill == "zeros":
+        return image.masked_fill(mask, 0.0)
+    if fill == "noise":
+        noise = torch.randn(image.shape, generator=generator).to(image.device, image.dtype)
+        return torch.where(mask, noise, image)
+    raise ValueError(f"pretraining.mask_fill must be 'zeros' or 'noise', got {fill!r}")
+
+
+class LightDecoder(nn.Module):
+    """Upsampling decoder without skips: log2(downsample_factor) × (deconv ×2, conv)."""
+
+    def __init__(
+        self, in_channels: int, downsample_factor: int, out_channels: int = 1, min_channels: int = 8
+    ) -> None:
+        super().__init__()
+        n_up = int(round(math.log2(downsample_factor)))
+        if 2**n_up != downsample_factor:
+            raise ValueError(f"downsample factor {downsample_factor} is not a power of two")
+        layers, channels = [], in_channels
+        for _ in range(n_up):
+            nxt = max(min_channels, channels // 2)
+            layers += [
+                UpSample(3, channels, nxt, scale_factor=2, mode="deconv"),
+                Convolution(3, nxt, nxt, kernel_size=3, norm="instance", act="gelu"),
+            ]
+            channels = nxt
+        layers.append(nn.Conv3d(channels, out_channels, kernel_size=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class MaskedAutoencoder(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = LightDecoder(encoder.feature_dim, encoder.downsample_factor)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder.forward_features(image))
+
+
+def reconstruction_loss(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, masked_only: bool
+) -> torch.Tensor:
+    """MSE over all voxels, or over the masked voxels only."""
+    squared = (prediction.float() - target.float()) ** 2
+    if not masked_only:
+        return squared.mean()
+    return squared[mask.expand_as(squared)].mean()
+
+
+def unmasked_mean_baseline(
+    target: torch.Tensor, masked_input: torch.Tensor, mask: torch.Tensor, masked_only: bool
+) -> torch.Tensor:
+    """The loss of predicting, for every voxel, the mean of the sample's visible voxels:
+    what a reconstruction must beat to have learnt anything."""
+    visible = ~mask
+    means = (masked_input * visible).sum(dim=(1, 2, 3, 4), keepdim=True) / visible.sum(
+        dim=(1, 2, 3, 4), keepdim=True
+    ).clamp(min=1)
+    return reconstruction_loss(means.expand_as(target), target, mask, masked_only)
