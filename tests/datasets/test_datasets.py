@@ -102,3 +102,15 @@ def test_optional_csv_is_empty_when_absent(tmp_path):
     assert dataset.load().empty
     dataset.save(pd.DataFrame({"scan_id": ["a"], "lesion_id": [1]}))
     assert dataset.load()["lesion_id"].tolist() == [1]
+
+
+def test_figure_dataset_saves_png_and_loads_bytes(tmp_path):
+    from matplotlib.figure import Figure
+
+    from mriclip.datasets import FigurePNGDataset
+
+    figure = Figure()
+    figure.subplots().plot([0, 1], [1, 0])
+    dataset = FigurePNGDataset(filepath=str(tmp_path / "f.png"), version=Version(None, None))
+    dataset.save(figure)
+    assert dataset.load()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,6 +6,8 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from mriclip import settings
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +19,8 @@ class KeptDataset(MemoryDataset):
 
 
 def load_parameters(env: str = "test") -> dict:
-    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env=env)
+    args = {**settings.CONFIG_LOADER_ARGS, "default_run_env": env}
+    loader = OmegaConfigLoader(str(PROJECT / "conf"), **args)
     return loader["parameters"]
 
 

@@ -3,11 +3,13 @@ arrays, checkpoints, optional tables."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
 from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
+from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
 from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
 from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDataset
 
 __all__ = [
+    "FigurePNGDataset",
     "MemmapArrayDataset",
     "NiftiDataset",
     "OptionalCSVDataset",

@@ -1,0 +1,80 @@
+"""Build, save and rebuild CLIP models from plain configs (the open_clip "factory" idea).
+
+A saved model is a bundle ``{"config": ..., "state_dict": ...}`` of plain values and tensors,
+so the catalog stores it with ``weights_only`` safety and any later node can rebuild it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+
+from mriclip.models.checkpoints import build_encoder_from_saved, load_encoder_weights
+from mriclip.models.clip import ClipModel
+from mriclip.models.encoders import ImageEncoder, build_image_encoder
+from mriclip.text.encoder import TextEncoder
+
+logger = logging.getLogger(__name__)
+
+
+def initial_image_encoder(
+    image_init: str, encoder_params: Mapping, pretrained_encoder: Mapping | None
+) -> ImageEncoder:
+    """``pretrained``: the pretraining pipeline's encoder (its own config wins); ``random``:
+    fresh weights from ``encoder_params``; anything else: a path to external weights loaded
+    into an encoder built from ``encoder_params``."""
+    if image_init == "pretrained":
+        if pretrained_encoder is None:
+            raise ValueError(
+                "alignment.image_init is 'pretrained' but no pretrained_encoder exists: run "
+                "`kedro run --pipeline pretraining` first, or set alignment.image_init to "
+                "'random' or to a checkpoint path"
+            )
+        logger.info("image encoder: pretrained (%s)", pretrained_encoder["config"])
+        return build_encoder_from_saved(pretrained_encoder)
+    encoder = build_image_encoder(encoder_params["name"], **encoder_params.get("kwargs", {}))
+    if image_init != "random":
+        load_encoder_weights(encoder, image_init)
+    logger.info("image encoder: %s, init %s", encoder_params["name"], image_init)
+    return encoder
+
+
+def create_clip_model(
+    image_encoder: ImageEncoder, text_params: Mapping, clip_params: Mapping
+) -> ClipModel:
+    text_encoder = TextEncoder(**text_params)
+    return ClipModel(image_encoder, text_encoder, **clip_params)
+
+
+def clip_model_bundle(model: ClipModel, text_params: Mapping, clip_params: Mapping) -> dict:
+    return {
+        "config": {
+            "image_encoder": dict(model.image_encoder.build_config),
+            "text_encoder": dict(text_params),
+            "clip": dict(clip_params),
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def load_clip_model(bundle: Mapping) -> ClipModel:
+    """Rebuild a model saved by :func:`clip_model_bundle`, every tensor restored (strict)."""
+    config = bundle["config"]
+    encoder_config = dict(config["image_encoder"])
+    encoder = build_image_encoder(encoder_config.pop("name"), **encoder_config)
+    model = create_clip_model(encoder, config["text_encoder"], config["clip"])
+    model.load_state_dict(bundle["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def embed_texts(model: ClipModel, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+    """L2-normalised text embeddings, in eval mode."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(sentences), batch_size):
+        tokens = model.text_encoder.tokenize(sentences[start : start + batch_size])
+        chunks.append(model.encode_text(tokens["input_ids"], tokens["attention_mask"]))
+    return torch.cat(chunks)

@@ -1,0 +1,5 @@
+"""The alignment pipeline."""
+
+from mriclip.pipelines.alignment.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,130 @@
+"""Thin nodes of the alignment pipeline: CLIP training of image + text encoders."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from mriclip.evaluation.embedding import embed_dataset, label_matrix
+from mriclip.evaluation.zero_shot import evaluate_zero_shot
+from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
+from mriclip.models.clip import ClipModel
+from mriclip.models.factory import (
+    clip_model_bundle,
+    create_clip_model,
+    embed_texts,
+    initial_image_encoder,
+)
+from mriclip.text.templates import SentenceTemplates
+from mriclip.training.alignment import AlignmentConfig, train_alignment
+from mriclip.training.runtime import seed_everything
+from mriclip.training.samples import AlignmentSamples
+
+logger = logging.getLogger(__name__)
+
+
+def training_and_validation_scans(
+    scan_sentences: pd.DataFrame, splits: pd.DataFrame, fold: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scans of the training split, minus fold ``fold`` which becomes validation. The test
+    split is never returned."""
+    train = splits[splits["split"] == "train"]
+    if fold is not None and fold not in set(train["fold"]):
+        raise ValueError(
+            f"alignment.fold={fold} is not a fold of the splits table "
+            f"(folds: {sorted(set(train['fold']))})"
+        )
+    held = set(train.loc[train["fold"] == fold, "scan_id"]) if fold is not None else set()
+    fit = set(train["scan_id"]) - held
+    rows = scan_sentences.set_index("scan_id", drop=False)
+    return rows.loc[sorted(fit)].reset_index(drop=True), rows.loc[sorted(held)].reset_index(
+        drop=True
+    )
+
+
+def with_lesions(scans: pd.DataFrame, lesion_table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Patch mode centres cubes on lesions: scans without one on the grid are left out,
+    with a warning naming them (their lesions are listed in catalog_problems)."""
+    keep = scans["scan_id"].isin(set(lesion_table["scan_id"]))
+    if not keep.all():
+        logger.warning(
+            "patch mode: %s scan(s) %s have no lesion on the preprocessed grid and are left out",
+            what,
+            scans.loc[~keep, "scan_id"].tolist(),
+        )
+    return scans[keep]
+
+
+def alignment_samples(
+    scans, volumes, labels, lesion_table, sentences, params, seed, training: bool
+) -> AlignmentSamples:
+    augment = None
+    if training:
+        augment = full_augmentation(AugmentationConfig(**params["augmentation"]), ["image"], seed)
+    return AlignmentSamples(
+        scans,
+        volumes,
+        lesion_table,
+        SentenceTemplates.from_params(sentences),
+        mode=params["mode"],
+        patch_size=params["patch_size"],
+        jitter=params["patch_jitter"],
+        labels=labels,
+        augment=augment,
+        paraphrase=training and params["paraphrase"],
+        seed=seed,
+    )
+
+
+def zero_shot_validator(val_set: AlignmentSamples, region_prompts: dict, regions: list[str]):
+    """Validation zero-shot macro AUC, for model selection and tuning objectives."""
+
+    def validate(model: ClipModel) -> dict:
+        val_set.rng = np.random.default_rng(0)  # the same patches every time
+        embedded = embed_dataset(model, val_set)
+        prompts = embed_texts(model, [region_prompts[r] for r in regions]).numpy()
+        labels = label_matrix(embedded["keys"], regions)
+        metrics = evaluate_zero_shot(embedded["image"], prompts, labels, regions)
+        return {"zero_shot_auc": metrics["overall"].get("auc_macro", float("nan"))}
+
+    return validate
+
+
+def train_clip_model(
+    scan_sentences: pd.DataFrame,
+    splits: pd.DataFrame,
+    preprocessed_volumes: dict,
+    preprocessed_labels: dict,
+    lesion_table: pd.DataFrame,
+    region_prompts: dict,
+    pretrained_encoder: dict | None,
+    sentences: dict,
+    regions: list[str],
+    params: dict,
+    seed: int,
+) -> tuple[dict, pd.DataFrame]:
+    seed_everything(seed)  # heads and temperature start the same for the same seed
+    train_scans, val_scans = training_and_validation_scans(scan_sentences, splits, params["fold"])
+    logger.info(
+        "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
+    )
+    if params["mode"] == "patch":
+        train_scans = with_lesions(train_scans, lesion_table, "training")
+        val_scans = with_lesions(val_scans, lesion_table, "validation")
+    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
+    train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
+    val_set = (
+        alignment_samples(val_scans, *args, seed=seed + 1, training=False)
+        if len(val_scans) > 1
+        else None
+    )
+    encoder = initial_image_encoder(
+        params["image_init"], params["image_encoder"], pretrained_encoder
+    )
+    model = create_clip_model(encoder, params["text_encoder"], params["clip"])
+    validate = zero_shot_validator(val_set, region_prompts, regions) if val_set else None
+    config = AlignmentConfig(**params["training"], seed=seed)
+    model, history = train_alignment(model, train_set, val_set, config, validate)
+    return clip_model_bundle(model, params["text_encoder"], params["clip"]), history

@@ -1,0 +1,129 @@
+"""Thin nodes of the pretraining pipeline (AMAES-style masked autoencoder)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from mriclip.imaging.augmentation import (
+    AugmentationConfig,
+    intensity_augmentation,
+    spatial_augmentation,
+)
+from mriclip.imaging.validation import build_unlabelled_catalog
+from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
+from mriclip.models.encoders import build_image_encoder
+from mriclip.models.mae import MaskedAutoencoder, apply_mask, block_mask
+from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
+from mriclip.training.pretraining import (
+    PretrainingConfig,
+    PretrainingSamples,
+    reconstruction_metrics,
+    train_masked_autoencoder,
+)
+
+
+def preprocess_unlabelled(
+    unlabelled_images: dict[str, Callable], data_engineering: dict
+) -> tuple[dict, pd.DataFrame]:
+    """Validate and preprocess extra unlabelled scans exactly like the labelled ones."""
+    catalog, problems = build_unlabelled_catalog(unlabelled_images, data_engineering["on_invalid"])
+    no_lesions = pd.DataFrame(columns=["scan_id", "lesion_id", "region"])
+    volumes, _, _, _, more_problems = preprocess_volumes(
+        unlabelled_images, {}, catalog, no_lesions, data_engineering
+    )
+    return {f"unlabelled_{k}": v for k, v in volumes.items()}, pd.concat(
+        [problems, more_problems], ignore_index=True
+    )
+
+
+def _samples(volumes: dict, scan_ids: list[str], params: dict, seed: int) -> PretrainingSamples:
+    augmentation = AugmentationConfig(**params["augmentation"])
+    keys = ["input", "target"]
+    spatial = spatial_augmentation(augmentation, keys).set_random_state(seed)
+    intensity = intensity_augmentation(augmentation, ["input"]).set_random_state(seed + 1)
+    return PretrainingSamples(volumes, scan_ids, params["patch_size"], spatial, intensity, seed)
+
+
+def _unaugmented(params: dict) -> dict:
+    """The same settings with every augmentation off, for held-out measurements."""
+    probabilities = {k: 0.0 for k in params["augmentation"] if k.endswith("_prob")}
+    return {**params, "augmentation": {**params["augmentation"], **probabilities}}
+
+
+def pretrain_encoder(
+    preprocessed_volumes: dict,
+    unlabelled_volumes: dict,
+    splits: pd.DataFrame,
+    params: dict,
+    seed: int,
+) -> tuple[dict, pd.DataFrame, dict]:
+    """Pretrain on the training split's volumes plus any unlabelled ones; measure
+    reconstruction on the held-out test split's volumes (never trained on)."""
+    volumes = {**preprocessed_volumes, **unlabelled_volumes}
+    train_ids = sorted(splits.loc[splits["split"] == "train", "scan_id"]) + sorted(
+        unlabelled_volumes
+    )
+    held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])
+    config = PretrainingConfig(**params["training"], seed=seed)
+    encoder = build_image_encoder(params["encoder"]["name"], **params["encoder"]["kwargs"])
+    model = MaskedAutoencoder(encoder)
+    train_set = _samples(volumes, train_ids, params, seed)
+    val_set = _samples(volumes, held_out, _unaugmented(params), seed + 7) if held_out else None
+    model, history = train_masked_autoencoder(model, train_set, val_set, config)
+    summary = {"n_train_volumes": len(train_ids), "n_held_out_volumes": len(held_out)}
+    if val_set is not None:
+        summary.update(reconstruction_metrics(model, val_set, config, torch.device("cpu")))
+        summary["beats_unmasked_mean"] = (
+            summary["reconstruction_loss"] < summary["unmasked_mean_loss"]
+        )
+    bundle = save_encoder(model.encoder, model.encoder.build_config)
+    bundle["decoder_state_dict"] = model.decoder.state_dict()
+    bundle["pretraining"] = {**summary, "steps": config.steps}
+    return bundle, history, summary
+
+
+def plot_reconstructions(
+    pretrained_encoder: dict,
+    preprocessed_volumes: dict,
+    splits: pd.DataFrame,
+    params: dict,
+    seed: int,
+) -> Figure:
+    """Input / masked input / reconstruction, middle axial slices of a few held-out volumes."""
+    model = MaskedAutoencoder(build_encoder_from_saved(pretrained_encoder))
+    model.decoder.load_state_dict(pretrained_encoder["decoder_state_dict"])
+    model.eval()
+    held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])[
+        : params["n_figure_volumes"]
+    ]
+    samples = _samples(preprocessed_volumes, held_out, _unaugmented(params), seed)
+    training = params["training"]
+    generator = torch.Generator().manual_seed(seed)
+    figure, axes = plt.subplots(len(held_out), 3, figsize=(7.5, 2.6 * len(held_out)), squeeze=False)
+    for row, index in enumerate(range(len(samples))):
+        image = samples[index]["image"][None]
+        mask = block_mask(
+            tuple(image.shape[2:]),
+            1,
+            training["mask_block_size"],
+            training["mask_ratio"],
+            generator,
+        )
+        masked = apply_mask(image, mask, training["mask_fill"], generator)
+        with torch.no_grad():
+            reconstruction = model(masked)
+        middle = image.shape[-1] // 2
+        for column, (title, volume) in enumerate(
+            [("input", image), ("masked input", masked), ("reconstruction", reconstruction)]
+        ):
+            axes[row, column].imshow(np.rot90(volume[0, 0, :, :, middle].numpy()), cmap="gray")
+            axes[row, column].set_title(f"{held_out[row]}: {title}", fontsize=8)
+            axes[row, column].axis("off")
+    figure.tight_layout()
+    return figure
