@@ -98,3 +98,21 @@ def test_empty_volume_is_a_clear_error():
     image = nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4))
     with pytest.raises(ValueError, match="no positive voxels|empty"):
         preprocess_scan(image, np.zeros((20, 20, 20), np.float32), None, CONFIG)
+
+
+def test_head_mask_drops_isolated_noise_voxels():
+    from mriclip.imaging.preprocessing import head_mask
+
+    volume, _ = make_head(shape=(40, 48, 36), lesions=())
+    rng = np.random.default_rng(1)
+    speckles = [
+        (0, int(y), int(z))
+        for y, z in zip(rng.integers(0, 48, 30), rng.integers(0, 36, 30), strict=True)
+    ]
+    for voxel in speckles:
+        volume[voxel] = 150.0
+    mask = head_mask(volume, 0.05)
+    assert not any(mask[voxel] for voxel in speckles)
+    head = volume > 50
+    head[0] = False
+    assert (mask == head).mean() > 0.99

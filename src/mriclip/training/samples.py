@@ -112,7 +112,7 @@ class AlignmentSamples(Dataset):
         if self.mode == "patch":
             image, regions = self._patch(scan_id)
         else:
-            image = np.asarray(self._array(self._volumes, scan_id), dtype=np.float32)
+            image = np.array(self._array(self._volumes, scan_id), dtype=np.float32)  # writable
             regions = row["regions"].split(";") if isinstance(row["regions"], str) else []
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
@@ -123,4 +123,40 @@ class AlignmentSamples(Dataset):
             "sentence": describe_scan(row.to_dict(), regions, self.templates, rng),
             "key": ";".join(sorted(set(regions))),
             "scan_id": scan_id,
+        }
+
+
+class LesionPatches(Dataset):
+    """One cube centred on each lesion (no jitter, no augmentation): the paper's per-lesion
+    evaluation. ``key`` is the lesion's own region; the sentence describes that lesion."""
+
+    def __init__(
+        self,
+        lesions: pd.DataFrame,
+        scans: pd.DataFrame,
+        volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray],
+        templates: SentenceTemplates,
+        patch_size: int,
+    ) -> None:
+        self.lesions = lesions.reset_index(drop=True)
+        self.rows = scans.set_index("scan_id")
+        self._volumes, self.templates, self.patch_size = volumes, templates, patch_size
+        self.rng = np.random.default_rng(0)  # unused: items are deterministic
+
+    def __len__(self) -> int:
+        return len(self.lesions)
+
+    def __getitem__(self, index: int) -> dict:
+        lesion = self.lesions.iloc[index]
+        centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
+        start = np.round(centre - self.patch_size / 2).astype(int)
+        item = self._volumes[lesion["scan_id"]]
+        volume = item() if callable(item) else item
+        image = crop_with_padding(volume, start, self.patch_size)
+        row = self.rows.loc[lesion["scan_id"]].to_dict()
+        return {
+            "image": torch.from_numpy(image)[None],
+            "sentence": describe_scan(row, [lesion["region"]], self.templates),
+            "key": lesion["region"],
+            "scan_id": lesion["scan_id"],
         }
