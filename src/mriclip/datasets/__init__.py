@@ -7,6 +7,7 @@ from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
 from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
 from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDataset
+from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
 
 __all__ = [
     "FigurePNGDataset",
@@ -14,5 +15,6 @@ __all__ = [
     "NiftiDataset",
     "OptionalCSVDataset",
     "OptionalPartitionedDataset",
+    "OptunaStorageDataset",
     "TorchCheckpointDataset",
 ]

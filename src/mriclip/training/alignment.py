@@ -120,11 +120,13 @@ def train_alignment(
     val_set: Dataset | None,
     config: AlignmentConfig,
     validate: Callable[[ClipModel], dict] | None = None,
+    on_validation: Callable[[dict], None] | None = None,
 ) -> tuple[ClipModel, pd.DataFrame]:
     """Train ``model`` in place; returns the kept model (best or last) and the history.
 
     ``validate`` may compute extra validation metrics (e.g. zero-shot AUC); they are logged
-    in the history at each validation step."""
+    in the history at each validation step. ``on_validation`` sees each validation row (e.g.
+    an Optuna trial reporting it, and pruning by raising)."""
     device = pick_device(config.device)
     freeze_stages(model.image_encoder.stages(), config.freeze_vision_stages, "vision")
     freeze_stages(model.text_encoder.stages(), config.freeze_text_stages, "text")
@@ -223,6 +225,8 @@ def train_alignment(
                 checkpoints.save(
                     "best", {"model": best["state"], "step": step + 1, "val_loss": row["val_loss"]}
                 )
+            if on_validation is not None:
+                on_validation(row)
         history.append(row)
         progress.set_postfix(
             loss=f"{loss:.3f}", T=f"{row['temperature']:.3f}", sps=f"{row['samples_per_s']:.1f}"

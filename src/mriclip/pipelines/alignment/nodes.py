@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mriclip.evaluation.embedding import embed_dataset, label_matrix
+from mriclip.evaluation.retrieval import retrieval_metrics
 from mriclip.evaluation.zero_shot import evaluate_zero_shot
 from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.models.clip import ClipModel
@@ -78,18 +79,60 @@ def alignment_samples(
     )
 
 
-def zero_shot_validator(val_set: AlignmentSamples, region_prompts: dict, regions: list[str]):
-    """Validation zero-shot macro AUC, for model selection and tuning objectives."""
+def validation_metrics(val_set: AlignmentSamples, region_prompts: dict, regions: list[str]):
+    """Zero-shot macro AUC and retrieval MRR on the validation items, for model selection
+    and tuning objectives."""
 
     def validate(model: ClipModel) -> dict:
         val_set.rng = np.random.default_rng(0)  # the same patches every time
         embedded = embed_dataset(model, val_set)
         prompts = embed_texts(model, [region_prompts[r] for r in regions]).numpy()
         labels = label_matrix(embedded["keys"], regions)
-        metrics = evaluate_zero_shot(embedded["image"], prompts, labels, regions)
-        return {"zero_shot_auc": metrics["overall"].get("auc_macro", float("nan"))}
+        auc = evaluate_zero_shot(embedded["image"], prompts, labels, regions)["overall"]
+        mrr = retrieval_metrics(embedded["image"], prompts, labels, regions)["overall"]
+        return {
+            "zero_shot_auc": auc.get("auc_macro", float("nan")),
+            "retrieval_mrr": mrr.get("mrr", float("nan")),
+        }
 
     return validate
+
+
+def train_on_fold(
+    scan_sentences: pd.DataFrame,
+    splits: pd.DataFrame,
+    preprocessed_volumes: dict,
+    preprocessed_labels: dict,
+    lesion_table: pd.DataFrame,
+    region_prompts: dict,
+    pretrained_encoder: dict | None,
+    sentences: dict,
+    regions: list[str],
+    params: dict,
+    seed: int,
+    on_validation=None,
+) -> tuple[ClipModel, pd.DataFrame]:
+    """Train on the training split minus fold ``params["fold"]`` (validation)."""
+    seed_everything(seed)  # heads and temperature start the same for the same seed
+    train_scans, val_scans = training_and_validation_scans(scan_sentences, splits, params["fold"])
+    if params["mode"] == "patch":
+        train_scans = with_lesions(train_scans, lesion_table, "training")
+        val_scans = with_lesions(val_scans, lesion_table, "validation")
+    logger.info(
+        "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
+    )
+    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
+    train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
+    val_set = None
+    if len(val_scans) > 1:
+        val_set = alignment_samples(val_scans, *args, seed=seed + 1, training=False)
+    encoder = initial_image_encoder(
+        params["image_init"], params["image_encoder"], pretrained_encoder
+    )
+    model = create_clip_model(encoder, params["text_encoder"], params["clip"])
+    validate = validation_metrics(val_set, region_prompts, regions) if val_set else None
+    config = AlignmentConfig(**params["training"], seed=seed)
+    return train_alignment(model, train_set, val_set, config, validate, on_validation)
 
 
 def train_clip_model(
@@ -105,26 +148,18 @@ def train_clip_model(
     params: dict,
     seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    seed_everything(seed)  # heads and temperature start the same for the same seed
-    train_scans, val_scans = training_and_validation_scans(scan_sentences, splits, params["fold"])
-    logger.info(
-        "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
+    """The node: train on the configured fold and save the model as a bundle."""
+    model, history = train_on_fold(
+        scan_sentences,
+        splits,
+        preprocessed_volumes,
+        preprocessed_labels,
+        lesion_table,
+        region_prompts,
+        pretrained_encoder,
+        sentences,
+        regions,
+        params,
+        seed,
     )
-    if params["mode"] == "patch":
-        train_scans = with_lesions(train_scans, lesion_table, "training")
-        val_scans = with_lesions(val_scans, lesion_table, "validation")
-    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
-    train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
-    val_set = (
-        alignment_samples(val_scans, *args, seed=seed + 1, training=False)
-        if len(val_scans) > 1
-        else None
-    )
-    encoder = initial_image_encoder(
-        params["image_init"], params["image_encoder"], pretrained_encoder
-    )
-    model = create_clip_model(encoder, params["text_encoder"], params["clip"])
-    validate = zero_shot_validator(val_set, region_prompts, regions) if val_set else None
-    config = AlignmentConfig(**params["training"], seed=seed)
-    model, history = train_alignment(model, train_set, val_set, config, validate)
     return clip_model_bundle(model, params["text_encoder"], params["clip"]), history

@@ -1,0 +1,91 @@
+"""Thin nodes of the tuning pipeline: an Optuna study over the alignment parameters."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pandas as pd
+
+from mriclip.pipelines.alignment.nodes import train_on_fold
+from mriclip.tuning.search_space import parse_search_space, resolve
+from mriclip.tuning.study import make_objective, open_study, run_study, study_figures
+
+logger = logging.getLogger(__name__)
+
+
+def tune_alignment(
+    scan_sentences: pd.DataFrame,
+    splits: pd.DataFrame,
+    preprocessed_volumes: dict,
+    preprocessed_labels: dict,
+    lesion_table: pd.DataFrame,
+    region_prompts: dict,
+    pretrained_encoder: dict | None,
+    optuna_storage: str,
+    sentences: dict,
+    regions: list[str],
+    alignment: dict,
+    params: dict,
+    seed: int,
+) -> tuple:
+    """Run (or continue) the study; trials train on CV folds of the training split only.
+
+    Returns ``best_params`` (a parameters file: ``{"alignment": ...}``), the same for
+    ``conf/tuned``, the trials table and the study's figures."""
+    space = parse_search_space(params["search_space"], alignment)
+    folds = sorted(set(splits.loc[splits["split"] == "train", "fold"]))[: params["folds_per_trial"]]
+
+    def train_fold(trial_alignment: dict, fold: int, on_validation) -> dict:
+        _, history = train_on_fold(
+            scan_sentences,
+            splits,
+            preprocessed_volumes,
+            preprocessed_labels,
+            lesion_table,
+            region_prompts,
+            pretrained_encoder,
+            sentences,
+            regions,
+            {**trial_alignment, "fold": fold},
+            seed,
+            on_validation,
+        )
+        return history.dropna(subset=["val_loss"]).iloc[-1].to_dict()
+
+    study = open_study(
+        optuna_storage,
+        params["study_name"],
+        params["objective"],
+        params["pruner"],
+        params["sampler_seed"],
+    )
+    objective = make_objective(
+        space, alignment, params["trial_overrides"], folds, params["objective"], train_fold
+    )
+    run_study(study, objective, params["n_trials"], params["timeout_s"])
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    if complete:
+        best = {"alignment": resolve(alignment, space, study.best_trial.params)}
+        logger.info(
+            "best trial %d: %s = %.4f",
+            study.best_trial.number,
+            params["objective"],
+            study.best_value,
+        )
+    else:
+        logger.warning(
+            "no trial of study %r has completed; best_params is empty (see the "
+            "trials table for why trials failed)",
+            study.study_name,
+        )
+        best = {}
+    return best, best, trials_table(study), *study_figures(study)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, value, parameters, and why it failed or was pruned."""
+    table = study.trials_dataframe(
+        attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs")
+    )
+    return table.drop(columns=[c for c in table.columns if c == "user_attrs_alignment"])

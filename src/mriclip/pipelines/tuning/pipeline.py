@@ -1,0 +1,39 @@
+"""tuning: an Optuna study over temperature, learning rates, accumulation, loss, ..."""
+
+from kedro.pipeline import Node, Pipeline
+
+from mriclip.pipelines.tuning import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.tune_alignment,
+                [
+                    "scan_sentences",
+                    "splits",
+                    "preprocessed_volumes",
+                    "preprocessed_labels",
+                    "lesion_table",
+                    "region_prompts",
+                    "pretrained_encoder",
+                    "optuna_storage",
+                    "params:sentences",
+                    "params:regions",
+                    "params:alignment",
+                    "params:tuning",
+                    "params:seed",
+                ],
+                [
+                    "best_params",
+                    "tuned_alignment_parameters",
+                    "trials_table",
+                    "optimization_history_figure",
+                    "param_importances_figure",
+                    "parallel_coordinate_figure",
+                ],
+                name="tune_alignment",
+            ),
+        ]
+    )

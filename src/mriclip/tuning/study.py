@@ -1,0 +1,147 @@
+"""Running an Optuna study: storage, pruner, objective over CV folds, failure handling."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from matplotlib.figure import Figure
+
+from mriclip.training.loop import NonFiniteLossError
+from mriclip.tuning.search_space import SearchParameter, resolve, with_values
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = {"zero_shot_auc": "maximize", "retrieval_mrr": "maximize", "val_loss": "minimize"}
+#: What makes a trial fail (recorded with its reason) without stopping the study.
+TRIAL_FAILURES = (NonFiniteLossError, torch.OutOfMemoryError, RuntimeError, ValueError)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    pruners = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(),
+        "none": optuna.pruners.NopPruner,
+    }
+    if name not in pruners:
+        raise ValueError(f"tuning.pruner must be one of {sorted(pruners)}, got {name!r}")
+    return pruners[name]()
+
+
+def open_study(
+    storage_url: str, study_name: str, objective: str, pruner: str, seed: int
+) -> optuna.Study:
+    """Create the study, or continue it if the storage already holds one of that name."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"tuning.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    if storage_url.startswith("sqlite:///"):
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        storage=storage_url,
+        study_name=study_name,
+        direction=OBJECTIVES[objective],
+        pruner=make_pruner(pruner),
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
+    )
+    logger.info("study %r in %s: %d trials so far", study_name, storage_url, len(study.trials))
+    return study
+
+
+FoldTrainer = Callable[[dict, int, Callable[[dict], None]], dict]
+"""``train(alignment_params, fold, on_validation) -> last validation row``; calls
+``on_validation(row)`` at every validation step (row holds val_loss and val_* metrics)."""
+
+
+def make_objective(
+    space: list[SearchParameter],
+    base_alignment: Mapping,
+    trial_overrides: Mapping,
+    folds: Sequence[int],
+    objective: str,
+    train_fold: FoldTrainer,
+) -> Callable[[optuna.Trial], float]:
+    """Objective = mean over ``folds`` of the last validation ``objective`` value. Every
+    validation is reported so pruners can stop bad trials early."""
+    key = "val_loss" if objective == "val_loss" else f"val_{objective}"
+
+    def run_trial(trial: optuna.Trial) -> float:
+        sampled = {parameter.name: parameter.suggest(trial) for parameter in space}
+        params = resolve(base_alignment, space, sampled)
+        trial.set_user_attr("alignment", params)
+        runtime = with_values(params, _flatten(trial_overrides))
+        reports = iter(range(10**9))
+
+        def on_validation(row: dict) -> None:
+            trial.report(float(row[key]), next(reports))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {row['step']} steps: {key}={row[key]}")
+
+        values = []
+        for fold in folds:
+            try:
+                values.append(float(train_fold(runtime, fold, on_validation)[key]))
+            except TRIAL_FAILURES as error:
+                trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+                raise
+        return float(np.mean(values))
+
+    return run_trial
+
+
+def _flatten(nested: Mapping, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def run_study(
+    study: optuna.Study, objective: Callable, n_trials: int, timeout_s: float | None
+) -> optuna.Study:
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_s, catch=TRIAL_FAILURES)
+    states = [trial.state.name for trial in study.trials]
+    logger.info(
+        "study %r: %s",
+        study.study_name,
+        {state: states.count(state) for state in sorted(set(states))},
+    )
+    return study
+
+
+def study_figures(study: optuna.Study) -> tuple[Figure, Figure, Figure]:
+    """Optimisation history, parameter importances, parallel coordinates (Optuna's
+    matplotlib plots); the last two need two complete trials and say so otherwise."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    figures = []
+    for plot in (
+        optuna_plots.plot_optimization_history,
+        optuna_plots.plot_param_importances,
+        optuna_plots.plot_parallel_coordinate,
+    ):
+        if len(complete) < 2 and plot is not optuna_plots.plot_optimization_history:
+            figure = Figure(figsize=(6, 3))
+            figure.text(
+                0.5,
+                0.5,
+                f"{plot.__name__}: needs at least 2 complete trials",
+                ha="center",
+                va="center",
+            )
+        else:
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                figure = plot(study).figure
+        figures.append(figure)
+    return tuple(figures)
