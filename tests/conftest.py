@@ -28,13 +28,13 @@ def make_head(
     return volume.astype(np.float32), label
 
 
-@pytest.fixture
-def raw_cohort():
-    """Six scans of five patients as the catalog's inputs: loaders, scans and lesions tables."""
+def make_raw_cohort(patients: list[str]):
+    """One scan per entry of ``patients`` (repeat a patient for several courses): loaders,
+    scans and lesions tables in the data contract, two lesions per scan."""
     images, labels, scans, lesions = {}, {}, [], []
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    for index in range(6):
-        scan_id, patient_id = f"S{index}", f"P{max(index - 1, 0)}"
+    for index, patient_id in enumerate(patients):
+        scan_id = f"S{index}"
         volume, label = make_head(seed=index, lesions=((20, 24, 20, 3), (12, 14, 22, 2)))
         image = nib.Nifti1Image(volume, affine)
         label_image = nib.Nifti1Image(label, affine)
@@ -46,3 +46,9 @@ def raw_cohort():
         lesions.append({"scan_id": scan_id, "lesion_id": 1, "region": REGIONS[index % 5]})
         lesions.append({"scan_id": scan_id, "lesion_id": 2, "region": REGIONS[(index + 2) % 5]})
     return images, labels, pd.DataFrame(scans), pd.DataFrame(lesions)
+
+
+@pytest.fixture
+def raw_cohort():
+    """Six scans of five patients (P0 has two courses)."""
+    return make_raw_cohort(["P0", "P0", "P1", "P2", "P3", "P4"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
@@ -145,3 +146,11 @@ def study_figures(study: optuna.Study) -> tuple[Figure, Figure, Figure]:
                 figure = plot(study).figure
         figures.append(figure)
     return tuple(figures)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, value, parameters, and why it failed or was pruned."""
+    table = study.trials_dataframe(
+        attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs")
+    )
+    return table.drop(columns=[c for c in table.columns if c == "user_attrs_alignment"])

@@ -9,7 +9,13 @@ import pandas as pd
 
 from mriclip.pipelines.alignment.nodes import train_on_fold
 from mriclip.tuning.search_space import parse_search_space, resolve
-from mriclip.tuning.study import make_objective, open_study, run_study, study_figures
+from mriclip.tuning.study import (
+    make_objective,
+    open_study,
+    run_study,
+    study_figures,
+    trials_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,11 @@ def tune_alignment(
             seed,
             on_validation,
         )
+        if "val_loss" not in history or history["val_loss"].isna().all():
+            raise ValueError(
+                f"fold {fold} has fewer than 2 validation scans; lower "
+                "data_engineering.splits.n_folds or add patients"
+            )
         return history.dropna(subset=["val_loss"]).iloc[-1].to_dict()
 
     study = open_study(
@@ -81,11 +92,3 @@ def tune_alignment(
         )
         best = {}
     return best, best, trials_table(study), *study_figures(study)
-
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, value, parameters, and why it failed or was pruned."""
-    table = study.trials_dataframe(
-        attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs")
-    )
-    return table.drop(columns=[c for c in table.columns if c == "user_attrs_alignment"])
