@@ -1,0 +1,18 @@
+"""demo_data: the phantom cohort, written where a user's own data would go (data/01_raw)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from mriclip.pipelines.demo_data import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.generate_phantom_cohort,
+                "params:demo_data",
+                ["raw_images", "raw_labels", "raw_scans", "raw_lesions"],
+                name="generate_phantom_cohort",
+            )
+        ]
+    )
