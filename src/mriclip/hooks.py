@@ -47,7 +47,7 @@ class RunMetadataHooks:
         metadata = {
             "save_version": save_version,
             "kedro_env": run_params.get("env") or "local",
-            "pipeline": run_params.get("pipeline_name") or "__default__",
+            "pipeline": ", ".join(run_params.get("pipeline_names") or ["__default__"]),
             "versions": versions,
             "mriclip_version": mriclip.__version__,
             "device": describe_device(),
