@@ -31,7 +31,7 @@ from mriclip.training.loop import (
     training_snapshot,
 )
 from mriclip.training.runtime import autocast_dtype, pick_device
-from mriclip.training.samples import crop_with_padding
+from mriclip.training.samples import crop_with_padding, plain_tensor
 from mriclip.training.schedule import param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class PretrainingSamples(Dataset):
         if self.intensity is not None:
             sample = {**sample, "input": self.intensity({"input": sample["input"]})["input"]}
         return {
-            "image": torch.as_tensor(sample["input"]).float(),
-            "target": torch.as_tensor(sample["target"]).float(),
+            "image": plain_tensor(sample["input"]),
+            "target": plain_tensor(sample["target"]),
         }
 
 
@@ -176,7 +176,7 @@ def train_masked_autoencoder(
         with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
             prediction = model(masked)
         loss = reconstruction_loss(prediction, target, mask, config.masked_only_loss)
-        check_finite(float(loss), step + 1)
+        check_finite(loss.item(), step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip_norm:

@@ -1,0 +1,194 @@
+"""Gradient-exact embedding accumulation (GradCache-style) for contrastive training.
+
+A contrastive loss over N*B pairs needs every embedding at once, but activations for only B
+samples fit in memory. :func:`accumulated_step` gets the gradient of the loss over all N*B
+pairs while holding activations for one micro-batch of B:
+
+1. forward every micro-batch without autograd, recording the RNG state before each tower's
+   forward, and keep only the embeddings;
+2. compute the loss once on all N*B embeddings (as leaf tensors) and backpropagate it, which
+   yields d loss / d embedding for every sample and the temperature's (and SigLIP bias's)
+   gradient, each exactly once;
+3. re-forward each micro-batch with autograd under its recorded RNG state, so dropout and
+   any other randomness draw the same values as in step 1, and backpropagate the cached
+   d loss / d embedding through it, one tower (image, then text) at a time.
+
+By the chain rule the summed parameter gradients equal those of one backward pass through
+the loss over all N*B pairs computed from these forwards. Module buffers (BatchNorm running
+statistics and ``num_batches_tracked``) are restored after step 3, so they are updated once
+per micro-batch, by step 1. Cost: two forwards and one backward per sample; peak activations:
+those of one tower for one micro-batch.
+
+The paper's reference implementation and open_clip's ``accum_freq`` skip the RNG replay (so
+with dropout the re-forward differs from the cached forward and encoder gradients are not
+exact) and backpropagate the full loss once per micro-batch, giving the temperature N times its
+gradient. The tests in ``tests/training/test_accumulation.py`` show both effects.
+
+Gradients are accumulated into ``.grad`` (call ``optimizer.zero_grad()`` before, step after).
+Single process: gathering embeddings across ranks and reducing gradients for multi-GPU
+training are not handled here (the towers are called directly, bypassing a DDP wrapper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from mriclip.models.clip import ClipModel
+from mriclip.models.losses import positive_mask_from_keys
+
+__all__ = ["LossFn", "MicroBatch", "accumulated_step"]
+
+MicroBatch = Mapping[str, object]
+"""``{"image": (B, 1, D, H, W), "input_ids": (B, L), "attention_mask": (B, L)}`` and optionally
+``"key"``: B sentences or label sets for label-aware targets (see ``positive_mask_from_keys``)."""
+
+# Order matters: it is the order ClipModel.forward runs them, so the random stream is consumed
+# as in a plain forward.
+TOWERS = ("image", "text")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""``(image_emb, text_emb, positive_mask) -> scalar loss``; must use the model's temperature."""
+
+
+def accumulated_step(
+    model: ClipModel,
+    micro_batches: Sequence[MicroBatch],
+    loss_fn: LossFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> float:
+    """Accumulate into ``.grad`` the gradient of the contrastive loss over all micro-batches.
+
+    Args:
+        model: the CLIP model (``encode_image`` and ``encode_text`` give normalised embeddings;
+            they are called in that order, as ``ClipModel.forward`` does).
+        micro_batches: N micro-batches; tensors are moved to the model's device. If every one
+            has ``"key"`` the loss gets the positive mask of all N*B keys (label-aware
+            targets); if none has, plain diagonal targets; a mix is an error.
+        loss_fn: defaults to ``model.contrastive_loss``.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the forwards under autocast on the
+            model's device; the loss itself is computed in at least float32.
+
+    Returns:
+        The loss over all N*B pairs. With N = 1 this is a plain forward + backward.
+    """
+    if not micro_batches:
+        raise ValueError("accumulated_step needs at least one micro-batch")
+    loss_fn = loss_fn or model.contrastive_loss
+    device = next(model.parameters()).device
+    positive_mask = _positive_mask(micro_batches, device)
+
+    if len(micro_batches) == 1:
+        image_emb, text_emb = (
+            _encode(model, tower, micro_batches[0], device, autocast_dtype) for tower in TOWERS
+        )
+        loss = loss_fn(_loss_precision(image_emb), _loss_precision(text_emb), positive_mask)
+        loss.backward()
+        return loss.item()
+
+    rng_states: list[dict[str, dict]] = []
+    cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in TOWERS}
+    with torch.no_grad():
+        for batch in micro_batches:
+            states = {}
+            for tower in TOWERS:
+                states[tower] = _capture_rng(device)
+                cache[tower].append(_encode(model, tower, batch, device, autocast_dtype))
+            rng_states.append(states)
+
+    embeddings = {
+        tower: _loss_precision(torch.cat(cache[tower])).requires_grad_() for tower in TOWERS
+    }
+    loss = loss_fn(embeddings["image"], embeddings["text"], positive_mask)
+    loss.backward()
+    sizes = [len(chunk) for chunk in cache["image"]]
+    # A loss that ignores a tower leaves it without gradient: that tower is not re-forwarded.
+    grads = {
+        tower: embeddings[tower].grad.split(sizes)
+        for tower in TOWERS
+        if embeddings[tower].grad is not None
+    }
+
+    buffers_after_first_pass = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    for index, batch in enumerate(micro_batches):
+        # The towers are independent given the cached gradients, so each is re-forwarded and
+        # backpropagated on its own: only one tower's activations are alive at a time.
+        for tower in grads:
+            with _replayed_rng(rng_states[index][tower], device):
+                embedding = _encode(model, tower, batch, device, autocast_dtype)
+            embedding.backward(grads[tower][index].to(embedding.dtype))
+    with torch.no_grad():
+        for buffer, saved in buffers_after_first_pass:
+            buffer.copy_(saved)
+    return loss.item()
+
+
+def _encode(
+    model: ClipModel,
+    tower: str,
+    batch: MicroBatch,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One tower's normalised embeddings, in the order ``ClipModel.forward`` runs them."""
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        if tower == "image":
+            return model.encode_image(batch["image"].to(device, non_blocking=True))
+        return model.encode_text(
+            batch["input_ids"].to(device, non_blocking=True),
+            batch["attention_mask"].to(device, non_blocking=True),
+        )
+
+
+def _loss_precision(embeddings: torch.Tensor) -> torch.Tensor:
+    # bf16 embeddings from autocast are promoted; float32/float64 ones are kept as they are.
+    return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
+
+
+def _positive_mask(
+    micro_batches: Sequence[MicroBatch], device: torch.device
+) -> torch.Tensor | None:
+    with_keys = sum("key" in batch for batch in micro_batches)
+    if with_keys == 0:
+        return None
+    if with_keys != len(micro_batches):
+        raise ValueError(
+            f"{with_keys} of {len(micro_batches)} micro-batches carry 'key'; label-aware targets "
+            "need keys for every sample, plain targets for none"
+        )
+    keys = [key for batch in micro_batches for key in batch["key"]]
+    return positive_mask_from_keys(keys, device=device)
+
+
+def _capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The CPU generator's state, plus the model's accelerator generator if it has one."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        # Only the model's own GPU: touching every visible GPU would create CUDA contexts on
+        # devices that belong to other DDP ranks.
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _restore_rng(state: Mapping[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+@contextmanager
+def _replayed_rng(state: Mapping[str, torch.Tensor], device: torch.device) -> Iterator[None]:
+    """Run the block with the generators set to ``state``, then put back the current states so
+    the replay does not shift the random stream seen by later code."""
+    current = _capture_rng(device)
+    _restore_rng(state, device)
+    try:
+        yield
+    finally:
+        _restore_rng(current, device)

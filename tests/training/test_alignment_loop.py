@@ -1,0 +1,131 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig
+
+from mriclip.models.clip import ClipModel
+from mriclip.models.encoders import build_image_encoder
+from mriclip.text.encoder import TextEncoder
+from mriclip.text.templates import SentenceTemplates
+from mriclip.training.alignment import AlignmentConfig, train_alignment
+from mriclip.training.loop import NonFiniteLossError
+from mriclip.training.samples import AlignmentSamples
+
+REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
+
+
+def tiny_model() -> ClipModel:
+    torch.manual_seed(0)
+    image_encoder = build_image_encoder("resnet", filters=4, levels=3, subunits=1)
+    text = TextEncoder(
+        max_length=24,
+        config=BertConfig(
+            vocab_size=30522,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+        ),
+    )
+    return ClipModel(image_encoder, text, embed_dim=8)
+
+
+def samples(seed: int = 0, n: int = 8, kind=AlignmentSamples, **extra) -> AlignmentSamples:
+    rng = np.random.default_rng(0)
+    scans = pd.DataFrame(
+        {
+            "scan_id": [f"S{i}" for i in range(n)],
+            "age": 50,
+            "sex": "male",
+            "regions": [REGIONS[i % 5] for i in range(n)],
+        }
+    )
+    volumes = {sid: rng.normal(size=(16, 16, 16)).astype(np.float32) for sid in scans["scan_id"]}
+    empty = pd.DataFrame(columns=["scan_id", "region"])
+    return kind(scans, volumes, empty, SentenceTemplates(), mode="volume", seed=seed, **extra)
+
+
+class CrashAt(AlignmentSamples):
+    def __init__(self, *args, crash_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads, self.crash_at = 0, crash_at
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads == self.crash_at:
+            raise RuntimeError("simulated crash")
+        return super().__getitem__(index)
+
+
+def config(folder, **changes) -> AlignmentConfig:
+    base = {
+        "steps": 4,
+        "micro_batch_size": 2,
+        "accumulation_steps": 2,
+        "warmup_steps": 1,
+        "val_every": 2,
+        "checkpoint_every": 2,
+        "checkpoint_dir": str(folder),
+        "device": "cpu",
+        "lr_vision": 1e-2,
+        "lr_text": 1e-3,
+        "lr_heads": 1e-2,
+    }
+    return AlignmentConfig(**{**base, **changes})
+
+
+def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path):
+    straight, history = train_alignment(tiny_model(), samples(), None, config(tmp_path / "a"))
+    crashing = samples(kind=CrashAt, crash_at=4 * 2 + 1)  # in step 3 (4 items per step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_alignment(tiny_model(), crashing, None, config(tmp_path / "b"))
+    resumed, resumed_history = train_alignment(
+        tiny_model(), samples(), None, config(tmp_path / "b", resume=True)
+    )
+    assert resumed_history["step"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(resumed_history["loss"], history["loss"], rtol=1e-6)
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_validation_rows_and_best_model_is_kept(tmp_path):
+    model, history = train_alignment(
+        tiny_model(),
+        samples(),
+        samples(seed=5),
+        config(tmp_path),
+        validate=lambda m: {"dummy": 1.0},
+    )
+    validated = history.dropna(subset=["val_loss"])
+    assert validated["step"].tolist() == [2, 4]
+    assert (validated["val_dummy"] == 1.0).all()
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["val_loss"] == pytest.approx(validated["val_loss"].min())
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, best["model"][name], msg=name)
+    assert history["lr_vision"].iloc[0] == pytest.approx(1e-2)  # warm-up of 1 step
+    assert (history["temperature"] > 0).all()
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    model = tiny_model()
+    model.contrastive_loss = lambda image, text, mask=None: (image * float("nan")).sum()
+    with pytest.raises(NonFiniteLossError, match="at step 1"):
+        train_alignment(model, samples(), None, config(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("steps", 0, "alignment.steps must be >= 1"),
+        ("positive_key", "labels", "positive_key must be"),
+        ("keep", "first", "keep must be"),
+    ],
+)
+def test_bad_parameters(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **{field: value})
