@@ -4,20 +4,21 @@ A contrastive loss over N*B pairs needs every embedding at once, but activations
 samples fit in memory. :func:`accumulated_step` gets the gradient of the loss over all N*B
 pairs while holding activations for one micro-batch of B:
 
-1. forward every micro-batch without autograd, recording the RNG state before each tower's
-   forward, and keep only the embeddings;
+1. forward every micro-batch but the last without autograd, recording the RNG state before
+   each tower's forward, and keep only the embeddings; forward the last one with autograd;
 2. compute the loss once on all N*B embeddings (as leaf tensors) and backpropagate it, which
    yields d loss / d embedding for every sample and the temperature's (and SigLIP bias's)
    gradient, each exactly once;
-3. re-forward each micro-batch with autograd under its recorded RNG state, so dropout and
-   any other randomness draw the same values as in step 1, and backpropagate the cached
-   d loss / d embedding through it, one tower (image, then text) at a time.
+3. backpropagate the last micro-batch's slice of d loss / d embedding through its kept graph;
+   re-forward each other micro-batch with autograd under its recorded RNG state, so dropout
+   and any other randomness draw the same values as in step 1, and backpropagate its slice
+   through it, one tower (image, then text) at a time.
 
 By the chain rule the summed parameter gradients equal those of one backward pass through
 the loss over all N*B pairs computed from these forwards. Module buffers (BatchNorm running
 statistics and ``num_batches_tracked``) are restored after step 3, so they are updated once
-per micro-batch, by step 1. Cost: two forwards and one backward per sample; peak activations:
-those of one tower for one micro-batch.
+per micro-batch, by step 1. Cost: (2N - 1) / N forwards and one backward per sample; peak
+activations: those of one micro-batch, as in a plain step of B.
 
 The paper's reference implementation and open_clip's ``accum_freq`` skip the RNG replay (so
 with dropout the re-forward differs from the cached forward and encoder gradients are not
@@ -72,7 +73,7 @@ def accumulated_step(
             model's device; the loss itself is computed in at least float32.
 
     Returns:
-        The loss over all N*B pairs. With N = 1 this is a plain forward + backward.
+        The loss over all N*B pairs. With N = 1 this is a plain forward and backward.
     """
     if not micro_batches:
         raise ValueError("accumulated_step needs at least one micro-batch")
@@ -80,39 +81,39 @@ def accumulated_step(
     device = next(model.parameters()).device
     positive_mask = _positive_mask(micro_batches, device)
 
-    if len(micro_batches) == 1:
-        image_emb, text_emb = (
-            _encode(model, tower, micro_batches[0], device, autocast_dtype) for tower in TOWERS
-        )
-        loss = loss_fn(_loss_precision(image_emb), _loss_precision(text_emb), positive_mask)
-        loss.backward()
-        return loss.item()
-
-    rng_states: list[dict[str, dict]] = []
+    *replayed, last = micro_batches
+    rng_states: list[dict[str, dict[str, torch.Tensor]]] = []
     cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in TOWERS}
     with torch.no_grad():
-        for batch in micro_batches:
+        for batch in replayed:
             states = {}
             for tower in TOWERS:
                 states[tower] = _capture_rng(device)
                 cache[tower].append(_encode(model, tower, batch, device, autocast_dtype))
             rng_states.append(states)
+    # The last micro-batch keeps its graph, so it needs no second forward (with N = 1 this is
+    # a plain step). Its activations are alive only until its backward, as in a plain step.
+    kept = {tower: _encode(model, tower, last, device, autocast_dtype) for tower in TOWERS}
 
     embeddings = {
-        tower: _loss_precision(torch.cat(cache[tower])).requires_grad_() for tower in TOWERS
+        tower: _loss_precision(torch.cat([*cache[tower], kept[tower].detach()])).requires_grad_()
+        for tower in TOWERS
     }
     loss = loss_fn(embeddings["image"], embeddings["text"], positive_mask)
     loss.backward()
-    sizes = [len(chunk) for chunk in cache["image"]]
+    sizes = [len(chunk) for chunk in cache["image"]] + [len(kept["image"])]
     # A loss that ignores a tower leaves it without gradient: that tower is not re-forwarded.
     grads = {
         tower: embeddings[tower].grad.split(sizes)
         for tower in TOWERS
         if embeddings[tower].grad is not None
     }
+    for tower in grads:
+        kept[tower].backward(grads[tower][-1].to(kept[tower].dtype))
+    del kept  # frees the graph of a tower the loss ignored before the re-forwards
 
     buffers_after_first_pass = [(buffer, buffer.clone()) for buffer in model.buffers()]
-    for index, batch in enumerate(micro_batches):
+    for index, batch in enumerate(replayed):
         # The towers are independent given the cached gradients, so each is re-forwarded and
         # backpropagated on its own: only one tower's activations are alive at a time.
         for tower in grads:

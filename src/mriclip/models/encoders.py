@@ -1,0 +1,274 @@
+"""3D image encoders for single-channel MRI patches, composed from MONAI building blocks.
+
+Every encoder shares one interface (:class:`ImageEncoder`):
+
+- ``forward_features(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim, d, h, w)``, the
+  deepest feature map, with ``d = D / downsample_factor`` (same for ``h``, ``w``);
+- ``forward(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim)``, that map average-pooled;
+- ``feature_dim`` and ``downsample_factor`` attributes;
+- ``stages()``: the encoder's stages from input to output, for freezing the first ``k`` of them.
+
+Input size constraint: each spatial side must be a positive multiple of ``downsample_factor``
+(32 for ``swin``, 16 for ``mednext`` and ``resnet`` with their default depths), so 32³, 64³ and
+128³ patches suit all three and 48³ suits ``mednext`` and ``resnet``. Anything else raises
+``ValueError`` rather than being silently padded or cropped by the network.
+
+Registry names and their defaults (the paper's encoders):
+
+- ``swin``: MONAI's SwinUNETR ``SwinTransformer`` (embed 48, depths 2-2-2-2, heads 3-6-12-24,
+  window 7, patch 2), stage-4 output 768 channels, layer-normed as SwinUNETR does;
+- ``mednext``: MedNeXt-S encoder (32 filters, kernel 3, expansion 2, blocks 2-2-2-2 plus a
+  2-block bottleneck), bottleneck 512 channels; module names follow ``monai.networks.nets.MedNeXt``
+  so weights of a full MONAI MedNeXt load into it;
+- ``resnet``: a residual UNet encoder (64 filters doubling over 5 stages to 1024, instance norm).
+
+Tiny CPU-friendly variants come from the same keywords, e.g.
+``build_image_encoder("swin", feature_size=12, window_size=4)`` (a window of 7 on 32³ inputs
+pads 16³ tokens to 21³ and is ~10x slower), ``build_image_encoder("mednext",
+init_filters=8)``, ``build_image_encoder("resnet", filters=8)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import ResidualUnit
+from monai.networks.blocks.mednext_block import MedNeXtBlock, MedNeXtDownBlock
+from monai.networks.nets.swin_unetr import SwinTransformer
+from torch import nn
+
+__all__ = [
+    "ImageEncoder",
+    "MedNeXtEncoder",
+    "ResNetEncoder",
+    "SwinEncoder",
+    "build_image_encoder",
+    "encoder_names",
+]
+
+SPATIAL_DIMS = 3
+
+
+class ImageEncoder(nn.Module):
+    """Base of all 3D encoders: input checks and pooling; subclasses build the stages."""
+
+    name: str
+    feature_dim: int
+    downsample_factor: int
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        # build_image_encoder fills this so a trained encoder can be saved and rebuilt.
+        self.build_config: dict = {}
+
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x).mean(dim=(2, 3, 4))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is (B, in_channels, D, H, W) with divisible sides."""
+        if x.ndim != 2 + SPATIAL_DIMS or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.name} encoder expects input of shape (B, {self.in_channels}, D, H, W); "
+                f"got {tuple(x.shape)}"
+            )
+        sides = tuple(x.shape[2:])
+        factor = self.downsample_factor
+        if any(side % factor or side == 0 for side in sides):
+            suggestion = tuple(max(factor, round(side / factor) * factor) for side in sides)
+            raise ValueError(
+                f"{self.name} encoder needs every spatial side to be a positive multiple of "
+                f"{factor} (its downsample factor); got {sides}. Crop or pad patches to e.g. "
+                f"{suggestion}."
+            )
+
+
+class SwinEncoder(ImageEncoder):
+    """The Swin transformer of MONAI's SwinUNETR, keeping only its deepest (stage-4) output."""
+
+    name = "swin"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        feature_size: int = 48,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        patch_size: int = 2,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__(in_channels)
+        if len(depths) != 4 or len(num_heads) != 4:
+            raise ValueError("swin encoder has exactly 4 stages: give 4 depths and 4 num_heads")
+        for stage, heads in enumerate(num_heads):
+            if (feature_size * 2**stage) % heads:
+                raise ValueError(
+                    f"swin stage {stage} has {feature_size * 2**stage} channels, not divisible by "
+                    f"its {heads} heads; choose feature_size as a multiple of 12 with default heads"
+                )
+        self.swin = SwinTransformer(
+            in_chans=in_channels,
+            embed_dim=feature_size,
+            window_size=(window_size,) * SPATIAL_DIMS,
+            patch_size=(patch_size,) * SPATIAL_DIMS,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
+            spatial_dims=SPATIAL_DIMS,
+        )
+        # Each of the 4 stages ends with patch merging (x2 channels, /2 size), after the patch
+        # embedding's own /patch_size.
+        self.feature_dim = feature_size * 2 ** len(depths)
+        self.downsample_factor = patch_size * 2 ** len(depths)
+
+    def stages(self) -> list[nn.Module]:
+        swin = self.swin
+        embedding = nn.Sequential(swin.patch_embed, swin.pos_drop)
+        return [embedding, swin.layers1[0], swin.layers2[0], swin.layers3[0], swin.layers4[0]]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward_features(x)
+        # SwinUNETR layer-normalises each stage output over channels before use; keep that.
+        return self.swin.proj_out(x, normalize=True)
+
+
+class MedNeXtEncoder(ImageEncoder):
+    """The encoder half of MedNeXt (stem, encoder stages with down blocks, bottleneck)."""
+
+    name = "mednext"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        init_filters: int = 32,
+        kernel_size: int = 3,
+        expansion_ratio: int = 2,
+        blocks_down: Sequence[int] = (2, 2, 2, 2),
+        blocks_bottleneck: int = 2,
+        use_residual_connection: bool = True,
+    ) -> None:
+        super().__init__(in_channels)
+        block_options = {
+            "expansion_ratio": expansion_ratio,
+            "kernel_size": kernel_size,
+            "use_residual_connection": use_residual_connection,
+            "norm_type": "group",
+            "dim": f"{SPATIAL_DIMS}d",
+        }
+        self.stem = nn.Conv3d(in_channels, init_filters, kernel_size=1)
+        self.enc_stages = nn.ModuleList()
+        self.down_blocks = nn.ModuleList()
+        for level, n_blocks in enumerate(blocks_down):
+            channels = init_filters * 2**level
+            self.enc_stages.append(
+                nn.Sequential(
+                    *[MedNeXtBlock(channels, channels, **block_options) for _ in range(n_blocks)]
+                )
+            )
+            self.down_blocks.append(MedNeXtDownBlock(channels, 2 * channels, **block_options))
+        bottleneck_channels = init_filters * 2 ** len(blocks_down)
+        self.bottleneck = nn.Sequential(
+            *[
+                MedNeXtBlock(bottleneck_channels, bottleneck_channels, **block_options)
+                for _ in range(blocks_bottleneck)
+            ]
+        )
+        self.feature_dim = bottleneck_channels
+        self.downsample_factor = 2 ** len(blocks_down)
+
+    def stages(self) -> list[nn.Module]:
+        levels = [
+            nn.Sequential(stage, down)
+            for stage, down in zip(self.enc_stages, self.down_blocks, strict=True)
+        ]
+        return [self.stem, *levels, self.bottleneck]
+
+
+class ResNetEncoder(ImageEncoder):
+    """Residual UNet-style encoder: one MONAI ResidualUnit per level, channels doubling."""
+
+    name = "resnet"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        filters: int = 64,
+        levels: int = 5,
+        subunits: int = 2,
+        norm: str = "instance",
+        act: str = "leakyrelu",
+    ) -> None:
+        super().__init__(in_channels)
+        norm_layer = (norm, {"affine": True}) if norm == "instance" else norm
+        units = []
+        channels_in = in_channels
+        for level in range(levels):
+            channels_out = filters * 2**level
+            units.append(
+                ResidualUnit(
+                    spatial_dims=SPATIAL_DIMS,
+                    in_channels=channels_in,
+                    out_channels=channels_out,
+                    strides=1 if level == 0 else 2,
+                    subunits=subunits,
+                    act=act,
+                    norm=norm_layer,
+                )
+            )
+            channels_in = channels_out
+        self.levels = nn.ModuleList(units)
+        self.norm = norm
+        self.feature_dim = channels_in
+        self.downsample_factor = 2 ** (levels - 1)
+
+    def stages(self) -> list[nn.Module]:
+        return list(self.levels)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        deepest_voxels = x.shape[2:].numel() // self.downsample_factor**SPATIAL_DIMS
+        if self.norm == "instance" and self.training and deepest_voxels < 2:
+            # Instance norm over a single voxel has no variance to normalise by.
+            raise ValueError(
+                f"resnet encoder with instance norm needs its deepest map to hold more than one "
+                f"voxel when training; input {tuple(x.shape[2:])} gives 1x1x1. Use larger patches "
+                f"(e.g. {2 * self.downsample_factor} per side)."
+            )
+
+
+_REGISTRY: dict[str, type[ImageEncoder]] = {
+    encoder.name: encoder for encoder in (SwinEncoder, MedNeXtEncoder, ResNetEncoder)
+}
+
+
+def encoder_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_image_encoder(name: str, **kwargs) -> ImageEncoder:
+    """Build a registered encoder (``swin``, ``mednext``, ``resnet``) with keyword overrides."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown image encoder {name!r}; choose one of {encoder_names()}")
+    encoder = _REGISTRY[name](**kwargs)
+    encoder.build_config = {"name": name, **kwargs}
+    return encoder
