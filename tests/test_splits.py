@@ -59,3 +59,11 @@ def test_stratification_falls_back_when_classes_are_rare():
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         patient_level_splits(cohort(n_patients=10), **kwargs)
+
+
+def test_seed_matters_when_stratification_is_impossible():
+    scans = cohort(n_patients=20).assign(stratum="frontal")
+    scans.loc[0, "stratum"] = "temporal"
+    first = patient_level_splits(scans, n_folds=3, seed=0)
+    assert not first["split"].equals(patient_level_splits(scans, n_folds=3, seed=1)["split"])
+    pd.testing.assert_frame_equal(first, patient_level_splits(scans, n_folds=3, seed=0))

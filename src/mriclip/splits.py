@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
@@ -32,11 +31,8 @@ def _group_folds(scans: pd.DataFrame, n_splits: int, seed: int, stratify: bool):
         logger.info(
             "splits: some strata have fewer than %d scans; splitting by patient only", n_splits
         )
-    # GroupKFold is deterministic; shuffle patients by seed first so the seed matters.
-    order = np.random.default_rng(seed).permutation(len(scans))
-    folds = GroupKFold(n_splits=n_splits).split(scans.iloc[order], groups=groups[order])
-    return [(order[train], order[held]) for train, held in folds]
-
+    splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(scans, groups=groups))
 
 def patient_level_splits(
     scans: pd.DataFrame,

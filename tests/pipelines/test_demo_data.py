@@ -24,7 +24,7 @@ def test_params():
 
 
 def test_pipeline_outputs_the_raw_entries_of_the_test_cohort(test_params):
-    out = run_in_memory(create_pipeline(), {})
+    out = run_in_memory(create_pipeline(), {"raw_scans_on_disk": pd.DataFrame()})
     assert set(out) == set(RAW_ENTRIES)
     scans, lesions = out["raw_scans"], out["raw_lesions"]
     assert len(scans) == test_params["n_scans"]
@@ -45,7 +45,7 @@ def raw_catalog(root: Path) -> DataCatalog:
     """The project's own raw_* catalog entries, with their paths moved under ``root``."""
     entries = yaml.safe_load((PROJECT / "conf" / "base" / "catalog.yml").read_text())
     config = {}
-    for name in RAW_ENTRIES:
+    for name in [*RAW_ENTRIES, "raw_scans_on_disk"]:
         entry = dict(entries[name])
         key = "path" if "path" in entry else "filepath"
         entry[key] = str(root / entry[key])
@@ -58,7 +58,8 @@ def test_cohort_round_trips_through_the_catalog_and_feeds_data_engineering(tmp_p
     catalog["params:demo_data"] = MemoryDataset(test_params)
     SequentialRunner().run(create_pipeline(), catalog)
 
-    expected = generate_cohort(PhantomConfig.from_params(test_params))
+    settings = {k: v for k, v in test_params.items() if k != "overwrite_existing"}
+    expected = generate_cohort(PhantomConfig.from_params(settings))
     images_dir = tmp_path / "data" / "01_raw" / "images"
     assert sorted(p.name for p in images_dir.iterdir()) == sorted(expected.images)
     loaded_images = catalog.load("raw_images")
@@ -89,4 +90,17 @@ def test_cohort_round_trips_through_the_catalog_and_feeds_data_engineering(tmp_p
 def test_base_parameters_are_the_library_defaults():
     """conf/base documents the defaults; other environments rely on them for omitted keys."""
     base = yaml.safe_load((PROJECT / "conf" / "base" / "parameters_demo_data.yml").read_text())
-    assert PhantomConfig.from_params(base["demo_data"]) == PhantomConfig()
+    settings = {k: v for k, v in base["demo_data"].items() if k != "overwrite_existing"}
+    assert PhantomConfig.from_params(settings) == PhantomConfig()
+
+
+def test_a_users_own_scans_table_is_not_overwritten(test_params):
+    from mriclip.pipelines.demo_data.nodes import generate_phantom_cohort
+
+    own = pd.DataFrame({"scan_id": ["sub-01_ses-1"], "patient_id": ["sub-01"]})
+    with pytest.raises(ValueError, match="Refusing to overwrite"):
+        generate_phantom_cohort(test_params, own)
+    images, _, scans, _ = generate_phantom_cohort({**test_params, "overwrite_existing": True}, own)
+    assert "sub-01_ses-1" not in set(scans["scan_id"])
+    # re-running over this phantom's own table is fine
+    assert len(generate_phantom_cohort(test_params, scans)[0]) == len(images)

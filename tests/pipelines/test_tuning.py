@@ -43,7 +43,6 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
         data["scan_sentences"],
         splits,
         volumes,
-        data["preprocessed_labels"],
         data["lesion_table"],
         data["region_prompts"],
         None,

@@ -71,7 +71,6 @@ def test_patch_sentences_describe_only_lesions_inside(cohort):
         mode="patch",
         patch_size=16,
         jitter=0.0,
-        labels=labels,
         paraphrase=False,
     )
     seen = {}
@@ -95,7 +94,6 @@ def test_patches_follow_lesion_volume(cohort):
         SentenceTemplates(),
         patch_size=16,
         jitter=0.0,
-        labels=labels,
         seed=3,
     )
     keys = [samples[0]["key"] for _ in range(400)]
@@ -131,5 +129,4 @@ def test_bad_inputs_are_named(cohort):
             volumes,
             lesions,
             SentenceTemplates(),
-            labels=labels,
-        )
+            )

@@ -71,10 +71,12 @@ def load_clip_model(bundle: Mapping) -> ClipModel:
 
 @torch.no_grad()
 def embed_texts(model: ClipModel, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised text embeddings, in eval mode."""
+    """L2-normalised text embeddings on the CPU, computed in eval mode on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     chunks = []
     for start in range(0, len(sentences), batch_size):
         tokens = model.text_encoder.tokenize(sentences[start : start + batch_size])
-        chunks.append(model.encode_text(tokens["input_ids"], tokens["attention_mask"]))
+        tokens = {name: tensor.to(device) for name, tensor in tokens.items()}
+        chunks.append(model.encode_text(**tokens).float().cpu())
     return torch.cat(chunks)

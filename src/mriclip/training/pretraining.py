@@ -105,8 +105,10 @@ def reconstruction_metrics(
     device: torch.device,
     seed: int = 1234,
 ) -> dict:
-    """Mean loss on ``dataset`` with fixed masks, beside the unmasked-mean baseline."""
+    """Mean loss on ``dataset`` with the same crops and masks every time, beside the
+    unmasked-mean baseline."""
     model.eval()
+    dataset.rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     losses, baselines = [], []
     for index in range(len(dataset)):

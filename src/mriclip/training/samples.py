@@ -61,15 +61,12 @@ class AlignmentSamples(Dataset):
         mode: str = "patch",
         patch_size: int = 32,
         jitter: float = 0.25,
-        labels: Mapping[str, Callable[[], np.ndarray] | np.ndarray] | None = None,
         augment: Callable[[dict], dict] | None = None,
         paraphrase: bool = True,
         seed: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
-        if mode == "patch" and labels is None:
-            raise ValueError("patch mode needs label maps (preprocessed_labels)")
         self.scans = scans.reset_index(drop=True)
         missing = sorted(set(self.scans["scan_id"]) - set(volumes))
         if missing:
@@ -77,7 +74,7 @@ class AlignmentSamples(Dataset):
                 f"no preprocessed volume for scan(s) {missing[:5]}; "
                 "re-run the data_engineering pipeline"
             )
-        self._volumes, self._labels = volumes, labels or {}
+        self._volumes = volumes
         self.templates, self.mode, self.patch_size = templates, mode, patch_size
         self.jitter, self.augment, self.paraphrase = jitter, augment, paraphrase
         self.rng = np.random.default_rng(seed)

@@ -59,7 +59,7 @@ def with_lesions(scans: pd.DataFrame, lesion_table: pd.DataFrame, what: str) -> 
 
 
 def alignment_samples(
-    scans, volumes, labels, lesion_table, sentences, params, seed, training: bool
+    scans, volumes, lesion_table, sentences, params, seed, training: bool
 ) -> AlignmentSamples:
     augment = None
     if training:
@@ -72,7 +72,6 @@ def alignment_samples(
         mode=params["mode"],
         patch_size=params["patch_size"],
         jitter=params["patch_jitter"],
-        labels=labels,
         augment=augment,
         paraphrase=training and params["paraphrase"],
         seed=seed,
@@ -102,7 +101,6 @@ def train_on_fold(
     scan_sentences: pd.DataFrame,
     splits: pd.DataFrame,
     preprocessed_volumes: dict,
-    preprocessed_labels: dict,
     lesion_table: pd.DataFrame,
     region_prompts: dict,
     pretrained_encoder: dict | None,
@@ -121,7 +119,7 @@ def train_on_fold(
     logger.info(
         "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
     )
-    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
+    args = (preprocessed_volumes, lesion_table, sentences, params)
     train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
     val_set = None
     if len(val_scans) > 1:
@@ -139,7 +137,6 @@ def train_clip_model(
     scan_sentences: pd.DataFrame,
     splits: pd.DataFrame,
     preprocessed_volumes: dict,
-    preprocessed_labels: dict,
     lesion_table: pd.DataFrame,
     region_prompts: dict,
     pretrained_encoder: dict | None,
@@ -153,7 +150,6 @@ def train_clip_model(
         scan_sentences,
         splits,
         preprocessed_volumes,
-        preprocessed_labels,
         lesion_table,
         region_prompts,
         pretrained_encoder,

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.generate_phantom_cohort,
-                "params:demo_data",
+                ["params:demo_data", "raw_scans_on_disk"],
                 ["raw_images", "raw_labels", "raw_scans", "raw_lesions"],
                 name="generate_phantom_cohort",
             )

@@ -39,7 +39,7 @@ from mriclip.models.factory import (
     load_clip_model,
 )
 from mriclip.text.templates import SentenceTemplates
-from mriclip.training.runtime import seed_everything
+from mriclip.training.runtime import pick_device, seed_everything
 from mriclip.training.samples import AlignmentSamples, LesionPatches
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def embed_for_evaluation(
         ]
         for split in ("train", "test")
     }
-    aligned = load_clip_model(clip_model)
+    device = pick_device(alignment["training"]["device"])
+    aligned = load_clip_model(clip_model).to(device)
     seed_everything(seed)  # the alignment node built its initial model right after this seed
     initial = create_clip_model(
         initial_image_encoder(
@@ -109,7 +110,7 @@ def embed_for_evaluation(
         ),
         alignment["text_encoder"],
         alignment["clip"],
-    ).eval()
+    ).to(device)
     args = (preprocessed_volumes, lesion_table, templates, alignment["patch_size"])
     train = _embed_all(aligned, by_split, *args, "aligned", ["train"])
     test = _embed_all(aligned, by_split, *args, "aligned", ["test"])

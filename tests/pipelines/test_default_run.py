@@ -1,0 +1,45 @@
+"""The whole default chain through Kedro, on the tiny `test` environment, in a fresh copy
+of the project: demo data on disk, then every pipeline up to the report."""
+
+import json
+import shutil
+
+import pandas as pd
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from tests.pipelines.helpers import PROJECT
+
+
+def only_version(folder):
+    versions = sorted(folder.iterdir())
+    assert len(versions) == 1, versions
+    return versions[0] / folder.name
+
+
+def test_default_pipeline_end_to_end(tmp_path, monkeypatch):
+    shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", tmp_path)
+    (tmp_path / "src").symlink_to(PROJECT / "src")
+    monkeypatch.chdir(tmp_path)
+    bootstrap_project(tmp_path)
+    with KedroSession.create(project_path=tmp_path, env="test") as session:
+        session.run()
+
+    data = tmp_path / "data"
+    assert len(list((data / "01_raw" / "images").glob("*.nii.gz"))) == 9
+    catalog = pd.read_csv(data / "02_intermediate" / "nifti_catalog.csv")
+    assert (catalog["status"] == "ok").all()
+    assert len(list((data / "05_model_input" / "volumes").glob("*.npy"))) == 9
+    summary = json.loads(
+        only_version(data / "08_reporting" / "pretraining_summary.json").read_text()
+    )
+    assert summary["n_held_out_volumes"] > 0
+    zero_shot = json.loads(
+        only_version(data / "08_reporting" / "zero_shot_metrics.json").read_text()
+    )
+    assert zero_shot["scan_level"]["random"]["overall"]["auc_macro"] == 0.5
+    report = only_version(data / "08_reporting" / "report.html").read_text()
+    assert "Zero-shot macro AUC" in report and report.count("data:image/png;base64,") == 5
+    assert "clip_model" in report  # the catalog versions the report came from
