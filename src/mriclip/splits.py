@@ -34,6 +34,7 @@ def _group_folds(scans: pd.DataFrame, n_splits: int, seed: int, stratify: bool):
     splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(scans, groups=groups))
 
+
 def patient_level_splits(
     scans: pd.DataFrame,
     test_fraction: float = 0.2,

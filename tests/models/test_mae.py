@@ -77,9 +77,15 @@ def test_losses_against_direct_computation():
         float(((prediction - target)[mask] ** 2).mean())
     )
     masked = apply_mask(target, mask)
+    # the baseline copies visible voxels and predicts the visible mean for masked ones
     means = [float(target[i][~mask[i]].mean()) for i in range(2)]
-    expected = sum(float(((target[i] - means[i]) ** 2).sum()) for i in range(2)) / target.numel()
-    assert unmasked_mean_baseline(target, masked, mask, False) == pytest.approx(expected, rel=1e-5)
+    errors = [float(((target[i][mask[i]] - means[i]) ** 2).sum()) for i in range(2)]
+    assert unmasked_mean_baseline(target, masked, mask, False) == pytest.approx(
+        sum(errors) / target.numel(), rel=1e-5
+    )
+    assert unmasked_mean_baseline(target, masked, mask, True) == pytest.approx(
+        sum(errors) / int(mask.sum()), rel=1e-5
+    )
 
 
 def test_light_decoder_needs_power_of_two():

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig
 
+from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.models.clip import ClipModel
 from mriclip.models.encoders import build_image_encoder
 from mriclip.text.encoder import TextEncoder
@@ -76,13 +77,26 @@ def config(folder, **changes) -> AlignmentConfig:
     return AlignmentConfig(**{**base, **changes})
 
 
-def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path):
-    straight, history = train_alignment(tiny_model(), samples(), None, config(tmp_path / "a"))
-    crashing = samples(kind=CrashAt, crash_at=4 * 2 + 1)  # in step 3 (4 items per step)
+def augmentation():
+    noisy = AugmentationConfig(additive_noise_prob=1.0, rotation_prob=1.0, gamma_prob=0.5)
+    return full_augmentation(noisy, ["image"], seed=3)
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path, augmented):
+    def data(**extra):
+        return samples(augment=augmentation() if augmented else None, **extra)
+
+    straight, history = train_alignment(tiny_model(), data(), None, config(tmp_path / "a"))
+    crashing = data(kind=CrashAt, crash_at=4 * 2 + 1)  # in step 3 (4 items per step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_alignment(tiny_model(), crashing, None, config(tmp_path / "b"))
+    with pytest.raises(ValueError, match=r"other settings \(\['lr_vision'\]\)"):
+        train_alignment(
+            tiny_model(), data(), None, config(tmp_path / "b", resume=True, lr_vision=0.5)
+        )
     resumed, resumed_history = train_alignment(
-        tiny_model(), samples(), None, config(tmp_path / "b", resume=True)
+        tiny_model(), data(), None, config(tmp_path / "b", resume=True)
     )
     assert resumed_history["step"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(resumed_history["loss"], history["loss"], rtol=1e-6)

@@ -129,4 +129,4 @@ def test_bad_inputs_are_named(cohort):
             volumes,
             lesions,
             SentenceTemplates(),
-            )
+        )

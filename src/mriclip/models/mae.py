@@ -102,10 +102,11 @@ def reconstruction_loss(
 def unmasked_mean_baseline(
     target: torch.Tensor, masked_input: torch.Tensor, mask: torch.Tensor, masked_only: bool
 ) -> torch.Tensor:
-    """The loss of predicting, for every voxel, the mean of the sample's visible voxels:
-    what a reconstruction must beat to have learnt anything."""
+    """The loss of copying the visible voxels and predicting the mean of the sample's visible
+    voxels for every masked one: what a reconstruction must beat to have learnt anything."""
     visible = ~mask
     means = (masked_input * visible).sum(dim=(1, 2, 3, 4), keepdim=True) / visible.sum(
         dim=(1, 2, 3, 4), keepdim=True
     ).clamp(min=1)
-    return reconstruction_loss(means.expand_as(target), target, mask, masked_only)
+    prediction = torch.where(mask, means.expand_as(target), masked_input)
+    return reconstruction_loss(prediction, target, mask, masked_only)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
@@ -158,7 +159,7 @@ def train_alignment(
     resumed = checkpoints.load("last") if config.resume else None
     if resumed is not None:
         history, start_step = restore_snapshot(
-            resumed, model, optimizer, scheduler, stream, train_set
+            resumed, model, optimizer, scheduler, stream, train_set, asdict(config)
         )
         best_saved = checkpoints.load("best")
         if best_saved is not None:
@@ -211,8 +212,10 @@ def train_alignment(
         }
         last_step = step + 1 == config.steps
         if val_set is not None and ((step + 1) % config.val_every == 0 or last_step):
+            val_set.rng = np.random.default_rng(config.seed)  # the same patches every time
             row["val_loss"] = validation_loss(model, val_set, config, device)
             if validate is not None:
+                val_set.rng = np.random.default_rng(config.seed)
                 model.eval()
                 row.update({f"val_{k}": v for k, v in validate(model).items()})
                 model.train()
@@ -246,6 +249,10 @@ def train_alignment(
                 ),
             )
 
+    if config.keep == "best" and val_set is None:
+        logger.warning(
+            "alignment.keep is 'best' but there is no validation set: keeping the last model"
+        )
     if config.keep == "best" and best["state"] is not None:
         logger.info(
             "keeping the best model: step %d, validation loss %.4f", best["step"], best["val_loss"]

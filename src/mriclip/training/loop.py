@@ -154,9 +154,24 @@ def training_snapshot(
 
 
 def restore_snapshot(
-    snapshot: dict, model: nn.Module, optimizer, scheduler, stream: BatchStream, dataset
+    snapshot: dict,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    stream: BatchStream,
+    dataset,
+    config: dict,
 ) -> tuple[list[dict], int]:
-    """Load a ``training_snapshot``; returns (history so far, step reached)."""
+    """Load a ``training_snapshot`` saved under the same ``config`` (``resume`` aside);
+    returns (history so far, step reached)."""
+    saved = {k: v for k, v in snapshot["config"].items() if k != "resume"}
+    current = {k: v for k, v in config.items() if k != "resume"}
+    if saved != current:
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        raise ValueError(
+            f"the checkpoint to resume was saved with other settings ({changed}); resume with "
+            "the same parameters, or use another checkpoint_dir / resume: false"
+        )
     model.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optimizer"])
     scheduler.load_state_dict(snapshot["scheduler"])

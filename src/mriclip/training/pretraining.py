@@ -66,6 +66,9 @@ class PretrainingSamples(Dataset):
         start = [int(self.rng.integers(0, h)) for h in high]
         crop = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
         sample = {"input": crop, "target": crop.clone()}
+        for transform in (self.spatial, self.intensity):  # reseeded so resume replays them
+            if transform is not None:
+                transform.set_random_state(int(self.rng.integers(2**31)))
         if self.spatial is not None:
             sample = self.spatial(sample)
         if self.intensity is not None:
@@ -86,7 +89,7 @@ class PretrainingConfig:
     mask_ratio: float = 0.6
     mask_block_size: int = 4
     mask_fill: str = "zeros"  # zeros | noise
-    masked_only_loss: bool = False  # AMAES default: MSE on the whole volume
+    masked_only_loss: bool = True  # AMAES's default is False: MSE on the whole volume
     grad_clip_norm: float | None = 1.0
     val_every: int = 50
     checkpoint_dir: str | None = None
@@ -95,6 +98,17 @@ class PretrainingConfig:
     device: str = "auto"
     mixed_precision: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "mask_block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pretraining.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"pretraining.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.mask_fill not in ("zeros", "noise"):
+            raise ValueError(
+                f"pretraining.mask_fill must be zeros or noise, got {self.mask_fill!r}"
+            )
 
 
 @torch.no_grad()
@@ -148,7 +162,7 @@ def train_masked_autoencoder(
     resumed = checkpoints.load("last") if config.resume else None
     if resumed is not None:
         history, start_step = restore_snapshot(
-            resumed, model, optimizer, scheduler, stream, train_set
+            resumed, model, optimizer, scheduler, stream, train_set, asdict(config)
         )
         generator.set_state(resumed["mask_rng"])
 

@@ -120,6 +120,8 @@ class AlignmentSamples(Dataset):
             regions = row["regions"].split(";") if isinstance(row["regions"], str) else []
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
+            # Seeded from the dataset's own generator, which checkpoints save: resume replays it.
+            self.augment.set_random_state(int(self.rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
         rng = self.rng if self.paraphrase else None
         return {

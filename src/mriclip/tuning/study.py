@@ -19,8 +19,15 @@ from mriclip.tuning.search_space import SearchParameter, resolve, with_values
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = {"zero_shot_auc": "maximize", "retrieval_mrr": "maximize", "val_loss": "minimize"}
-#: What makes a trial fail (recorded with its reason) without stopping the study.
-TRIAL_FAILURES = (NonFiniteLossError, torch.OutOfMemoryError, RuntimeError, ValueError)
+
+
+class TooFewValidationScans(ValueError):
+    """A CV fold left fewer than two validation scans: no contrastive validation."""
+
+
+#: What makes a trial fail (recorded with its reason) without stopping the study; anything
+#: else is a bug and stops it.
+TRIAL_FAILURES = (NonFiniteLossError, torch.OutOfMemoryError, TooFewValidationScans)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

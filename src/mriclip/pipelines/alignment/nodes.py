@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from mriclip.evaluation.embedding import embed_dataset, label_matrix
@@ -49,6 +48,12 @@ def with_lesions(scans: pd.DataFrame, lesion_table: pd.DataFrame, what: str) -> 
     """Patch mode centres cubes on lesions: scans without one on the grid are left out,
     with a warning naming them (their lesions are listed in catalog_problems)."""
     keep = scans["scan_id"].isin(set(lesion_table["scan_id"]))
+    if what == "training" and keep.sum() < 2:
+        raise ValueError(
+            f"patch mode needs lesions with centres, but only {int(keep.sum())} training "
+            "scan(s) have one in lesion_table (label maps with lesion ids are required; see "
+            "catalog_problems). Use alignment.mode: volume for data without label maps."
+        )
     if not keep.all():
         logger.warning(
             "patch mode: %s scan(s) %s have no lesion on the preprocessed grid and are left out",
@@ -83,7 +88,6 @@ def validation_metrics(val_set: AlignmentSamples, region_prompts: dict, regions:
     and tuning objectives."""
 
     def validate(model: ClipModel) -> dict:
-        val_set.rng = np.random.default_rng(0)  # the same patches every time
         embedded = embed_dataset(model, val_set)
         prompts = embed_texts(model, [region_prompts[r] for r in regions]).numpy()
         labels = label_matrix(embedded["keys"], regions)

@@ -56,6 +56,8 @@ def preprocess_volumes(
     per-scan report, the lesion table on the new grid, and the problems met."""
     config = PreprocessingConfig(**params["preprocessing"])
     problems = ProblemLog("preprocessing")
+    # Lesions without a centre are listed but never stop a run: volume mode does not need them.
+    uncentred = ProblemLog("lesion_centres")
     volumes, labels, reports, lesion_rows = {}, {}, [], []
     usable = nifti_catalog[nifti_catalog["status"] == "ok"]
     for scan in tqdm(
@@ -76,12 +78,28 @@ def preprocess_volumes(
             continue
         volumes[scan.scan_id] = volume
         reports.append({"scan_id": scan.scan_id, **metadata})
+        scan_lesions = validated_lesions[validated_lesions["scan_id"] == scan.scan_id]
         if label_out is None:
+            for lesion in scan_lesions.itertuples():
+                uncentred.add(
+                    scan.scan_id,
+                    f"lesion {lesion.lesion_id} of {scan.scan_id}",
+                    "listed but the scan has no label map, so the lesion has no "
+                    "centre (its region still enters the scan's sentence)",
+                    "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
+                )
             continue
         labels[scan.scan_id] = label_out
         geometry = lesion_geometry(label_out)
-        for lesion in validated_lesions[validated_lesions["scan_id"] == scan.scan_id].itertuples():
+        for lesion in scan_lesions.itertuples():
             if pd.isna(lesion.lesion_id):
+                uncentred.add(
+                    scan.scan_id,
+                    f"{lesion.region} lesion of {scan.scan_id}",
+                    "no lesion_id (regions column), so the lesion has no centre "
+                    "(its region still enters the scan's sentence)",
+                    "give lesions.csv rows with the label-map ids for patch mode",
+                )
                 continue
             if int(lesion.lesion_id) not in geometry:
                 problems.add(
@@ -110,7 +128,8 @@ def preprocess_volumes(
         columns=["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"],
     )
     logger.info("preprocessed %d scans to %s", len(volumes), tuple(config.target_shape))
-    return volumes, labels, pd.DataFrame(reports), lesion_table, problems.table()
+    all_problems = pd.concat([problems.table(), uncentred.table()], ignore_index=True)
+    return volumes, labels, pd.DataFrame(reports), lesion_table, all_problems
 
 
 def _ordered_regions(regions_of_scan: list[str], vocabulary: list[str]) -> list[str]:

@@ -40,18 +40,16 @@ def preprocess_unlabelled(
     )
 
 
-def _samples(volumes: dict, scan_ids: list[str], params: dict, seed: int) -> PretrainingSamples:
+def _samples(
+    volumes: dict, scan_ids: list[str], params: dict, seed: int, augment: bool = True
+) -> PretrainingSamples:
+    if not augment:
+        return PretrainingSamples(volumes, scan_ids, params["patch_size"], seed=seed)
     augmentation = AugmentationConfig(**params["augmentation"])
     keys = ["input", "target"]
     spatial = spatial_augmentation(augmentation, keys).set_random_state(seed)
     intensity = intensity_augmentation(augmentation, ["input"]).set_random_state(seed + 1)
     return PretrainingSamples(volumes, scan_ids, params["patch_size"], spatial, intensity, seed)
-
-
-def _unaugmented(params: dict) -> dict:
-    """The same settings with every augmentation off, for held-out measurements."""
-    probabilities = {k: 0.0 for k in params["augmentation"] if k.endswith("_prob")}
-    return {**params, "augmentation": {**params["augmentation"], **probabilities}}
 
 
 def pretrain_encoder(
@@ -72,7 +70,7 @@ def pretrain_encoder(
     encoder = build_image_encoder(params["encoder"]["name"], **params["encoder"]["kwargs"])
     model = MaskedAutoencoder(encoder)
     train_set = _samples(volumes, train_ids, params, seed)
-    val_set = _samples(volumes, held_out, _unaugmented(params), seed + 7) if held_out else None
+    val_set = _samples(volumes, held_out, params, seed + 7, augment=False) if held_out else None
     model, history = train_masked_autoencoder(model, train_set, val_set, config)
     summary = {"n_train_volumes": len(train_ids), "n_held_out_volumes": len(held_out)}
     if val_set is not None:  # the loop validates at its last step
@@ -102,7 +100,7 @@ def plot_reconstructions(
     held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])[
         : params["n_figure_volumes"]
     ]
-    samples = _samples(preprocessed_volumes, held_out, _unaugmented(params), seed)
+    samples = _samples(preprocessed_volumes, held_out, params, seed, augment=False)
     training = params["training"]
     generator = torch.Generator().manual_seed(seed)
     figure = Figure(figsize=(7.5, 2.6 * len(held_out)))

@@ -8,8 +8,9 @@ import optuna
 import pandas as pd
 
 from mriclip.pipelines.alignment.nodes import train_on_fold
-from mriclip.tuning.search_space import parse_search_space, resolve
+from mriclip.tuning.search_space import parse_search_space
 from mriclip.tuning.study import (
+    TooFewValidationScans,
     make_objective,
     open_study,
     run_study,
@@ -56,7 +57,7 @@ def tune_alignment(
             on_validation,
         )
         if "val_loss" not in history or history["val_loss"].isna().all():
-            raise ValueError(
+            raise TooFewValidationScans(
                 f"fold {fold} has fewer than 2 validation scans; lower "
                 "data_engineering.splits.n_folds or add patients"
             )
@@ -75,7 +76,7 @@ def tune_alignment(
     run_study(study, objective, params["n_trials"], params["timeout_s"])
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if complete:
-        best = {"alignment": resolve(alignment, space, study.best_trial.params)}
+        best = {"alignment": study.best_trial.user_attrs["alignment"]}  # as the trial ran
         logger.info(
             "best trial %d: %s = %.4f",
             study.best_trial.number,
