@@ -89,7 +89,7 @@ class PretrainingConfig:
     mask_ratio: float = 0.6
     mask_block_size: int = 4
     mask_fill: str = "zeros"  # zeros | noise
-    masked_only_loss: bool = True  # AMAES's default is False: MSE on the whole volume
+    masked_only_loss: bool = False  # AMAES default: MSE on the whole volume
     grad_clip_norm: float | None = 1.0
     val_every: int = 50
     checkpoint_dir: str | None = None
