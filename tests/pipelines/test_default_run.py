@@ -21,7 +21,7 @@ def test_default_pipeline_end_to_end(tmp_path, monkeypatch):
     shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     (tmp_path / "conf" / "local").mkdir()
     shutil.copy(PROJECT / "pyproject.toml", tmp_path)
-    (tmp_path / "src").symlink_to(PROJECT / "src")
+    shutil.copytree(PROJECT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.chdir(tmp_path)
     bootstrap_project(tmp_path)
     with KedroSession.create(project_path=tmp_path, env="test") as session:
