@@ -75,3 +75,31 @@ def test_resolve_applies_values_and_ratios_without_touching_the_base():
     assert params["clip"] == {"init_temperature": 0.07, "loss": "siglip"}
     assert params["training"]["steps"] == 10
     assert ALIGNMENT["training"]["lr_vision"] == 1e-4
+
+
+def test_current_values_are_the_defaults_as_sampled_values():
+    from mriclip.tuning.search_space import current_values
+
+    space = parse_search_space(
+        {
+            "lr": {"path": "training.lr_vision", "type": "float", "low": 1e-5, "high": 1e-2},
+            "ratio": {
+                "path": "training.lr_text",
+                "relative_to": "training.lr_vision",
+                "type": "float",
+                "low": 0.01,
+                "high": 1.0,
+            },
+            "loss": {"path": "clip.loss", "type": "categorical", "choices": ["clip", "siglip"]},
+        },
+        ALIGNMENT,
+    )
+    values = current_values(space, ALIGNMENT)
+    assert values == {"lr": 1e-4, "ratio": pytest.approx(0.1), "loss": "clip"}
+    assert resolve(ALIGNMENT, space, values)["training"]["lr_text"] == pytest.approx(1e-5)
+    narrow = parse_search_space(
+        {"lr": {"path": "training.lr_vision", "type": "float", "low": 1e-3, "high": 1e-2}},
+        ALIGNMENT,
+    )
+    with pytest.raises(SearchSpaceError, match="outside the search space"):
+        current_values(narrow, ALIGNMENT)

@@ -131,3 +131,26 @@ def resolve(alignment: Mapping, space: list[SearchParameter], sampled: Mapping) 
         p.path: sampled[p.name] * get_path(params, p.relative_to) for p in space if p.relative_to
     }
     return with_values(params, ratios)
+
+
+def current_values(space: list[SearchParameter], alignment: Mapping) -> dict[str, Any]:
+    """The search parameters' values in ``alignment`` (ratios as ratios): enqueued as a
+    study's first trial, the default settings are scored under the same trial budget."""
+    values = {}
+    for parameter in space:
+        value = get_path(alignment, parameter.path)
+        if parameter.relative_to:
+            value = value / get_path(alignment, parameter.relative_to)
+        inside = (
+            value in parameter.choices
+            if parameter.type == "categorical"
+            else parameter.low <= value <= parameter.high
+        )
+        if not inside:
+            raise SearchSpaceError(
+                f"tuning.search_space.{parameter.name}: the current value {value!r} lies outside "
+                "the search space, so the defaults cannot be enqueued; widen the range or set "
+                "tuning.enqueue_defaults: false"
+            )
+        values[parameter.name] = value
+    return values

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 
 from mriclip.pipelines.alignment.nodes import train_on_fold
-from mriclip.tuning.search_space import parse_search_space
+from mriclip.tuning.search_space import current_values, parse_search_space
 from mriclip.tuning.study import (
     TooFewValidationScans,
     make_objective,
@@ -70,6 +70,8 @@ def tune_alignment(
         params["pruner"],
         params["sampler_seed"],
     )
+    if params["enqueue_defaults"] and not study.trials:
+        study.enqueue_trial(current_values(space, alignment), user_attrs={"defaults": True})
     objective = make_objective(
         space, alignment, params["trial_overrides"], folds, params["objective"], train_fold
     )
