@@ -31,7 +31,7 @@ from mriclip.training.loop import (
     training_snapshot,
 )
 from mriclip.training.runtime import autocast_dtype, pick_device
-from mriclip.training.samples import crop_with_padding, plain_tensor
+from mriclip.training.samples import VolumeSource, crop_with_padding, plain_tensor
 from mriclip.training.schedule import param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ class PretrainingSamples(Dataset):
     ) -> None:
         if not scan_ids:
             raise ValueError("pretraining got no volumes; run data_engineering first")
-        self.volumes, self.scan_ids, self.patch_size = volumes, list(scan_ids), patch_size
+        self.volumes = VolumeSource(volumes)
+        self.scan_ids, self.patch_size = list(scan_ids), patch_size
         self.spatial, self.intensity = spatial, intensity
         self.rng = np.random.default_rng(seed)
 
@@ -60,8 +61,7 @@ class PretrainingSamples(Dataset):
         return len(self.scan_ids)
 
     def __getitem__(self, index: int) -> dict:
-        item = self.volumes[self.scan_ids[index]]
-        volume = item() if callable(item) else item
+        volume = self.volumes[self.scan_ids[index]]
         high = [max(1, size - self.patch_size + 1) for size in volume.shape]
         start = [int(self.rng.integers(0, h)) for h in high]
         crop = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]

@@ -43,6 +43,24 @@ def crop_with_padding(volume: np.ndarray, start: Sequence[int], size: int) -> np
     return out
 
 
+class VolumeSource:
+    """Scan id -> volume, from arrays or from loaders (Kedro partitions). A loaded volume is
+    kept: memory-mapped arrays cost no RAM, and re-opening a memmap per item costs more than
+    reading a training crop from it."""
+
+    def __init__(self, volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray]) -> None:
+        self._volumes, self._opened = volumes, {}
+
+    def __contains__(self, scan_id: str) -> bool:
+        return scan_id in self._volumes
+
+    def __getitem__(self, scan_id: str) -> np.ndarray:
+        if scan_id not in self._opened:
+            item = self._volumes[scan_id]
+            self._opened[scan_id] = item() if callable(item) else item
+        return self._opened[scan_id]
+
+
 def plain_tensor(image) -> torch.Tensor:
     """A float32 ``torch.Tensor``, not MONAI's ``MetaTensor``: its per-operation metadata
     tracking made training steps several times slower."""
@@ -68,13 +86,13 @@ class AlignmentSamples(Dataset):
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
         self.scans = scans.reset_index(drop=True)
-        missing = sorted(set(self.scans["scan_id"]) - set(volumes))
+        missing = sorted(sid for sid in self.scans["scan_id"] if sid not in volumes)
         if missing:
             raise ValueError(
                 f"no preprocessed volume for scan(s) {missing[:5]}; "
                 "re-run the data_engineering pipeline"
             )
-        self._volumes = volumes
+        self._volumes = VolumeSource(volumes)
         self.templates, self.mode, self.patch_size = templates, mode, patch_size
         self.jitter, self.augment, self.paraphrase = jitter, augment, paraphrase
         self.rng = np.random.default_rng(seed)
@@ -90,11 +108,6 @@ class AlignmentSamples(Dataset):
     def __len__(self) -> int:
         return len(self.scans)
 
-    @staticmethod
-    def _array(source, scan_id: str) -> np.ndarray:
-        item = source[scan_id]
-        return item() if callable(item) else item
-
     def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
         lesions = self.lesions[scan_id]
         weights = lesions["n_voxels"].to_numpy(dtype=float)
@@ -102,7 +115,7 @@ class AlignmentSamples(Dataset):
         centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
         offset = self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
         start = np.round(centre + offset - self.patch_size / 2).astype(int)
-        image = crop_with_padding(self._array(self._volumes, scan_id), start, self.patch_size)
+        image = crop_with_padding(self._volumes[scan_id], start, self.patch_size)
         inside = np.all(
             (lesions[["center_x", "center_y", "center_z"]].to_numpy() >= start)
             & (lesions[["center_x", "center_y", "center_z"]].to_numpy() < start + self.patch_size),
@@ -116,7 +129,7 @@ class AlignmentSamples(Dataset):
         if self.mode == "patch":
             image, regions = self._patch(scan_id)
         else:
-            image = np.array(self._array(self._volumes, scan_id), dtype=np.float32)  # writable
+            image = np.array(self._volumes[scan_id], dtype=np.float32)  # writable copy
             regions = row["regions"].split(";") if isinstance(row["regions"], str) else []
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
@@ -146,7 +159,8 @@ class LesionPatches(Dataset):
     ) -> None:
         self.lesions = lesions.reset_index(drop=True)
         self.rows = scans.set_index("scan_id")
-        self._volumes, self.templates, self.patch_size = volumes, templates, patch_size
+        self._volumes = VolumeSource(volumes)
+        self.templates, self.patch_size = templates, patch_size
         self.rng = np.random.default_rng(0)  # unused: items are deterministic
 
     def __len__(self) -> int:
@@ -156,8 +170,7 @@ class LesionPatches(Dataset):
         lesion = self.lesions.iloc[index]
         centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
         start = np.round(centre - self.patch_size / 2).astype(int)
-        item = self._volumes[lesion["scan_id"]]
-        volume = item() if callable(item) else item
+        volume = self._volumes[lesion["scan_id"]]
         image = crop_with_padding(volume, start, self.patch_size)
         row = self.rows.loc[lesion["scan_id"]].to_dict()
         return {
