@@ -114,3 +114,20 @@ def test_figure_dataset_saves_png_and_loads_bytes(tmp_path):
     dataset = FigurePNGDataset(filepath=str(tmp_path / "f.png"), version=Version(None, None))
     dataset.save(figure)
     assert dataset.load()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_optional_datasets_load_none_until_saved(tmp_path):
+
+    from mriclip.datasets import FigurePNGDataset, OptionalJSONDataset
+
+    summary = OptionalJSONDataset(filepath=str(tmp_path / "s.json"), version=Version(None, None))
+    assert summary.load() is None
+    summary.save({"loss": 0.5})
+    assert summary.load() == {"loss": 0.5}
+    figure = FigurePNGDataset(
+        filepath=str(tmp_path / "f.png"), version=Version(None, None), optional=True
+    )
+    assert figure.load() is None
+    required = FigurePNGDataset(filepath=str(tmp_path / "g.png"), version=Version(None, None))
+    with pytest.raises(DatasetError):
+        required.load()

@@ -6,6 +6,7 @@ from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
 from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
 from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
+from mriclip.datasets.optional_json_dataset import OptionalJSONDataset
 from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDataset
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
 
@@ -14,6 +15,7 @@ __all__ = [
     "MemmapArrayDataset",
     "NiftiDataset",
     "OptionalCSVDataset",
+    "OptionalJSONDataset",
     "OptionalPartitionedDataset",
     "OptunaStorageDataset",
     "TorchCheckpointDataset",

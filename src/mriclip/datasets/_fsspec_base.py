@@ -16,7 +16,10 @@ from kedro.io.core import (
 
 
 class FsspecVersionedDataset(AbstractVersionedDataset):
-    """Base for one-file datasets on any fsspec filesystem (local, s3://, gcs://, ...)."""
+    """Base for one-file datasets on any fsspec filesystem (local, s3://, gcs://, ...).
+
+    Subclasses loading with ``_load_existing`` get ``optional: true``: a file that was never
+    saved loads as ``None``, so a node can take it and say the part is absent."""
 
     def __init__(
         self,
@@ -26,7 +29,9 @@ class FsspecVersionedDataset(AbstractVersionedDataset):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        optional: bool = False,
     ) -> None:
+        self._optional = optional
         protocol, path = get_protocol_and_path(filepath, version)
         self._protocol = protocol
         self._fs = fsspec.filesystem(protocol, **(credentials or {}), **(fs_args or {}))
@@ -37,6 +42,14 @@ class FsspecVersionedDataset(AbstractVersionedDataset):
             exists_function=self._fs.exists,
             glob_function=self._fs.glob,
         )
+
+    def load(self) -> Any:
+        if self._optional and not self._exists():
+            return None
+        return self._load_existing()
+
+    def _load_existing(self) -> Any:
+        raise NotImplementedError
 
     @property
     def load_path(self) -> str:

@@ -14,7 +14,7 @@ class MemmapArrayDataset(FsspecVersionedDataset):
     """One ``.npy`` file. On a local filesystem ``load`` returns a read-only memory-mapped
     array, so a training loop touches only the voxels it crops and never decodes NIfTI."""
 
-    def load(self) -> np.ndarray:
+    def _load_existing(self) -> np.ndarray:
         load_path = self.load_path
         try:
             if self._protocol == "file":

@@ -13,18 +13,9 @@ from mriclip.datasets._fsspec_base import FsspecVersionedDataset
 class TorchCheckpointDataset(FsspecVersionedDataset):
     """Saves a dict of tensors, numbers, strings, lists and dicts with ``torch.save`` and loads
     it back with ``weights_only=True``, so a checkpoint can never run arbitrary pickled code.
-    Modules are not stored: nodes pass bundles that hold the config to rebuild a model.
+    Modules are not stored: nodes pass bundles that hold the config to rebuild a model."""
 
-    With ``optional: true`` a checkpoint that was never saved loads as ``None``, so a node can
-    take it as an input and decide by a parameter whether it needs it."""
-
-    def __init__(self, *, optional: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._optional = optional
-
-    def load(self) -> dict | None:
-        if self._optional and not self._exists():
-            return None
+    def _load_existing(self) -> dict:
         load_path = self.load_path
         with self._fs.open(load_path, mode="rb") as handle:
             try:

@@ -20,7 +20,7 @@ class FigurePNGDataset(FsspecVersionedDataset):
         super().__init__(**kwargs)
         self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
 
-    def load(self) -> bytes:
+    def _load_existing(self) -> bytes:
         with self._fs.open(self.load_path, mode="rb") as handle:
             return handle.read()
 

@@ -36,7 +36,7 @@ class NiftiDataset(FsspecVersionedDataset):
         super().__init__(**kwargs)
         self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
 
-    def load(self) -> nib.Nifti1Image:
+    def _load_existing(self) -> nib.Nifti1Image:
         load_path = self.load_path
         with self._fs.open(load_path, mode="rb") as handle:
             raw = handle.read()
