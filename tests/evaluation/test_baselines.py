@@ -82,3 +82,10 @@ def test_fusion_names_mismatched_arrays():
     (train_x, train_t, train_y), (test_x, test_t, test_y) = separable(n=40)
     with pytest.raises(ValueError, match="test_text has 19 rows but test_image has 20"):
         late_fusion_classifier(train_x, train_t, train_y, test_x, test_t[:-1], test_y, REGIONS)
+
+
+def test_unknown_fusion_kind_is_named():
+    from mriclip.evaluation.baselines import fusion_classifier
+
+    with pytest.raises(ValueError, match="unknown fusion kind 'middle_fusion'"):
+        fusion_classifier("middle_fusion", *([None] * 6), REGIONS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -259,7 +260,11 @@ def _fit_fusion(
     return metrics
 
 
-def early_fusion_classifier(
+FUSION_MODELS = {"early_fusion": (EarlyFusion, 128), "late_fusion": (LateFusion, 64)}
+
+
+def fusion_classifier(
+    kind: str,
     train_image: Any,
     train_text: Any,
     train_Y: Any,
@@ -267,7 +272,7 @@ def early_fusion_classifier(
     test_text: Any,
     test_Y: Any,
     regions: Sequence[str],
-    hidden: int = 128,
+    hidden: int | None = None,
     dropout: float = 0.2,
     epochs: int = 50,
     lr: float = 1e-3,
@@ -276,15 +281,20 @@ def early_fusion_classifier(
     seed: int = 0,
     top_k: Sequence[int] = DEFAULT_TOP_K,
 ) -> dict[str, Any]:
-    """Early fusion (``EarlyFusion``) trained with AdamW and class-weighted BCE-with-logits.
+    """Early fusion (``EarlyFusion``, default hidden 128) or late fusion (``LateFusion``,
+    ``hidden`` = each modality branch's width, default 64), trained with AdamW and
+    class-weighted BCE-with-logits.
 
     ORACLE-ISH: reads each test sample's own sentence, which states its label (see module doc).
-    Returns the zero-shot metric keys computed on test plus ``method`` = "early_fusion",
+    Returns the zero-shot metric keys computed on test plus ``method`` = ``kind``,
     ``final_train_loss``, ``uses_sample_text`` = True and ``caveat``. Deterministic by ``seed``.
     """
+    if kind not in FUSION_MODELS:
+        raise ValueError(f"unknown fusion kind {kind!r}; choose one of {sorted(FUSION_MODELS)}")
+    model_class, default_hidden = FUSION_MODELS[kind]
     return _fit_fusion(
-        "early_fusion",
-        EarlyFusion,
+        kind,
+        model_class,
         train_image,
         train_text,
         train_Y,
@@ -292,7 +302,7 @@ def early_fusion_classifier(
         test_text,
         test_Y,
         regions,
-        hidden,
+        hidden or default_hidden,
         dropout,
         epochs,
         lr,
@@ -303,45 +313,5 @@ def early_fusion_classifier(
     )
 
 
-def late_fusion_classifier(
-    train_image: Any,
-    train_text: Any,
-    train_Y: Any,
-    test_image: Any,
-    test_text: Any,
-    test_Y: Any,
-    regions: Sequence[str],
-    hidden: int = 64,
-    dropout: float = 0.2,
-    epochs: int = 50,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    batch_size: int = 64,
-    seed: int = 0,
-    top_k: Sequence[int] = DEFAULT_TOP_K,
-) -> dict[str, Any]:
-    """Late fusion (``LateFusion``) trained with AdamW and class-weighted BCE-with-logits.
-
-    ORACLE-ISH: reads each test sample's own sentence, which states its label (see module doc).
-    ``hidden`` is each modality branch's width. Returns the same keys as
-    ``early_fusion_classifier`` with ``method`` = "late_fusion". Deterministic by ``seed``.
-    """
-    return _fit_fusion(
-        "late_fusion",
-        LateFusion,
-        train_image,
-        train_text,
-        train_Y,
-        test_image,
-        test_text,
-        test_Y,
-        regions,
-        hidden,
-        dropout,
-        epochs,
-        lr,
-        weight_decay,
-        batch_size,
-        seed,
-        top_k,
-    )
+early_fusion_classifier = partial(fusion_classifier, "early_fusion")
+late_fusion_classifier = partial(fusion_classifier, "late_fusion")

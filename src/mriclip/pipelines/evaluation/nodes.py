@@ -14,11 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mriclip.evaluation.baselines import (
-    early_fusion_classifier,
-    late_fusion_classifier,
-    linear_probe,
-)
+from mriclip.evaluation.baselines import fusion_classifier, linear_probe
 from mriclip.evaluation.embedding import embed_dataset, label_matrix
 from mriclip.evaluation.modality_gap import zero_shot_gap_sweep
 from mriclip.evaluation.plots import retrieval_grid, roc_curves, training_curves, tsne_before_after
@@ -241,26 +237,20 @@ def baseline_evaluation(
             C=params["probe_C"],
             seed=seed,
         ),
-        "early_fusion": early_fusion_classifier(
-            _matrix(train, "image"),
-            _matrix(train, "text"),
-            train_y,
-            _matrix(test, "image"),
-            _matrix(test, "text"),
-            test_y,
-            regions,
-            **fusion,
-        ),
-        "late_fusion": late_fusion_classifier(
-            _matrix(train, "image"),
-            _matrix(train, "text"),
-            train_y,
-            _matrix(test, "image"),
-            _matrix(test, "text"),
-            test_y,
-            regions,
-            **fusion,
-        ),
+        **{
+            kind: fusion_classifier(
+                kind,
+                _matrix(train, "image"),
+                _matrix(train, "text"),
+                train_y,
+                _matrix(test, "image"),
+                _matrix(test, "text"),
+                test_y,
+                regions,
+                **fusion,
+            )
+            for kind in ("early_fusion", "late_fusion")
+        },
     }
 
 
