@@ -41,6 +41,8 @@ TINY = {
     "template_spacing_mm": 4.0,
     "voxel_spacing_mm": [3.5, 5.0],
     "float32_fraction": 0.4,
+    "lesion_free_fraction": 0.0,
+    "atrophy_fraction": 0.4,
 }
 
 #: AAL's own lobe code: the thousands digit of its label value.
@@ -86,7 +88,7 @@ def test_same_seed_gives_a_byte_identical_cohort_and_another_seed_does_not(tiny_
 # ----------------------------------------------------------------------------- tables
 def test_cohort_has_the_requested_patients_scans_and_lesions(tiny_cohort):
     scans, lesions = tiny_cohort.scans, tiny_cohort.lesions
-    assert list(scans.columns) == ["scan_id", "patient_id", "age", "sex", "course"]
+    assert list(scans.columns) == ["scan_id", "patient_id", "age", "sex", "course", "diagnosis"]
     assert len(scans) == TINY["n_scans"]
     assert scans["patient_id"].nunique() == TINY["n_patients"]
     for patient_id, rows in scans.groupby("patient_id"):
@@ -94,8 +96,10 @@ def test_cohort_has_the_requested_patients_scans_and_lesions(tiny_cohort):
         assert rows["course"].tolist() == list(range(1, len(rows) + 1))
         assert rows["scan_id"].tolist() == [f"{patient_id}_S{c}" for c in rows["course"]]
         assert rows["age"].nunique() == 1 and rows["sex"].nunique() == 1
+        assert rows["diagnosis"].nunique() == 1
     assert scans["age"].between(23, 77).all()
     assert set(scans["sex"]) <= {"female", "male"}
+    assert set(scans["diagnosis"]) == {"atrophy", "none"}
     expected_keys = {f"{scan_id}.nii.gz" for scan_id in scans["scan_id"]}
     assert set(tiny_cohort.images) == set(tiny_cohort.labels) == expected_keys
 
@@ -130,6 +134,51 @@ def test_region_frequencies_follow_the_parameter():
     regions, counts = np.unique(drawn, return_counts=True)
     assert regions.tolist() == ["frontal", "temporal"]
     assert counts[1] / counts.sum() == pytest.approx(0.75, abs=0.015)
+
+
+def test_lesion_free_scans_and_atrophic_patients_follow_their_fractions():
+    scans, lesions = plan_cohort(
+        PhantomConfig(n_patients=2000, n_scans=None, lesion_free_fraction=0.1, atrophy_fraction=0.3)
+    )
+    with_lesions = scans["scan_id"].isin(set(lesions["scan_id"]))
+    assert (~with_lesions).mean() == pytest.approx(0.1, abs=0.015)
+    by_patient = scans.groupby("patient_id")["diagnosis"].first()
+    assert (by_patient == "atrophy").mean() == pytest.approx(0.3, abs=0.03)
+    # The new draws do not move the old ones: same ages and lesion regions as without them.
+    none_free = plan_cohort(PhantomConfig(n_patients=2000, n_scans=None, lesion_free_fraction=0))
+    assert scans["age"].equals(none_free[0]["age"])
+
+
+def test_atrophy_widens_csf_spaces_of_the_template():
+    anatomy = load_template_anatomy(4.0)
+    t1, grey = phantom.atrophied_intensities(anatomy, 4.0)
+    brain = anatomy.t1 > 0.1
+    tissue_before = (anatomy.t1[brain] > 0.6).mean()
+    tissue_after = (t1[brain] > 0.6).mean()
+    assert tissue_after < tissue_before - 0.1  # sulci and ventricles take tissue's place
+    assert np.all(grey <= anatomy.grey_signal + 1e-6)
+    deep = anatomy.tissue_depth_mm > 8.0  # far from any CSF: untouched
+    np.testing.assert_allclose(t1[deep], anatomy.t1[deep])
+    unchanged = phantom.atrophied_intensities(anatomy, 0.0)
+    assert unchanged[0] is anatomy.t1
+
+
+def test_ablated_twin_is_the_scan_rendered_with_invisible_lesions(tiny_cohort):
+    import dataclasses
+
+    config = PhantomConfig.from_params(TINY)
+    invisible = generate_cohort(
+        dataclasses.replace(config, lesion_contrast=0.0, ablated_twins=False)
+    )
+    assert not invisible.ablated_images and set(tiny_cohort.ablated_images) == set(
+        tiny_cohort.images
+    )
+    for key, twin in tiny_cohort.ablated_images.items():
+        assert twin.to_bytes() == invisible.images[key].to_bytes()
+        np.testing.assert_array_equal(twin.affine, tiny_cohort.images[key].affine)
+        lesion = array(tiny_cohort.labels[key]) > 0
+        differs = array(twin) != array(tiny_cohort.images[key])
+        assert differs[lesion].mean() > 0.5  # the lesions were painted in the scan only
 
 
 # ----------------------------------------------------------------------------- label maps
@@ -270,6 +319,7 @@ def test_affine_maps_voxels_to_the_template_anatomy():
         tissue_contrast_jitter=0.0,
         bias_field_coefficient=0.0,
         noise_level=(0.0, 0.0),
+        atrophy_fraction=0.0,  # the raw template anatomy
     )
     cohort = generate_cohort(config)
     template = nib.load(

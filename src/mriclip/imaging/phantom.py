@@ -31,6 +31,7 @@ scanner, "template" means MNI millimetres of the undeformed template.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import importlib.util
@@ -122,6 +123,8 @@ _PLAN_STREAM, _PATIENT_STREAM, _SCAN_STREAM = 0, 1, 2
 
 # Lesion centres must lie in brain tissue: grey + white matter probability at least this.
 _TISSUE_THRESHOLD = 0.5
+# Inside the brain, voxels with less grey + white matter than this are CSF.
+_CSF_THRESHOLD = 0.2
 # The brain (the skull-stripped template) is where the T1 is above this fraction of white
 # matter; lesions and oedema never reach outside it.
 _BRAIN_THRESHOLD = 0.1
@@ -155,6 +158,9 @@ class PhantomConfig:
     female_fraction: float = 0.5
     #: Number of lesions per scan (0 allowed: lesion-free scans).
     lesions_per_scan: tuple[int, int] = (1, 4)
+    #: Fraction of scans drawn lesion-free whatever ``lesions_per_scan`` says, as real cohorts
+    #: have (controls, complete responders).
+    lesion_free_fraction: float = 0.1
     #: Nominal lesion radius in mm (enhancing rim included, oedema excluded), log-uniform.
     lesion_radius_mm: tuple[float, float] = (3.0, 12.0)
     #: Relative frequency of each lesion region; renormalised. Keys from :data:`REGIONS`.
@@ -175,6 +181,15 @@ class PhantomConfig:
     edema_extent: tuple[float, float] = (0.5, 1.5)
     #: Relative amplitude of the smooth bumps that make lesions not perfectly spherical.
     lesion_irregularity: float = 0.15
+    #: Also render each scan's lesion-ablated twin: the same draws with ``lesion_contrast`` 0
+    #: (same anatomy, pose, scanner), the exact counterfactual for controls.
+    ablated_twins: bool = True
+    #: Fraction of patients whose ``diagnosis`` is "atrophy" (else "none"): an image-borne
+    #: scan-level attribute (widened sulci and ventricles) for zero-shot targets beyond regions.
+    atrophy_fraction: float = 0.3
+    #: Strength of atrophy: tissue within this depth (mm) of CSF or the brain surface turns
+    #: into CSF, drawn per atrophic patient.
+    atrophy_mm: tuple[float, float] = (2.0, 4.0)
     #: Resolution (mm) the template is smoothed and downsampled to once, before any scan.
     template_spacing_mm: float = 2.0
     #: Voxel spacing (mm) of each scan, drawn per axis (so anisotropic) and rounded to 0.1.
@@ -225,6 +240,13 @@ class PhantomConfig:
         _check_range("age_range", self.age_range, minimum=0, integer=True)
         _check_fraction("female_fraction", self.female_fraction)
         _check_range("lesions_per_scan", self.lesions_per_scan, minimum=0, integer=True)
+        _check_fraction("lesion_free_fraction", self.lesion_free_fraction)
+        _check_fraction("atrophy_fraction", self.atrophy_fraction)
+        _check_range("atrophy_mm", self.atrophy_mm, minimum=0)
+        if not isinstance(self.ablated_twins, bool):
+            raise ValueError(
+                f"demo_data.ablated_twins must be true or false, got {self.ablated_twins!r}"
+            )
         if self.lesions_per_scan[1] > 255:
             raise ValueError("demo_data.lesions_per_scan: at most 255 (label maps are uint8).")
         _check_range("lesion_radius_mm", self.lesion_radius_mm, minimum=0, strict=True)
@@ -356,6 +378,10 @@ class TemplateAnatomy:
     label_region: np.ndarray
     label_side: np.ndarray
     brain_box_mm: np.ndarray  # (2, 3): lowest and highest template mm of the brain
+    #: Distance (mm) of each brain-tissue voxel to the nearest CSF or outside voxel; 0 there.
+    tissue_depth_mm: np.ndarray
+    #: T1 intensity of cerebrospinal fluid (white matter = 1).
+    csf_level: float
 
     @property
     def brain_centre_mm(self) -> np.ndarray:
@@ -397,6 +423,9 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
     grey, white = volumes["grey_matter"] / 255.0, volumes["white_matter"] / 255.0
     white_matter_level = np.median(volumes["t1"][white > 0.9])
     t1 = volumes["t1"] / white_matter_level
+    tissue = (grey + white) >= _TISSUE_THRESHOLD
+    csf = (t1 > _BRAIN_THRESHOLD) & ((grey + white) < _CSF_THRESHOLD)
+    voxel_mm = float(np.mean(nib.affines.voxel_sizes(affine)))
 
     aal = _atlas_on_grid(_AAL_IMAGE, affine, t1.shape)
     aal_names = pd.read_csv(package_data_file(_ATLAS_PACKAGE, *_ATLAS_DIR, _AAL_LABELS))
@@ -433,9 +462,13 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
         label_region=label_region,
         label_side=label_side,
         brain_box_mm=np.sort(brain_corners_mm, axis=0),
+        tissue_depth_mm=(ndimage.distance_transform_edt(tissue) * voxel_mm).astype(np.float32),
+        csf_level=float(np.median(t1[csf])),
     )
     for array_field in dataclasses.fields(anatomy):
-        getattr(anatomy, array_field.name).setflags(write=False)
+        value = getattr(anatomy, array_field.name)
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
     logger.info(
         "Template anatomy: ICBM152 2009 at %.1f mm, grid %s, AAL lobes",
         template_spacing_mm,
@@ -522,10 +555,15 @@ def sample_lesion_regions(
     return rng.choice(np.array(names, dtype=object), size=count, p=weights / weights.sum())
 
 
+#: Columns of the phantom's scans table.
+SCAN_COLUMNS = ["scan_id", "patient_id", "age", "sex", "course", "diagnosis"]
+
+
 def plan_cohort(config: PhantomConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Who is scanned when, with which lesions: the cohort's tables before any volume exists.
 
-    Returns the scans table (``scan_id, patient_id, age, sex, course``) and the planned lesions
+    Returns the scans table (``scan_id, patient_id, age, sex, course, diagnosis``; diagnosis is
+    "atrophy" or "none", per patient) and the planned lesions
     (``scan_id, lesion_id, region, radius_mm``), lesion ids numbered 1..k within each scan.
     """
     rng = np.random.default_rng([config.seed, _PLAN_STREAM])
@@ -546,10 +584,17 @@ def plan_cohort(config: PhantomConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "course": course,
                 }
             )
-    scans = pd.DataFrame(scan_rows, columns=["scan_id", "patient_id", "age", "sex", "course"])
+    scans = pd.DataFrame(scan_rows, columns=SCAN_COLUMNS[:-1])
+    # Draws added after the first release come from their own stream, so the rest of the
+    # plan (ages, lesion counts, regions) stays what it was for a seed.
+    extra = np.random.default_rng([config.seed, _PLAN_STREAM, 1])
+    atrophic = extra.random(config.n_patients) < config.atrophy_fraction
+    diagnosis = dict(zip(scans["patient_id"].unique(), atrophic, strict=True))
+    scans["diagnosis"] = ["atrophy" if diagnosis[p] else "none" for p in scans["patient_id"]]
 
     low, high = config.lesions_per_scan
     lesion_counts = rng.integers(low, high + 1, size=len(scans))
+    lesion_counts[extra.random(len(scans)) < config.lesion_free_fraction] = 0
     total = int(lesion_counts.sum())
     regions = sample_lesion_regions(rng, total, config.region_frequencies)
     log_low, log_high = np.log(config.lesion_radius_mm)
@@ -587,18 +632,25 @@ class PatientAnatomy:
 
     ``displacement`` (3, X, Y, Z) holds mm displacements on a coarse grid whose voxel (0,0,0)
     sits at ``field_origin_mm`` with spacing ``field_spacing_mm``, in patient-head mm.
+    ``atrophy_mm`` is the depth of tissue lost to CSF (0: no atrophy, see
+    :func:`atrophied_intensities`).
     """
 
     scale: np.ndarray
     displacement: np.ndarray
     field_origin_mm: np.ndarray
     field_spacing_mm: float
+    atrophy_mm: float = 0.0
 
 
 def sample_patient_anatomy(
-    config: PhantomConfig, anatomy: TemplateAnatomy, rng: np.random.Generator
+    config: PhantomConfig,
+    anatomy: TemplateAnatomy,
+    rng: np.random.Generator,
+    atrophic: bool = False,
 ) -> PatientAnatomy:
-    """Draw a patient's head scaling and smooth elastic displacement field."""
+    """Draw a patient's head scaling, smooth elastic displacement field and, for an
+    ``atrophic`` patient, the strength of atrophy."""
     scale = rng.uniform(*config.scale_range, size=3)
     spacing = max(config.deformation_smoothness_mm / _FIELD_SIGMA_STEPS, 1.0)
     # The field covers the brain of the largest allowed head plus room for the deformation.
@@ -614,7 +666,23 @@ def sample_patient_anatomy(
             # Each component gets std deformation_mm / sqrt(3): the vector's RMS length is
             # deformation_mm.
             displacement[axis] = smooth / smooth.std() * config.deformation_mm / np.sqrt(3)
-    return PatientAnatomy(scale, displacement.astype(np.float32), origin, spacing)
+    atrophy_mm = float(rng.uniform(*config.atrophy_mm)) if atrophic else 0.0
+    return PatientAnatomy(scale, displacement.astype(np.float32), origin, spacing, atrophy_mm)
+
+
+def atrophied_intensities(
+    anatomy: TemplateAnatomy, atrophy_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The template's ``t1`` and ``grey_signal`` after global atrophy: tissue within
+    ``atrophy_mm`` of CSF or of the brain surface becomes CSF, which widens sulci and
+    ventricles. The change is blended over one voxel so edges stay partial-volumed."""
+    if atrophy_mm <= 0:
+        return anatomy.t1, anatomy.grey_signal
+    voxel_mm = float(np.mean(nib.affines.voxel_sizes(anatomy.affine)))
+    depth = anatomy.tissue_depth_mm
+    lost = np.where(depth > 0, np.clip((atrophy_mm - depth) / voxel_mm + 0.5, 0, 1), 0)
+    t1 = anatomy.t1 * (1 - lost) + anatomy.csf_level * lost
+    return t1.astype(np.float32), (anatomy.grey_signal * (1 - lost)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- scans
@@ -638,23 +706,27 @@ class HeadPose:
 
 @dataclass
 class PhantomScan:
-    """One rendered scan: image, lesion label map, its lesions table, and for inspection the
-    atlas region codes on the scan grid (1 + position in :data:`REGIONS`, 0: none)."""
+    """One rendered scan: image, lesion label map, its lesions table, for inspection the
+    atlas region codes on the scan grid (1 + position in :data:`REGIONS`, 0: none), and its
+    lesion-ablated twin (None unless ``ablated_twins``)."""
 
     image: nib.Nifti1Image
     label: nib.Nifti1Image
     lesions: pd.DataFrame
     region_map: np.ndarray
+    ablated_image: nib.Nifti1Image | None = None
 
 
 @dataclass
 class PhantomCohort:
-    """A whole cohort in the user data contract (see DESIGN.md, "Input data contract")."""
+    """A whole cohort in the user data contract (see DESIGN.md, "Input data contract"), plus
+    the lesion-ablated twins (empty unless ``ablated_twins``)."""
 
     images: dict[str, nib.Nifti1Image]
     labels: dict[str, nib.Nifti1Image]
     scans: pd.DataFrame
     lesions: pd.DataFrame
+    ablated_images: dict[str, nib.Nifti1Image] = field(default_factory=dict)
 
 
 LESION_COLUMNS = [
@@ -692,7 +764,7 @@ def render_scan(
     template_voxels = _template_voxel_coordinates(grid, pose, patient, anatomy)
     t1, grey_signal = (
         ndimage.map_coordinates(volume, template_voxels, order=1, mode="constant", cval=0)
-        for volume in (anatomy.t1, anatomy.grey_signal)
+        for volume in atrophied_intensities(anatomy, patient.atrophy_mm)
     )
     lobes = ndimage.map_coordinates(anatomy.lobes, template_voxels, order=0, mode="constant")
     region_map = anatomy.label_region[lobes]
@@ -703,6 +775,7 @@ def render_scan(
     intensity = t1 + grey_contrast * grey_signal
     brain = t1 > _BRAIN_THRESHOLD
 
+    healthy = intensity.copy() if config.ablated_twins else None
     label = np.zeros(grid.shape, np.uint8)
     spacing = np.asarray(grid.spacing_mm)
     centres = []
@@ -712,10 +785,22 @@ def render_scan(
         paint_lesion(intensity, label, centre, radius_mm, lesion_id, spacing, brain, config, rng)
         centres.append((centre, lesion.radius_mm))
 
+    # The twin gets the scanner's very draws: it equals this scan rendered with
+    # lesion_contrast 0 (painting with contrast 0 changes no voxel).
+    scanner_draws = copy.deepcopy(rng.bit_generator.state)
     intensity = _scanner_effects(intensity, config, rng)
     store_float = rng.random() < config.float32_fraction
-    data = intensity.astype(np.float32) if store_float else _to_int16(intensity)
-    image = _nifti(data, grid.affine)
+
+    def stored(values: np.ndarray) -> nib.Nifti1Image:
+        data = values.astype(np.float32) if store_float else _to_int16(values)
+        return _nifti(data, grid.affine)
+
+    image = stored(intensity)
+    ablated = None
+    if healthy is not None:
+        twin_rng = np.random.default_rng()
+        twin_rng.bit_generator.state = scanner_draws
+        ablated = stored(_scanner_effects(healthy, config, twin_rng))
     label_image = _nifti(label, grid.affine)
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -740,7 +825,8 @@ def render_scan(
                 "template_z_mm": round(float(template_mm[2]), 1),
             }
         )
-    return PhantomScan(image, label_image, pd.DataFrame(rows, columns=LESION_COLUMNS), region_map)
+    lesions = pd.DataFrame(rows, columns=LESION_COLUMNS)
+    return PhantomScan(image, label_image, lesions, region_map, ablated)
 
 
 def _sample_pose(config: PhantomConfig, rng: np.random.Generator) -> HeadPose:
@@ -946,8 +1032,8 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
     """Generate the whole phantom cohort in the user data contract.
 
     ``images`` and ``labels`` are keyed by file name ``"<scan_id>.nii.gz"`` (the catalog's
-    partitions), ``scans`` has ``scan_id, patient_id, age, sex, course`` and ``lesions`` the
-    columns of :data:`LESION_COLUMNS`.
+    partitions), ``scans`` has the columns of :data:`SCAN_COLUMNS` and ``lesions`` the
+    columns of :data:`LESION_COLUMNS`; ``ablated_images`` the lesion-ablated twins, keyed alike.
     """
     if not isinstance(config, PhantomConfig):
         config = PhantomConfig.from_params(config)
@@ -964,7 +1050,7 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
     no_lesions = planned.iloc[:0]
     patient_numbers = {pid: n for n, pid in enumerate(scans["patient_id"].unique())}
     patients: dict[str, PatientAnatomy] = {}
-    images, labels, lesion_tables = {}, {}, []
+    images, labels, ablated, lesion_tables = {}, {}, {}, []
     for scan_number, scan in enumerate(
         tqdm(scans.itertuples(index=False), total=len(scans), desc="phantom scans", disable=None)
     ):
@@ -972,7 +1058,9 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
             patient_rng = np.random.default_rng(
                 [config.seed, _PATIENT_STREAM, patient_numbers[scan.patient_id]]
             )
-            patients[scan.patient_id] = sample_patient_anatomy(config, anatomy, patient_rng)
+            patients[scan.patient_id] = sample_patient_anatomy(
+                config, anatomy, patient_rng, atrophic=scan.diagnosis == "atrophy"
+            )
         rendered = render_scan(
             scan.scan_id,
             planned_by_scan.get(scan.scan_id, no_lesions),
@@ -983,7 +1071,9 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
         )
         images[f"{scan.scan_id}.nii.gz"] = rendered.image
         labels[f"{scan.scan_id}.nii.gz"] = rendered.label
+        if rendered.ablated_image is not None:
+            ablated[f"{scan.scan_id}.nii.gz"] = rendered.ablated_image
         lesion_tables.append(rendered.lesions)
     lesions = pd.concat(lesion_tables, ignore_index=True)
     logger.info("Phantom cohort ready: %d scans, %d lesions", len(images), len(lesions))
-    return PhantomCohort(images, labels, scans, lesions)
+    return PhantomCohort(images, labels, scans, lesions, ablated)

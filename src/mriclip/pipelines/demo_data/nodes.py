@@ -12,8 +12,9 @@ from mriclip.imaging.phantom import PhantomConfig, generate_cohort, plan_cohort
 
 def generate_phantom_cohort(
     params: dict[str, Any], scans_on_disk: pd.DataFrame
-) -> tuple[dict[str, nib.Nifti1Image], dict[str, nib.Nifti1Image], pd.DataFrame, pd.DataFrame]:
-    """The phantom cohort as the four raw catalog entries: images, labels, scans, lesions.
+) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, dict[str, nib.Nifti1Image]]:
+    """The phantom cohort as the raw catalog entries: images, labels, scans, lesions and the
+    lesion-ablated twins (empty unless ``ablated_twins``).
 
     ``params`` are the ``demo_data`` parameters (see ``PhantomConfig``), ``seed`` included,
     plus ``overwrite_existing``. ``scans_on_disk`` is the scans table already in
@@ -35,4 +36,4 @@ def generate_phantom_cohort(
                 "pipelines) on your data, or set demo_data.overwrite_existing: true."
             )
     cohort = generate_cohort(config)
-    return cohort.images, cohort.labels, cohort.scans, cohort.lesions
+    return cohort.images, cohort.labels, cohort.scans, cohort.lesions, cohort.ablated_images

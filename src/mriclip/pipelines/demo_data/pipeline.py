@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.generate_phantom_cohort,
                 ["params:demo_data", "raw_scans_on_disk"],
-                ["raw_images", "raw_labels", "raw_scans", "raw_lesions"],
+                ["raw_images", "raw_labels", "raw_scans", "raw_lesions", "raw_ablated_images"],
                 name="generate_phantom_cohort",
             )
         ]
