@@ -14,100 +14,112 @@ def test_crop_with_padding_matches_numpy_pad():
         np.testing.assert_array_equal(crop_with_padding(volume, start, 4), expected)
 
 
+def ball(shape, centre, radius):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return np.linalg.norm(grid - np.array(centre), axis=-1) <= radius
+
+
 @pytest.fixture
 def cohort():
-    rng = np.random.default_rng(0)
-    volumes = {f"S{i}": rng.normal(size=(40, 40, 40)).astype(np.float32) for i in range(3)}
-    labels = {sid: np.zeros((40, 40, 40), np.int16) for sid in volumes}
-    lesions = pd.DataFrame(
-        [
-            {
-                "scan_id": "S0",
-                "lesion_id": 1,
-                "region": "frontal",
-                "center_x": 8,
-                "center_y": 8,
-                "center_z": 8,
-                "n_voxels": 30,
-            },
-            {
-                "scan_id": "S0",
-                "lesion_id": 2,
-                "region": "cerebellar",
-                "center_x": 32,
-                "center_y": 32,
-                "center_z": 32,
-                "n_voxels": 10,
-            },
-            {
-                "scan_id": "S1",
-                "lesion_id": 1,
-                "region": "temporal",
-                "center_x": 20,
-                "center_y": 20,
-                "center_z": 20,
-                "n_voxels": 5,
-            },
-        ]
-    )
+    """S0: a frontal lesion (id 1) and a cerebellar one (id 2) far apart; S1: one temporal
+    lesion; S2: lesion-free. Volumes are 1 in the head (everything), lesions 5."""
+    shape = (40, 40, 40)
+    volumes = {f"S{i}": np.ones(shape, np.float32) for i in range(3)}
+    labels = {sid: np.zeros(shape, np.int16) for sid in volumes}
+    rows = []
+    for scan_id, lesion_id, region, centre, radius in [
+        ("S0", 1, "frontal", (8, 8, 8), 3),
+        ("S0", 2, "cerebellar", (31, 31, 31), 2),
+        ("S1", 1, "temporal", (20, 20, 20), 2),
+    ]:
+        voxels = ball(shape, centre, radius)
+        labels[scan_id][voxels] = lesion_id
+        volumes[scan_id][voxels] = 5.0
+        rows.append(
+            {"scan_id": scan_id, "lesion_id": lesion_id, "region": region,
+             "center_x": centre[0], "center_y": centre[1], "center_z": centre[2],
+             "n_voxels": int(voxels.sum())}
+        )  # fmt: skip
     scans = pd.DataFrame(
         {
-            "scan_id": ["S0", "S1"],
-            "age": [50, 60],
-            "sex": ["male", "female"],
-            "regions": ["frontal;cerebellar", "temporal"],
+            "scan_id": ["S0", "S1", "S2"],
+            "age": [50, 60, 70],
+            "sex": ["male", "female", "male"],
+            "diagnosis": ["atrophy", "none", "none"],
+            "regions": ["frontal;cerebellar", "temporal", ""],
+            "lesion_regions": ["frontal;cerebellar", "temporal", ""],
+            "n_lesions": [2, 1, 0],
         }
     )
-    return scans, volumes, labels, lesions
+    return scans, volumes, labels, pd.DataFrame(rows)
 
 
-def test_patch_sentences_describe_only_lesions_inside(cohort):
+TEMPLATES = SentenceTemplates(
+    columns={
+        "age": ["The age of the subject is {value}."],
+        "diagnosis": ["The diagnosis is {value}."],
+    }
+)
+
+
+def patch_samples(cohort, **options):
     scans, volumes, labels, lesions = cohort
-    samples = AlignmentSamples(
-        scans,
-        volumes,
-        lesions,
-        SentenceTemplates(),
-        mode="patch",
-        patch_size=16,
-        jitter=0.0,
-        paraphrase=False,
-    )
-    seen = {}
-    for _ in range(60):
+    settings = {"patch_size": 16, "jitter": 0.0, "paraphrase": False, "labels": labels}
+    return AlignmentSamples(scans, volumes, lesions, TEMPLATES, **{**settings, **options})
+
+
+def test_patch_sentences_describe_exactly_the_lesions_inside(cohort):
+    _, volumes, labels, lesions = cohort
+    samples = patch_samples(cohort, lesion_patch_fraction=0.5, patch_columns=["diagnosis"])
+    by_key = {}
+    for _ in range(200):
         item = samples[0]
-        seen[item["key"]] = item
         assert item["image"].shape == (1, 16, 16, 16)
-    # lesions 24 voxels apart never share a 16-voxel cube; both are drawn
-    assert set(seen) == {"frontal", "cerebellar"}
-    frontal = seen["frontal"]
-    assert "frontal" in frontal["sentence"] and "cerebellar" not in frontal["sentence"]
-    np.testing.assert_array_equal(frontal["image"][0].numpy(), volumes["S0"][0:16, 0:16, 0:16])
-
-
-def test_patches_follow_lesion_volume(cohort):
-    scans, volumes, labels, lesions = cohort
-    samples = AlignmentSamples(
-        scans,
-        volumes,
-        lesions,
-        SentenceTemplates(),
-        patch_size=16,
-        jitter=0.0,
-        seed=3,
+        by_key.setdefault(item["key"], []).append(item)
+        # Independent truth: the lesion voxels inside the cube, from the image itself.
+        bright = (item["image"][0].numpy() == 5.0).sum()
+        assert (bright > 0) == (item["key"] != "")  # no half-visible lesion described as none
+    assert set(by_key) == {"frontal", "cerebellar", ""}  # 24 voxels apart: never together
+    frontal = by_key["frontal"][0]["sentence"]
+    assert frontal.startswith("The diagnosis is atrophy.") and "frontal" in frontal
+    assert "cerebellar" not in frontal and "age" not in frontal
+    assert by_key[""][0]["sentence"] == (
+        "The diagnosis is atrophy. No lesion is visible in this section."
     )
-    keys = [samples[0]["key"] for _ in range(400)]
-    assert keys.count("frontal") / len(keys) == pytest.approx(30 / 40, abs=0.06)
+    assert by_key[""][0]["content"] == by_key[""][0]["sentence"]
 
 
-def test_volume_mode_uses_scan_regions(cohort):
+def test_lesion_patch_fraction_sets_how_often_a_lesion_is_in_view(cohort):
+    for fraction in (0.0, 1.0):
+        samples = patch_samples(cohort, lesion_patch_fraction=fraction, seed=3)
+        keys = [samples[1]["key"] for _ in range(100)]
+        if fraction == 1.0:
+            assert all(key == "temporal" for key in keys)
+        else:  # a 16-cube anywhere in a 40-volume mostly misses a 2-voxel lesion
+            assert keys.count("") > 50
+    free = patch_samples(cohort, lesion_patch_fraction=1.0)
+    assert {free[2]["key"] for _ in range(20)} == {""}  # a lesion-free scan: lesion-free cubes
+
+
+def test_paraphrases_vary_but_content_does_not(cohort):
+    samples = patch_samples(cohort, lesion_patch_fraction=1.0, paraphrase=True)
+    items = [samples[1] for _ in range(40)]
+    assert len({item["sentence"] for item in items}) > 1
+    assert {item["content"] for item in items} == {
+        "A tumor has been identified in the temporal area of the brain."
+    }
+
+
+def test_volume_mode_keeps_lesion_counts(cohort):
     scans, volumes, _, lesions = cohort
+    scans = scans.assign(lesion_regions=["parietal;parietal;frontal", "temporal", ""])
     samples = AlignmentSamples(
         scans, volumes, lesions, SentenceTemplates(), mode="volume", paraphrase=False
     )
     item = samples[0]
     assert item["image"].shape == (1, 40, 40, 40)
-    assert item["key"] == "cerebellar;frontal"
+    assert item["key"] == "frontal;parietal"
+    assert "two tumors have been identified in the parietal area" in item["sentence"].lower()
     assert item["sentence"].startswith("The age of the subject is 50.")
 
 
@@ -123,10 +135,7 @@ def test_bad_inputs_are_named(cohort):
             SentenceTemplates(),
             mode="volume",
         )
-    with pytest.raises(ValueError, match=r"scan\(s\) \['S2'\] have no lesion"):
-        AlignmentSamples(
-            pd.DataFrame({"scan_id": ["S2"], "regions": [""]}),
-            volumes,
-            lesions,
-            SentenceTemplates(),
-        )
+    with pytest.raises(ValueError, match=r"scan\(s\) \['S0', 'S1'\] have lesions but no"):
+        AlignmentSamples(scans, volumes, lesions, SentenceTemplates())
+    with pytest.raises(ValueError, match="lesion_patch_fraction"):
+        patch_samples(cohort, lesion_patch_fraction=1.5)

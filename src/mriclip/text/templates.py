@@ -53,6 +53,11 @@ class SentenceTemplates:
         "Furthermore, there are {count} lesions in the {region} section.",
     )
     no_lesion: Sequence[str] = ("No lesion has been identified.",)
+    #: A patch without a lesion (lesion-aware patch training; the zero-shot "no lesion" class).
+    no_lesion_in_patch: Sequence[str] = (
+        "No lesion is visible in this section.",
+        "This section shows no lesion.",
+    )
     missing_value: str = "unknown"
     prompt: str = "There is a lesion in the {region} section."
 
@@ -104,12 +109,42 @@ def describe_scan(
 
     Without ``rng`` the result is canonical: first wordings, regions in the given order.
     """
+    return _describe(row, regions, templates, templates.columns, templates.no_lesion, rng)
 
+
+def describe_patch(
+    row: Mapping,
+    regions: Sequence[str],
+    templates: SentenceTemplates,
+    columns: Sequence[str] = (),
+    rng: np.random.Generator | None = None,
+) -> str:
+    """The sentence of a patch: exactly the lesions inside it (``regions``, repeats = several
+    lesions), or ``no_lesion_in_patch``, after the scan-level ``columns`` of ``row`` that the
+    image shows everywhere (e.g. a diagnosis of atrophy). Canonical without ``rng``."""
+    unknown = [column for column in columns if column not in templates.columns]
+    if unknown:
+        raise ValueError(
+            f"patch sentence columns {unknown} have no template in sentences.columns "
+            f"(templated: {sorted(templates.columns)})"
+        )
+    wordings = {column: templates.columns[column] for column in columns}
+    return _describe(row, regions, templates, wordings, templates.no_lesion_in_patch, rng)
+
+
+def _describe(
+    row: Mapping,
+    regions: Sequence[str],
+    templates: SentenceTemplates,
+    column_wordings: Mapping[str, Sequence[str]],
+    no_lesion: Sequence[str],
+    rng: np.random.Generator | None,
+) -> str:
     def choose(wordings: Sequence[str]) -> str:
         return wordings[0] if rng is None else wordings[int(rng.integers(len(wordings)))]
 
     parts = []
-    for column, wordings in templates.columns.items():
+    for column, wordings in column_wordings.items():
         value = format_value(row.get(column))
         if value is None:  # paraphrases like "{value} years old" read badly with "unknown"
             parts.append(wordings[0].format(value=templates.missing_value))
@@ -121,7 +156,7 @@ def describe_scan(
     if rng is not None:
         ordered = [ordered[i] for i in rng.permutation(len(ordered))]
     if not ordered:
-        parts.append(choose(templates.no_lesion))
+        parts.append(choose(no_lesion))
     for position, region in enumerate(ordered):
         count = counts[region]
         if position == 0:

@@ -45,7 +45,8 @@ class AlignmentConfig:
     warmup_steps: int = 20
     grad_clip_norm: float | None = 1.0
     # Label-aware targets: pairs with the same key are not negatives. "regions": same set of
-    # lesion regions; "sentence": identical sentence; null: plain CLIP (diagonal only).
+    # lesion regions; "sentence": the same canonical sentence (same content, whatever the
+    # paraphrase); null: plain CLIP (diagonal only).
     positive_key: str | None = "regions"
     freeze_vision_stages: int = 0
     freeze_text_stages: int = 0
@@ -89,7 +90,7 @@ def to_micro_batch(
         "attention_mask": tokens["attention_mask"].to(device),
     }
     if positive_key is not None:
-        micro_batch["key"] = batch["key"] if positive_key == "regions" else batch["sentence"]
+        micro_batch["key"] = batch["key"] if positive_key == "regions" else batch["content"]
     return micro_batch
 
 

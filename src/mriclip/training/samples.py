@@ -2,14 +2,14 @@
 
 Two modes, as a parameter:
 
-- ``patch``: as the paper, a cube around a lesion (lesions drawn in proportion to their
-  volume, the cube jittered so the lesion is not always central); the sentence describes
-  the scan's row and only the lesions whose centre lies inside the cube.
-- ``volume``: the whole preprocessed volume with its scan's sentence.
+- ``patch``: cubes around lesions (as the paper) *and* elsewhere in the head, each described
+  by exactly the lesions inside it, including none, so the model learns what a lesion looks
+  like and not only where cubes sit in the head (see :class:`AlignmentSamples`).
+- ``volume``: the whole preprocessed volume with its scan's sentence (lesion counts kept).
 
-Sentences are drawn with random paraphrases each time an item is read; ``key`` is the set of
-regions in the image, which label-aware losses use to avoid treating pairs that say the
-same thing as negatives.
+Sentences are drawn with random paraphrases each time an item is read; ``content`` is the
+canonical sentence, which label-aware losses use to avoid treating pairs that say the same
+thing as negatives.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import torch
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
-from mriclip.text.templates import SentenceTemplates, describe_scan
+from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
 
 MODES = ("patch", "volume")
+# Attempts at a patch centre in the head, or at a cube that cuts no lesion, before the last
+# draw is taken as it is.
+_MAX_DRAWS = 20
 
 
 def crop_with_padding(volume: np.ndarray, start: Sequence[int], size: int) -> np.ndarray:
@@ -41,6 +44,25 @@ def crop_with_padding(volume: np.ndarray, start: Sequence[int], size: int) -> np
         target.append(slice(lo - begin, hi - begin))
     out[tuple(target)] = volume[tuple(source)]
     return out
+
+
+def lesions_in_cube(
+    label: np.ndarray,
+    start: Sequence[int],
+    size: int,
+    lesions: pd.DataFrame,
+    min_visible_fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``lesions`` (rows with ``lesion_id`` and ``n_voxels``, the label map's lesion
+    sizes) the cube ``label[start : start + size]`` shows: (visible, cut) boolean arrays, a
+    lesion visible with at least ``min_visible_fraction`` of its voxels inside, cut with some
+    but fewer."""
+    crop = crop_with_padding(label, start, size).astype(np.int64).ravel()
+    ids = lesions["lesion_id"].to_numpy(dtype=np.int64)
+    inside = np.bincount(crop, minlength=int(ids.max(initial=0)) + 1)[ids]
+    fraction = inside / lesions["n_voxels"].to_numpy(dtype=float)
+    visible = fraction >= min_visible_fraction
+    return visible, (fraction > 0) & ~visible
 
 
 class VolumeSource:
@@ -68,7 +90,20 @@ def plain_tensor(image) -> torch.Tensor:
 
 
 class AlignmentSamples(Dataset):
-    """(image, sentence, key) items for the scans in ``scans`` (rows of ``scan_sentences``)."""
+    """(image, sentence, key, content) items for the scans in ``scans`` (rows of
+    ``scan_sentences``).
+
+    Patch mode needs the preprocessed label maps (``labels``): a fraction
+    ``lesion_patch_fraction`` of the patches is a cube around one of the scan's lesions (each
+    lesion equally likely, the cube jittered), the rest a cube centred anywhere in the head.
+    The sentence describes exactly the lesions inside the cube: those with at least
+    ``min_visible_fraction`` of their voxels in it, "no lesion" when there is none. A cube
+    that cuts a lesion in between (some voxels in, fewer than that fraction) is redrawn, so no
+    sentence is wrong about a half-visible lesion. Lesion-free scans give lesion-free patches.
+
+    ``key`` is the set of regions in the image (";"-joined); ``content`` is the canonical
+    sentence (no paraphrase): what the image shows, which label-aware targets compare.
+    """
 
     def __init__(
         self,
@@ -82,9 +117,21 @@ class AlignmentSamples(Dataset):
         augment: Callable[[dict], dict] | None = None,
         paraphrase: bool = True,
         seed: int = 0,
+        labels: Mapping[str, Callable[[], np.ndarray] | np.ndarray] | None = None,
+        lesion_patch_fraction: float = 0.5,
+        min_visible_fraction: float = 0.5,
+        patch_columns: Sequence[str] = (),
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
+        if not 0 <= lesion_patch_fraction <= 1:
+            raise ValueError(
+                f"alignment.lesion_patch_fraction must be in [0, 1], got {lesion_patch_fraction}"
+            )
+        if not 0 < min_visible_fraction <= 1:
+            raise ValueError(
+                f"alignment.min_visible_fraction must be in (0, 1], got {min_visible_fraction}"
+            )
         self.scans = scans.reset_index(drop=True)
         missing = sorted(sid for sid in self.scans["scan_id"] if sid not in volumes)
         if missing:
@@ -93,35 +140,60 @@ class AlignmentSamples(Dataset):
                 "re-run the data_engineering pipeline"
             )
         self._volumes = VolumeSource(volumes)
+        self._labels = VolumeSource(labels or {})
         self.templates, self.mode, self.patch_size = templates, mode, patch_size
         self.jitter, self.augment, self.paraphrase = jitter, augment, paraphrase
+        self.lesion_patch_fraction = lesion_patch_fraction
+        self.min_visible_fraction = min_visible_fraction
+        self.patch_columns = tuple(patch_columns)
         self.rng = np.random.default_rng(seed)
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
         if mode == "patch":
-            without = [sid for sid in self.scans["scan_id"] if sid not in self.lesions]
-            if without:  # a patch "around a lesion" needs a lesion; listed, not silent
+            unlabelled = [
+                sid
+                for sid in self.scans["scan_id"]
+                if sid in self.lesions and sid not in self._labels
+            ]
+            if unlabelled:  # where a lesion lies is known from its label map only
                 raise ValueError(
-                    f"patch mode: scan(s) {without[:5]} have no lesion in the "
-                    "lesion table; use mode: volume or drop them"
+                    f"patch mode: scan(s) {unlabelled[:5]} have lesions but no preprocessed "
+                    "label map; add labels/<scan_id>.nii.gz, drop them, or use mode: volume"
                 )
 
     def __len__(self) -> int:
         return len(self.scans)
 
-    def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
+    def _visible_lesions(self, scan_id: str, start: np.ndarray) -> tuple[list[str], bool]:
+        """Regions of the lesions visible in the cube at ``start``, and whether one is cut."""
+        if scan_id not in self.lesions:
+            return [], False
         lesions = self.lesions[scan_id]
-        weights = lesions["n_voxels"].to_numpy(dtype=float)
-        lesion = lesions.iloc[self.rng.choice(len(lesions), p=weights / weights.sum())]
-        centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
-        offset = self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
-        start = np.round(centre + offset - self.patch_size / 2).astype(int)
-        image = crop_with_padding(self._volumes[scan_id], start, self.patch_size)
-        inside = np.all(
-            (lesions[["center_x", "center_y", "center_z"]].to_numpy() >= start)
-            & (lesions[["center_x", "center_y", "center_z"]].to_numpy() < start + self.patch_size),
-            axis=1,
+        visible, cut = lesions_in_cube(
+            self._labels[scan_id], start, self.patch_size, lesions, self.min_visible_fraction
         )
-        return image, lesions.loc[inside, "region"].tolist()
+        return lesions.loc[visible, "region"].tolist(), bool(cut.any())
+
+    def _patch_start(self, scan_id: str, volume: np.ndarray) -> np.ndarray:
+        lesions = self.lesions.get(scan_id)
+        if lesions is not None and self.rng.random() < self.lesion_patch_fraction:
+            lesion = lesions.iloc[int(self.rng.integers(len(lesions)))]
+            centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
+            centre = centre + self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
+        else:  # anywhere in the head: background is exactly 0 after preprocessing
+            for _ in range(_MAX_DRAWS):
+                centre = self.rng.integers(0, volume.shape)
+                if volume[tuple(centre)] != 0:
+                    break
+        return np.round(np.asarray(centre, dtype=float) - self.patch_size / 2).astype(int)
+
+    def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
+        volume = self._volumes[scan_id]
+        for _ in range(_MAX_DRAWS):
+            start = self._patch_start(scan_id, volume)
+            regions, cut = self._visible_lesions(scan_id, start)
+            if not cut:
+                break
+        return crop_with_padding(volume, start, self.patch_size), regions
 
     def __getitem__(self, index: int) -> dict:
         row = self.scans.iloc[index]
@@ -130,19 +202,37 @@ class AlignmentSamples(Dataset):
             image, regions = self._patch(scan_id)
         else:
             image = np.array(self._volumes[scan_id], dtype=np.float32)  # writable copy
-            regions = row["regions"].split(";") if isinstance(row["regions"], str) else []
+            regions = scan_lesion_regions(row)
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
             # Seeded from the dataset's own generator, which checkpoints save: resume replays it.
             self.augment.set_random_state(int(self.rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
         rng = self.rng if self.paraphrase else None
+        record = row.to_dict()
+        if self.mode == "patch":
+            sentence = describe_patch(record, regions, self.templates, self.patch_columns, rng)
+            content = describe_patch(record, sorted(regions), self.templates, self.patch_columns)
+        else:
+            sentence = describe_scan(record, regions, self.templates, rng)
+            content = describe_scan(record, sorted(regions), self.templates)
         return {
             "image": tensor.float(),
-            "sentence": describe_scan(row.to_dict(), regions, self.templates, rng),
+            "sentence": sentence,
             "key": ";".join(sorted(set(regions))),
+            "content": content,
             "scan_id": scan_id,
         }
+
+
+def scan_lesion_regions(row: Mapping) -> list[str]:
+    """The region of every lesion of a scan row, repeats kept (two parietal lesions: two
+    entries), from ``lesion_regions``; rows without it fall back to the distinct ``regions``."""
+    for column in ("lesion_regions", "regions"):
+        cell = row.get(column)
+        if isinstance(cell, str):
+            return [region for region in cell.split(";") if region]
+    return []
 
 
 class LesionPatches(Dataset):
@@ -173,9 +263,11 @@ class LesionPatches(Dataset):
         volume = self._volumes[lesion["scan_id"]]
         image = crop_with_padding(volume, start, self.patch_size)
         row = self.rows.loc[lesion["scan_id"]].to_dict()
+        sentence = describe_patch(row, [lesion["region"]], self.templates)
         return {
             "image": torch.from_numpy(image)[None],
-            "sentence": describe_scan(row, [lesion["region"]], self.templates),
+            "sentence": sentence,
             "key": lesion["region"],
+            "content": sentence,
             "scan_id": lesion["scan_id"],
         }
