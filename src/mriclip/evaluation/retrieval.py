@@ -7,7 +7,7 @@ to a region when its label row marks that region.
 Standard metrics per region, then their macro mean over regions:
 
 - ``mrr``: 1 / rank of the first relevant sample.
-- ``average_precision``: sklearn ``average_precision_score`` (mean of the precision at each
+- ``average_precision``: as sklearn's ``average_precision_score`` (mean of the precision at each
   relevant sample's rank); the mean over regions is the standard mAP.
 - ``r_precision``: precision in the top R, R = number of relevant samples.
 - ``precision_at_{k}``: precision in the top k.
@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 from sklearn.metrics.pairwise import euclidean_distances
 
+from mriclip.evaluation.rank_metrics import average_precision
 from mriclip.evaluation.summary import mean_and_sem
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def query_metrics(
     first_rank = int(np.argmax(hits)) + 1
     metrics = {
         "mrr": 1.0 / first_rank,
-        "average_precision": float(average_precision_score(relevant, -np.asarray(distances))),
+        "average_precision": average_precision(relevant, -np.asarray(distances)),
         "r_precision": float(precision[n_relevant - 1]),
         "reference_map": float(precision[:n_relevant].mean()),
         "reference_mrr": 1.0 / first_rank if first_rank <= n_relevant else 0.0,
@@ -275,10 +275,27 @@ def retrieval_metrics(
             f"{where}: prompt_embeddings has {distances.shape[0]} rows but regions has "
             f"{len(regions)} names"
         )
-    labels = check_label_matrix(labels, distances.shape[1], "image_embeddings", regions, where)
+    return ranking_metrics(-distances.T, labels, regions, precision_at)
+
+
+def ranking_metrics(
+    scores: Any,
+    labels: Any,
+    regions: Sequence[str],
+    precision_at: Sequence[int] = DEFAULT_PRECISION_AT,
+) -> dict[str, Any]:
+    """``retrieval_metrics`` of samples ranked by (n, k) ``scores``, highest first per region
+    (e.g. a scan's aggregated patch evidence for each region prompt)."""
+    where = "ranking_metrics"
+    scores = as_matrix(scores, "scores", where)
+    if scores.shape[1] != len(regions):
+        raise ValueError(
+            f"{where}: scores has {scores.shape[1]} columns but regions has {len(regions)} names"
+        )
+    labels = check_label_matrix(labels, scores.shape[0], "scores", regions, where)
     too_deep = [depth for depth in precision_at if depth > labels.shape[0]]
     if too_deep:
-        logger.warning(
+        logger.debug(
             "%s: precision_at %s exceeds the %d samples; using the whole list",
             where,
             too_deep,
@@ -287,7 +304,7 @@ def retrieval_metrics(
     return _per_region(
         labels,
         regions,
-        lambda j, relevant: query_metrics(relevant, distances[j], precision_at),
+        lambda j, relevant: query_metrics(relevant, -scores[:, j], precision_at),
     )
 
 

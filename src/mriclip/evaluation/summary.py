@@ -17,7 +17,8 @@ import pandas as pd
 from scipy.stats import sem
 
 OVERALL = "all"  # the region label of macro/pooled rows in metrics_table
-TABLE_COLUMNS = ["task", "metric", "region", "value", "sem", "n", "baseline"]
+TABLE_COLUMNS = ["task", "metric", "region", "value", "sem", "n", "ci_low", "ci_high", "baseline"]
+CI_SUFFIX = "_ci"  # bootstrap intervals stored beside a value: auc_macro_ci = [low, high]
 
 
 def _is_number(value: Any) -> bool:
@@ -79,18 +80,25 @@ def _value_parts(leaf: Any) -> tuple[float | None, float | None, int | None]:
 
 def _metric_leaves(metrics: Mapping) -> dict[tuple[str, str], Any]:
     leaves = {}
-    for region, region_metrics in metrics.get("per_region", {}).items():
+    groups = [*metrics.get("per_region", {}).items(), (OVERALL, metrics.get("overall", {}))]
+    for region, region_metrics in groups:
         for metric, leaf in region_metrics.items():
-            leaves[(metric, region)] = leaf
-    for metric, leaf in metrics.get("overall", {}).items():
-        leaves[(metric, OVERALL)] = leaf
+            if not metric.endswith(CI_SUFFIX):
+                leaves[(metric, region)] = leaf
     return leaves
+
+
+def _interval(metrics: Mapping, metric: str, region: str) -> tuple[float | None, float | None]:
+    group = metrics.get("overall", {}) if region == OVERALL else metrics["per_region"][region]
+    interval = group.get(metric + CI_SUFFIX)
+    return (None, None) if not interval else (interval[0], interval[1])
 
 
 def metrics_table(
     metrics: Mapping, baseline: Mapping | None = None, task: str | None = None
 ) -> pd.DataFrame:
-    """Tidy rows ``task, metric, region, value, sem, n, baseline`` from a metric dict.
+    """Tidy rows ``task, metric, region, value, sem, n, ci_low, ci_high, baseline`` from a
+    metric dict (``ci_*``: its bootstrap interval, empty without one).
 
     ``metrics`` and ``baseline`` are plain metric dicts or ``mean_and_sem`` results; the
     baseline (e.g. a random baseline) is matched by (metric, region). Overall rows have region
@@ -103,6 +111,7 @@ def metrics_table(
     for (metric, region), leaf in _metric_leaves(metrics).items():
         value, error, count = _value_parts(leaf)
         reference = baseline_leaves.get((metric, region))
+        low, high = _interval(metrics, metric, region)
         rows.append(
             {
                 "task": task,
@@ -111,6 +120,8 @@ def metrics_table(
                 "value": value,
                 "sem": error,
                 "n": count,
+                "ci_low": low,
+                "ci_high": high,
                 "baseline": None if reference is None else _value_parts(reference)[0],
             }
         )

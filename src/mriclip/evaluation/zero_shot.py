@@ -10,8 +10,8 @@ Metrics (``zero_shot_metrics``):
 - ``per_region[region]["auc"]``: one-vs-rest ROC AUC; regions where the labels hold one class
   only are left out and listed in ``skipped_regions`` with the reason.
 - ``overall["auc_macro"]``: mean of the per-region AUCs.
-- ``overall["auc_micro_pooled"]``: the paper's "AUC average", sklearn
-  ``roc_auc_score(labels, scores, average="micro")``: all (sample, region) cells pooled into one
+- ``overall["auc_micro_pooled"]``: the paper's "AUC average" (sklearn's
+  ``roc_auc_score(labels, scores, average="micro")``): all (sample, region) cells pooled into one
   binary problem. Unlike the macro AUC it depends on how scores compare *across* regions, so
   cosine and softmax scores give different values.
 - ``overall["top{k}_accuracy"]``: share of samples whose k best-scored regions include a true
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.metrics import roc_auc_score
 
+from mriclip.evaluation.rank_metrics import roc_auc
 from mriclip.evaluation.retrieval import (
     as_matrix,
     check_label_matrix,
@@ -100,7 +100,7 @@ def zero_shot_metrics(
         if reason:
             skipped_regions[region] = reason
             continue
-        per_region[region] = {"auc": float(roc_auc_score(labels[:, index], scores[:, index]))}
+        per_region[region] = {"auc": roc_auc(labels[:, index], scores[:, index])}
     if skipped_regions:
         logger.info("%s: AUC skipped for %s", where, skipped_regions)
 
@@ -113,7 +113,7 @@ def zero_shot_metrics(
     if pooled_reason:
         skipped_metrics["auc_micro_pooled"] = f"pooled labels: {pooled_reason}"
     else:
-        overall["auc_micro_pooled"] = float(roc_auc_score(labels, scores, average="micro"))
+        overall["auc_micro_pooled"] = roc_auc(labels.ravel(), scores.ravel())
 
     labelled = labels.sum(axis=1) > 0
     if labelled.any():
