@@ -1,16 +1,20 @@
-"""Embeddings of a dataset of (image, sentence) items with a trained CLIP model."""
+"""Embeddings with a trained CLIP model: of (image, sentence) items, and of the patches a scan
+is scored with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from mriclip.evaluation.scan_scoring import patch_grid
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.loop import load_batch
+from mriclip.training.samples import crop_with_padding, lesions_in_cube
 
 
 @torch.no_grad()
@@ -42,3 +46,49 @@ def label_matrix(keys: Sequence[str], regions: Sequence[str]) -> np.ndarray:
         for region in filter(None, key.split(";")):
             labels[row, index[region]] = 1
     return labels
+
+
+@torch.no_grad()
+def embed_patches(
+    model: ClipModel, volume: np.ndarray, starts: np.ndarray, patch_size: int, batch_size: int
+) -> np.ndarray:
+    """(P, D) image embeddings of the ``patch_size``³ cubes of ``volume`` at ``starts``."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for first in range(0, len(starts), batch_size):
+        cubes = np.stack(
+            [crop_with_padding(volume, s, patch_size) for s in starts[first : first + batch_size]]
+        )
+        images = torch.from_numpy(cubes)[:, None].to(device)
+        chunks.append(model.encode_image(images).float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def scan_patches(
+    volume: np.ndarray, patch_size: int, stride: int, min_foreground_fraction: float
+) -> np.ndarray:
+    """Start corners of the head patches a scan is scored with; a volume no larger than a
+    patch (volume mode) is its own single patch."""
+    if all(side <= patch_size for side in volume.shape):
+        return np.zeros((1, 3), dtype=int)
+    return patch_grid(volume.shape, patch_size, stride, volume != 0, min_foreground_fraction)
+
+
+def patch_lesion_truth(
+    label: np.ndarray | None,
+    starts: np.ndarray,
+    patch_size: int,
+    lesions: pd.DataFrame,
+    min_visible_fraction: float,
+) -> tuple[list[str], list[bool]]:
+    """Per patch: the ";"-joined regions of the lesions it shows, and whether it cuts one
+    (some voxels inside, too few to count: neither lesion nor lesion-free)."""
+    if label is None or lesions.empty:
+        return [""] * len(starts), [False] * len(starts)
+    keys, cuts = [], []
+    for start in starts:
+        visible, cut = lesions_in_cube(label, start, patch_size, lesions, min_visible_fraction)
+        keys.append(";".join(sorted(set(lesions.loc[visible, "region"]))))
+        cuts.append(bool(cut.any()))
+    return keys, cuts

@@ -1,0 +1,124 @@
+"""Zero-shot targets and their prompts: what a class is called, in which words.
+
+A *target* is one zero-shot question with a class vocabulary:
+
+- ``regions`` (kind ``lesion``): which regions hold a lesion. Its evidence is local, so a scan
+  is scored patch by patch; besides the region prompts there is the "no lesion" prompt (the
+  sentence lesion-free training patches had), the class every region competes with.
+- a categorical clinical column (kind ``scan``, e.g. ``diagnosis``): one class per value,
+  prompts from templates with ``{value}``. The evidence is anywhere in the image, so patch
+  scores are averaged.
+
+The spec (:func:`zero_shot_spec`) is plain data: the model bundle stores it, so inference on
+new scans asks the questions the model was trained and evaluated with.
+
+A class embedding averages the L2-normalised embeddings of its phrasings and renormalises
+(open_clip's zero-shot classifier); with ``ensemble: false`` the first phrasing alone is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REGIONS_TARGET = "regions"
+KINDS = ("positive", "negative", "none")
+
+
+def zero_shot_spec(
+    regions: Sequence[str],
+    sentences: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    training_rows: pd.DataFrame,
+) -> dict:
+    """The targets, classes and prompt templates of this run, as plain data.
+
+    ``evaluation["targets"]`` names clinical columns; their classes are
+    ``classes`` if given, else the distinct values of ``training_rows[column]`` (the training
+    split: the classes a model could have learnt).
+    """
+    prompts = evaluation["prompts"]
+    targets = {
+        REGIONS_TARGET: {
+            "kind": "lesion",
+            "classes": list(regions),
+            "templates": list(prompts["region_templates"]),
+            "negative_templates": list(prompts["negative_region_templates"]),
+            "none_templates": list(sentences["no_lesion_in_patch"]),
+        }
+    }
+    for name, target in (evaluation.get("targets") or {}).items():
+        if name == REGIONS_TARGET:
+            raise ValueError(
+                f"evaluation.targets: '{REGIONS_TARGET}' is the built-in lesion target"
+            )
+        column = target["column"]
+        classes = target.get("classes")
+        if classes is None:
+            if column not in training_rows.columns:
+                raise ValueError(
+                    f"evaluation.targets.{name}: column '{column}' is not in the scans table "
+                    f"(columns: {sorted(training_rows.columns)}); fix the column or give classes"
+                )
+            classes = sorted(training_rows[column].dropna().astype(str).unique())
+        if len(classes) < 2:
+            raise ValueError(
+                f"evaluation.targets.{name}: needs at least two classes, got {list(classes)}"
+            )
+        targets[name] = {
+            "kind": "scan",
+            "column": column,
+            "classes": [str(value) for value in classes],
+            "templates": list(target["templates"]),
+            "negative_templates": list(target.get("negative_templates") or []),
+        }
+    return {"targets": targets}
+
+
+def prompt_texts(spec: Mapping) -> pd.DataFrame:
+    """Every prompt of every target: ``target, class, kind, phrasing, text`` rows."""
+    rows = []
+    for name, target in spec["targets"].items():
+        for value in target["classes"]:
+            for kind, key in (("positive", "templates"), ("negative", "negative_templates")):
+                for number, template in enumerate(target[key]):
+                    text = template.format(region=value, value=value)
+                    rows.append((name, value, kind, number, text))
+        for number, text in enumerate(target.get("none_templates", [])):
+            rows.append((name, "none", "none", number, text))
+    return pd.DataFrame(rows, columns=["target", "class", "kind", "phrasing", "text"])
+
+
+def ensemble_embedding(vectors: np.ndarray, ensemble: bool = True) -> np.ndarray:
+    """One unit vector from the phrasings' embeddings (rows): their renormalised mean, or the
+    first phrasing's when ``ensemble`` is false."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise ValueError(f"ensemble_embedding needs a (phrasings, dim) matrix, got {vectors.shape}")
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    mean = units.mean(axis=0) if ensemble else units[0]
+    return mean / np.linalg.norm(mean)
+
+
+def class_embeddings(
+    prompts: pd.DataFrame, vectors: np.ndarray, target: str, kind: str, ensemble: bool
+) -> np.ndarray:
+    """(classes, dim) embeddings of ``target``'s classes for prompts of ``kind``, in the
+    order of the spec; ``prompts`` are :func:`prompt_texts` rows and ``vectors`` their
+    embeddings (same order)."""
+    if kind not in KINDS:
+        raise ValueError(f"prompt kind must be one of {KINDS}, got {kind!r}")
+    rows = prompts.reset_index(drop=True)
+    chosen = rows[(rows["target"] == target) & (rows["kind"] == kind)]
+    if chosen.empty:
+        raise ValueError(f"no {kind} prompts for zero-shot target '{target}'")
+    classes = list(dict.fromkeys(chosen["class"]))
+    return np.stack(
+        [
+            ensemble_embedding(vectors[chosen.index[chosen["class"] == value]], ensemble)
+            for value in classes
+        ]
+    )
