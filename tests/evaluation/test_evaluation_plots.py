@@ -8,6 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from mriclip.evaluation.plots import (
+    evidence_figure,
     retrieval_grid,
     roc_curves,
     training_curves,
@@ -87,10 +88,26 @@ def test_retrieval_grid_has_prompt_rows_and_top_k_columns():
     images, prompts, region_index = embeddings()
     labels = np.eye(len(REGIONS), dtype=int)[region_index]
     slices = [np.full((8, 8), i, float) for i in range(len(images))]
-    figure = retrieval_grid(images, prompts, REGIONS, slices, top_k=4, labels=labels)
+    scores = images @ prompts.T
+    figure = retrieval_grid(scores, REGIONS, slices, top_k=4, labels=labels)
     assert len(figure.axes) == len(REGIONS) * 4
     assert figure.axes[0].get_ylabel() == "frontal"
+    best = int(np.argmax(scores[:, 0]))
+    assert figure.axes[0].get_title().startswith(f"{best}  s={scores[best, 0]:.2f}")
     assert renders(figure)
-    few = images[:5]
-    from_callable = retrieval_grid(few, prompts, REGIONS, lambda i: slices[i], top_k=40)
+    few = scores[:5]
+    from_callable = retrieval_grid(few, REGIONS, lambda i: slices[i], top_k=40)
     assert len(from_callable.axes) == len(REGIONS) * len(few)  # top_k capped at n
+
+
+def test_evidence_figure_shows_scan_evidence_and_its_ablated_twin():
+    image, label = np.random.default_rng(0).random((12, 12)), np.zeros((12, 12))
+    label[4:7, 4:7] = 1
+    panel = {"scan_id": "S1", "image": image, "label": label, "evidence": image / 2}
+    twin = {**panel, "ablated_image": image, "ablated_evidence": image / 4}
+    figure = evidence_figure([twin, panel])
+    titles = [ax.get_title() for ax in figure.axes]
+    assert {"S1: label map", "S1: lesion evidence", "S1: ablated twin"} <= set(titles)
+    assert renders(figure)
+    with pytest.raises(ValueError, match="no scans"):
+        evidence_figure([])

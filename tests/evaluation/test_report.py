@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
 from mriclip.evaluation.baselines import early_fusion_classifier, linear_probe
+from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.modality_gap import zero_shot_gap_sweep
 from mriclip.evaluation.plots import retrieval_grid, roc_curves, training_curves, tsne_before_after
 from mriclip.evaluation.report import (
@@ -27,6 +28,7 @@ from mriclip.evaluation.retrieval import (
 from mriclip.evaluation.summary import mean_and_sem
 from mriclip.evaluation.zero_shot import (
     evaluate_zero_shot,
+    zero_shot_metrics,
     zero_shot_random_baseline,
     zero_shot_scores,
 )
@@ -200,7 +202,12 @@ def run():
         "roc": png(roc_curves(scores, test_labels, REGIONS)),
         "training_curves": png(training_curves(history)),
         "retrieval_grid": png(
-            retrieval_grid(test_images, prompts, REGIONS, lambda i: rng.random((6, 6)), top_k=2)
+            retrieval_grid(
+                zero_shot_scores(test_images, prompts),
+                REGIONS,
+                lambda i: rng.random((6, 6)),
+                top_k=2,
+            )
         ),
         "reconstruction": png(reconstruction),
     }
@@ -266,9 +273,13 @@ def test_headline_has_the_independently_computed_numbers(run):
     )
     random_mrr = run["retrieval_metrics"]["scan_level"]["random"]["overall"]["mrr"]
     probe = run["baseline_metrics"]["linear_probe"]["overall"]["auc_macro"]
+    lesion = run["zero_shot_metrics"]["lesion_level"]["model"]["overall"]["auc_macro"]
     assert headline_text(html) == (
-        f"Zero-shot macro AUC {auc:.3f} (random 0.500) · retrieval MRR {mrr:.3f} "
-        f"(random {random_mrr:.3f}) · linear probe AUC {probe:.3f} — scan level"
+        f"Scan-level zero-shot macro AUC {auc:.3f} (lesion-ablated n/a, random 0.500) · "
+        "lesion detection AUC n/a (lesion-ablated n/a) · "
+        f"retrieval MRR {mrr:.3f} (random {random_mrr:.3f}) · linear probe AUC {probe:.3f} "
+        f"(scan level) · lesion-level (the paper&#39;s protocol) AUC {lesion:.3f} "
+        "(lesion-ablated n/a)"
     )
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
 
@@ -313,9 +324,7 @@ def test_baselines_sit_at_the_level_they_were_fitted_at(run):
     zero_shot_scan = scan_part.split('id="zero-shot"', 1)[1]
     assert "linear probe" not in zero_shot_scan.split("<table>", 2)[1]
     assert '<th class="num">linear probe</th>' in lesion_part
-    lesion_model = run["zero_shot_metrics"]["lesion_level"]["model"]["overall"]["auc_macro"]
-    assert headline_text(html).startswith(f"Zero-shot macro AUC {lesion_model:.3f}")
-    assert headline_text(html).endswith("linear probe AUC 0.123 — lesion level")
+    assert "linear probe AUC 0.123 (lesion level)" in headline_text(html)
 
 
 def test_data_summary_lists_counts_and_escaped_problems(run):
@@ -358,7 +367,6 @@ def test_missing_parts_are_stated_not_fatal(run):
     )
     assert "Lesion level zero-shot metrics not computed in this run." in html
     assert "No random baseline in this run." in html
-    assert "Modality-gap sweep not computed in this run." in html
     assert "Scan level retrieval metrics not computed in this run." in html
     assert "the encoder was not pretrained in this run" in html
     assert "No problems: every scan and table row passed validation." in html
@@ -382,7 +390,7 @@ def test_a_pretraining_that_does_not_beat_its_baseline_is_flagged(run):
 
 def test_an_empty_report_still_renders():
     html = render_report()
-    assert "Zero-shot macro AUC n/a" in html
+    assert "Scan-level zero-shot macro AUC n/a" in html
     assert "No split table in this run." in html
     assert "No alignment training history in this run." in html
 
@@ -400,3 +408,43 @@ def test_figures_must_be_png_or_matplotlib():
     assert figure_png(figure).startswith(PNG_SIGNATURE)
     with pytest.raises(ValueError, match="not a PNG"):
         figure_png(b"GIF89a")
+
+
+def test_controls_intervals_detection_and_targets_are_shown(run):
+    labels, images, prompts = run["labels"], run["images"], run["prompts"]
+    groups = [f"P{i // 2}" for i in range(len(labels))]
+    scores = zero_shot_scores(images, prompts)
+    model = with_bootstrap_intervals(
+        lambda i: zero_shot_metrics(scores[i], labels[i], REGIONS), groups, 200, seed=0
+    )
+    shuffled = scores[np.random.default_rng(0).permutation(len(scores))]
+    ablated = zero_shot_metrics(shuffled, labels, REGIONS)
+    zero_shot = {
+        "prompts": {"ensemble": True, "negative": False, "aggregation": "top_k_mean",
+                    "top_k": 3, "stride": 16},
+        "scan_level": {**run["zero_shot_metrics"]["scan_level"], "model": model,
+                       "lesion_ablated": ablated},
+        "lesion_detection": {
+            "model": {"auc": 0.93, "auc_ci": [0.9, 0.96], "n_positive": 40, "n_negative": 80,
+                      "n_excluded": 7},
+            "lesion_ablated": {"auc": 0.51, "auc_ci": [0.45, 0.57], "n_positive": 40,
+                               "n_negative": 80},
+            "random": {"auc": 0.5},
+        },
+        "targets": {"diagnosis": {"model": zero_shot_metrics(scores[:, :2], labels[:, :2],
+                                                            ["atrophy", "none"])}},
+    }  # fmt: skip
+    html = report_of(run, zero_shot_metrics=zero_shot)
+    overall = model["overall"]
+    low, high = overall["auc_macro_ci"]
+    text = headline_text(html)
+    assert text.startswith(
+        f"Scan-level zero-shot macro AUC {overall['auc_macro']:.3f} [{low:.3f}, {high:.3f}] "
+        f"(lesion-ablated {ablated['overall']['auc_macro']:.3f}, random 0.500)"
+    )
+    assert "lesion detection AUC 0.930 [0.900, 0.960] (lesion-ablated 0.510)" in text
+    assert '<th class="num">lesion-ablated</th>' in html
+    assert "Lesion detection (test patches)" in html and "(7 patches)" in html
+    assert "Scan-level target: diagnosis" in html and "AUC — atrophy" in html
+    assert "mean of the top 3" in html
+    assert html.index('id="zero-shot"') < html.index('id="figures"') < html.index('id="settings"')

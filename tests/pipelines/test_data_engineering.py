@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
 from tests.pipelines.helpers import run_in_memory
@@ -12,6 +13,7 @@ def run(raw_cohort):
         "raw_labels": labels,
         "raw_scans": scans,
         "raw_lesions": lesions,
+        "raw_ablated_images": {},  # user data: the controls inpaint the labelled lesions
     }
     return run_in_memory(create_pipeline(), inputs)
 
@@ -28,6 +30,15 @@ def test_pipeline_writes_every_named_output(raw_cohort):
     assert set(report["output_shape"]) == {"32x32x32"}
     lesions = out["lesion_table"]
     assert len(lesions) == 12
+    test_scans = set(out["splits"].loc[out["splits"]["split"] == "test", "scan_id"])
+    assert set(out["lesion_ablated_volumes"]) == test_scans
+    assert set(out["ablation_report"]["method"]) == {"inpainted"}
+    for scan_id, twin in out["lesion_ablated_volumes"].items():
+        lesion = labels[scan_id] > 0
+        assert not np.array_equal(twin[lesion], volumes[scan_id][lesion])  # lesions filled
+        far = ~ndimage.binary_dilation(lesion, iterations=8)
+        np.testing.assert_array_equal(twin[far], volumes[scan_id][far])  # the rest untouched
+    assert out["preprocessing_settings"]["target_shape"] == [32, 32, 32]
     for lesion in lesions.itertuples():  # centres lie inside their own lesion on the new grid
         centre = tuple(int(round(c)) for c in (lesion.center_x, lesion.center_y, lesion.center_z))
         assert labels[lesion.scan_id][centre] == lesion.lesion_id
@@ -57,7 +68,13 @@ def test_skipped_scan_is_listed_and_absent_downstream(raw_cohort):
     images["S3.nii.gz"] = broken
     out = run_in_memory(
         create_pipeline(),
-        {"raw_images": images, "raw_labels": labels, "raw_scans": scans, "raw_lesions": lesions},
+        {
+            "raw_images": images,
+            "raw_labels": labels,
+            "raw_scans": scans,
+            "raw_lesions": lesions,
+            "raw_ablated_images": {},
+        },
     )
     problems = out["catalog_problems"]
     assert problems.loc[problems["scan_id"] == "S3", "stage"].tolist() == ["nifti_catalog"]

@@ -15,7 +15,7 @@ from mriclip.pipelines.data_engineering.pipeline import create_pipeline as data_
 from mriclip.pipelines.demo_data.pipeline import create_pipeline
 from tests.pipelines.helpers import PROJECT, load_parameters, run_in_memory
 
-RAW_ENTRIES = ("raw_images", "raw_labels", "raw_scans", "raw_lesions")
+RAW_ENTRIES = ("raw_images", "raw_labels", "raw_scans", "raw_lesions", "raw_ablated_images")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def test_pipeline_outputs_the_raw_entries_of_the_test_cohort(test_params):
     assert scans["patient_id"].nunique() == test_params["n_patients"]
     expected_keys = {f"{scan_id}.nii.gz" for scan_id in scans["scan_id"]}
     assert set(out["raw_images"]) == set(out["raw_labels"]) == expected_keys
+    assert set(out["raw_ablated_images"]) == expected_keys
     assert all(isinstance(image, nib.Nifti1Image) for image in out["raw_images"].values())
     assert set(lesions["scan_id"]) <= set(scans["scan_id"])
     low, high = test_params["lesions_per_scan"]
@@ -85,6 +86,10 @@ def test_cohort_round_trips_through_the_catalog_and_feeds_data_engineering(tmp_p
     assert set(problems["stage"]) <= {"preprocessing"}
     assert problems["problem"].str.contains("absent from the label map").all()
     assert len(out["lesion_table"]) + len(problems) == len(expected.lesions)
+    # The phantom's twins are the controls' exact counterfactuals, on the scans' own grids.
+    assert set(out["ablation_report"]["method"]) == {"counterfactual"}
+    for scan_id, twin in out["lesion_ablated_volumes"].items():
+        assert twin.shape == out["preprocessed_volumes"][scan_id].shape
 
 
 def test_base_parameters_are_the_library_defaults():
@@ -100,7 +105,8 @@ def test_a_users_own_scans_table_is_not_overwritten(test_params):
     own = pd.DataFrame({"scan_id": ["sub-01_ses-1"], "patient_id": ["sub-01"]})
     with pytest.raises(ValueError, match="Refusing to overwrite"):
         generate_phantom_cohort(test_params, own)
-    images, _, scans, _ = generate_phantom_cohort({**test_params, "overwrite_existing": True}, own)
+    overwrite = {**test_params, "overwrite_existing": True}
+    images, _, scans, _, _ = generate_phantom_cohort(overwrite, own)
     assert "sub-01_ses-1" not in set(scans["scan_id"])
     # re-running over this phantom's own table is fine
     assert len(generate_phantom_cohort(test_params, scans)[0]) == len(images)

@@ -10,7 +10,13 @@ from mriclip.pipelines.reporting.pipeline import REPORT_INPUTS, create_pipeline
 from tests.pipelines.helpers import run_in_memory
 
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
-FIGURES = ["tsne_figure", "roc_figure", "training_curves_figure", "retrieval_grid_figure"]
+FIGURES = [
+    "tsne_figure",
+    "roc_figure",
+    "training_curves_figure",
+    "retrieval_grid_figure",
+    "evidence_figure",
+]
 
 
 def inputs() -> dict:
@@ -83,7 +89,8 @@ def test_pipeline_writes_the_html_report():
     report = run_in_memory(create_pipeline(), run_inputs)["report"]
     model = run_inputs["zero_shot_metrics"]["scan_level"]["model"]
     assert report.startswith("<!DOCTYPE html>")
-    assert f"Zero-shot macro AUC {model['overall']['auc_macro']:.3f} (random 0.500)" in report
+    auc = model["overall"]["auc_macro"]
+    assert f"zero-shot macro AUC {auc:.3f} (lesion-ablated n/a, random 0.500)" in report
     assert report.count("data:image/png;base64,") == len(FIGURES)
     assert "mriclip run report" in report  # the title from parameters_reporting.yml
     assert "<h3>alignment</h3>" in report

@@ -30,7 +30,13 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
     images, labels, scans, lesions = make_raw_cohort([f"P{i}" for i in range(10)])
     data = run_in_memory(
         data_engineering(),
-        {"raw_images": images, "raw_labels": labels, "raw_scans": scans, "raw_lesions": lesions},
+        {
+            "raw_images": images,
+            "raw_labels": labels,
+            "raw_scans": scans,
+            "raw_lesions": lesions,
+            "raw_ablated_images": {},
+        },
     )
     splits = data["splits"]
     test_ids = set(splits.loc[splits["split"] == "test", "scan_id"])
@@ -39,10 +45,12 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
     alignment = {**parameters["alignment"], "image_init": "random"}
     tuning = {**parameters["tuning"], "n_trials": 1, "study_name": "guarded"}
     volumes = TestSplitGuard(data["preprocessed_volumes"], test_ids)
+    labels = TestSplitGuard(data["preprocessed_labels"], test_ids)
     best, tuned, trials, *figures = tune_alignment(
         data["scan_sentences"],
         splits,
         volumes,
+        labels,
         data["lesion_table"],
         data["region_prompts"],
         None,
@@ -55,5 +63,6 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
     )
     assert trials["state"].tolist() == ["COMPLETE"]
     assert volumes.read and volumes.read.isdisjoint(test_ids)
+    assert labels.read and labels.read.isdisjoint(test_ids)
     assert best == tuned and set(best["alignment"]) == set(alignment)
     assert len(figures) == 3

@@ -1,4 +1,5 @@
-"""Figures for reports: t-SNE before/after alignment, ROC curves, training curves, retrieval grid.
+"""Figures for reports: t-SNE before/after alignment, ROC curves, training curves, retrieval grid,
+lesion evidence maps.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot: no GUI backend is
 touched, no global figure registry grows across a long Kedro run, and saving renders with Agg
@@ -8,7 +9,7 @@ touched, no global figure registry grows across a long Kedro run, and saving ren
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,6 @@ from mriclip.evaluation.retrieval import (
     as_matrix,
     check_label_matrix,
     check_same_dim,
-    prompt_distances,
     single_class_reason,
 )
 
@@ -206,32 +206,33 @@ def training_curves(history: pd.DataFrame) -> Figure:
 
 
 def retrieval_grid(
-    image_embeddings: Any,
-    prompt_embeddings: Any,
+    scores: Any,
     regions: Sequence[str],
     slices: Callable[[int], Any] | Sequence[Any],
     top_k: int = 5,
     labels: Any = None,
     sample_ids: Sequence[str] | None = None,
 ) -> Figure:
-    """Rows = region prompts, columns = their ``top_k`` nearest samples, shown as 2-D slices.
+    """Rows = region prompts, columns = their ``top_k`` best-scored samples (``scores``: (n,
+    k), higher is nearer, e.g. a scan's aggregated evidence or minus a distance), shown as 2-D
+    slices.
 
     ``slices`` is ``slices(sample_index) -> 2-D array`` (e.g. the middle axial slice) or a
     sequence of 2-D arrays, one per sample. With ``labels`` a relevant sample gets a green
     frame, an irrelevant one red.
     """
     where = "retrieval_grid"
-    distances = prompt_distances(image_embeddings, prompt_embeddings, where)
-    n_prompts, n_samples = distances.shape
+    scores = as_matrix(scores, "scores", where)
+    n_samples, n_prompts = scores.shape
     if n_prompts != len(regions):
-        raise ValueError(f"{where}: prompt_embeddings has {n_prompts} rows, regions {len(regions)}")
+        raise ValueError(f"{where}: scores has {n_prompts} columns, regions {len(regions)}")
     if not callable(slices) and len(slices) != n_samples:
         raise ValueError(f"{where}: slices has {len(slices)} items for {n_samples} samples")
     if labels is not None:
-        labels = check_label_matrix(labels, n_samples, "image_embeddings", regions, where)
+        labels = check_label_matrix(labels, n_samples, "scores", regions, where)
     ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(n_samples)]
     columns = min(top_k, n_samples)
-    order = np.argsort(distances, axis=1, kind="stable")[:, :columns]
+    order = np.argsort(-scores.T, axis=1, kind="stable")[:, :columns]
 
     figure = Figure(figsize=(2.0 * columns, 2.2 * n_prompts), layout="constrained")
     axes = figure.subplots(n_prompts, columns, squeeze=False)
@@ -240,7 +241,7 @@ def retrieval_grid(
             ax = axes[row, column]
             image = slices(int(sample)) if callable(slices) else slices[sample]
             ax.imshow(np.asarray(image), cmap="gray")
-            ax.set_title(f"{ids[sample]}  d={distances[row, sample]:.2f}", fontsize="small")
+            ax.set_title(f"{ids[sample]}  s={scores[sample, row]:.2f}", fontsize="small")
             ax.set_xticks([])
             ax.set_yticks([])
             if labels is not None:
@@ -248,4 +249,46 @@ def retrieval_grid(
                 for spine in ax.spines.values():
                     spine.set(color=colour, linewidth=3)
         axes[row, 0].set_ylabel(region)
+    return figure
+
+
+def evidence_figure(panels: Sequence[Mapping[str, Any]]) -> Figure:
+    """One row per scan: the slice with its true lesions outlined, then the model's lesion
+    evidence over it, then the evidence on its lesion-ablated twin (if given).
+
+    Each panel: ``scan_id``, ``image`` (2-D), ``label`` (2-D, lesions > 0), ``evidence``
+    (2-D, in [0, 1]) and optionally ``ablated_image`` and ``ablated_evidence``.
+    """
+    if not panels:
+        raise ValueError("evidence_figure: no scans to show")
+    columns = 3 if any("ablated_evidence" in panel for panel in panels) else 2
+    figure = Figure(figsize=(3.0 * columns, 3.0 * len(panels)), layout="constrained")
+    axes = figure.subplots(len(panels), columns, squeeze=False)
+    shown = None
+    for row, panel in enumerate(panels):
+        views = [
+            ("label map", panel["image"], None),
+            ("lesion evidence", panel["image"], panel["evidence"]),
+        ]
+        if columns == 3 and "ablated_evidence" in panel:
+            views.append(("ablated twin", panel["ablated_image"], panel["ablated_evidence"]))
+        for column, (title, image, evidence) in enumerate(views):
+            ax = axes[row, column]
+            ax.imshow(np.asarray(image), cmap="gray")
+            if evidence is None:
+                if np.any(panel["label"] > 0):
+                    ax.contour(np.asarray(panel["label"]) > 0, levels=[0.5], colors="lime")
+            else:
+                shown = ax.imshow(
+                    np.asarray(evidence), cmap="inferno", alpha=0.55, vmin=0.0, vmax=1.0
+                )
+                ax.contour(np.asarray(panel["label"]) > 0, levels=[0.5], colors="lime",
+                           linewidths=0.8)  # fmt: skip
+            ax.set_title(f"{panel['scan_id']}: {title}", fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[row, len(views) :]:
+            ax.axis("off")
+    if shown is not None:
+        figure.colorbar(shown, ax=axes[:, -1], shrink=0.6, label="1 − p(no lesion)")
     return figure

@@ -1,45 +1,52 @@
-"""One self-contained HTML report of a run: data, settings, metrics, figures, data versions.
+"""One self-contained HTML report of a run: headline, data, results, figures, settings.
 
-``render_report`` takes the run's tables, metric dicts, figures and metadata and returns an HTML
-string with inline CSS and the figures embedded as base64 PNG, so the single file can be mailed
-or archived. Every part is optional in the sense that a missing or empty one is *stated* in the
-report ("not computed in this run") instead of breaking it. Every string that comes from data
-(scan ids, problem texts, parameter values) is HTML-escaped.
+``render_report`` assembles the run's tables, metric dicts, figures and metadata into *blocks*
+(headings, tables of formatted cells, notes, figures) and renders them with the Jinja2 template
+``templates/report.html.j2`` (autoescaped: scan ids, problem texts and parameter values from data
+can never inject markup) and ``templates/report.css``; the figures are embedded as base64 PNG,
+so the single file can be mailed or archived. Every part is optional in the sense that a
+missing or empty one is *stated* in the report ("not computed in this run").
 
-Metric dicts have the shape of ``zero_shot``, ``retrieval`` and ``baselines`` (plain numbers or
-``summary.mean_and_sem`` leaves, shown as "mean ± sem"); the run's layout around them is::
+Metric dicts have the shape of ``zero_shot``, ``retrieval`` and ``baselines`` (plain numbers,
+``summary.mean_and_sem`` leaves shown as "mean ± sem", and bootstrap intervals stored beside a
+value as ``<name>_ci``, shown as "value [low, high]"); the run's layout around them is::
 
-    zero_shot_metrics = {"scan_level": {"model": M, "before_alignment": M, "random": B,
-                                        "gap_sweep": S},
-                         "lesion_level": {...}}
-    retrieval_metrics = {"scan_level": {"model": M, "random": B, "shuffled": B},
-                         "lesion_level": {...}}
+    zero_shot_metrics = {"prompts": {...},
+                         "scan_level": {"model": M, "lesion_ablated": M, "before_alignment": M,
+                                        "random": B},
+                         "lesion_level": {... , "gap_sweep": S},
+                         "lesion_detection": {"model": {"auc", "auc_ci", ...}, ...},
+                         "targets": {"diagnosis": {"model": M, ...}}}
+    retrieval_metrics = {"scan_level": {"model": M, "lesion_ablated": M, "random": B,
+                                        "shuffled": B}, "lesion_level": {...}}
     baseline_metrics  = {"level": "scan" | "lesion", "linear_probe": M,
                          "early_fusion": M, "late_fusion": M}
 
-Every key but each level's "model" may be missing; the supervised baselines sit beside the
-model at the level they were fitted at, and the headline reports that level.
+The headline is scan level, what a user gets on a new scan, beside its lesion-ablated
+control; the paper's lesion-level protocol follows with its own control.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import math
 import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from html import escape
+from importlib.resources import files
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
 from mriclip.evaluation.modality_gap import gap_sweep_table
-from mriclip.evaluation.summary import OVERALL, metrics_table
+from mriclip.evaluation.summary import CI_SUFFIX, OVERALL, metrics_table
 
 logger = logging.getLogger(__name__)
 
@@ -54,27 +61,48 @@ DEFAULT_SETTINGS_SHOWN = (
     "pretraining",
     "alignment",
 )
+Block = dict[str, Any]
 
 #: Figure name → caption, in the order the report shows them.
 FIGURE_CAPTIONS = {
+    "evidence": (
+        "Where the model sees lesions: test scans (axial slice through the largest lesion) with "
+        "their true lesions outlined (green), the lesion evidence 1 − p(no lesion) of the "
+        "patches blended over the slice, and the same on the scan's lesion-ablated twin."
+    ),
     "training_curves": (
         "Alignment training: contrastive loss (and validation loss), temperature and learning "
         "rates by step."
     ),
-    "roc": "Zero-shot one-vs-rest ROC curve per region on the test split; dashed: chance.",
+    "roc": (
+        "Scan-level zero-shot one-vs-rest ROC curve per region on the test split; dashed: chance."
+    ),
     "tsne": (
         "t-SNE of image (circles) and text (triangles) embeddings before and after alignment, "
         "coloured by region. Images and texts forming two separate clouds show a modality gap."
     ),
     "retrieval_grid": (
-        "Retrieval: for each region prompt (rows) the nearest scans (middle slice) with their "
-        "distance; green frame: the scan has a lesion in that region, red: it has not."
+        "Retrieval: for each region prompt (rows) the best-scored test scans (middle slice) with "
+        "their score; green frame: the scan has a lesion in that region, red: it has not."
     ),
     "reconstruction": (
         "Masked-autoencoder pretraining on held-out volumes: input, masked input and "
         "reconstruction (middle axial slices)."
     ),
 }
+
+#: What each level measures: said in the report's header, next to the headline.
+MEASURES = (
+    "Scan level: the whole test scan, covered by patches each scored against every region "
+    "prompt and the no-lesion prompt, aggregated per region — what mriclip gives for a new "
+    "scan without annotations.",
+    "Lesion-ablated: the same metric on the same test scans with their lesions removed "
+    "(phantom: rendered again with invisible lesions; user data: the labelled lesions "
+    "inpainted). A score that comes from the lesions falls to chance there.",
+    "Lesion detection: lesion versus lesion-free test patches, scored by 1 − p(no lesion).",
+    "Lesion level (the paper's protocol): a cube centred on each annotated lesion. The cube's "
+    "position in the head alone can give away the region, so read it beside its ablated control.",
+)
 
 _METRIC_LABELS = {
     "auc": "AUC",
@@ -91,11 +119,15 @@ _ZERO_SHOT_OVERALL_ORDER = ("auc_macro", "auc_micro_pooled", "top1_accuracy", "t
 #: Comparisons one level of a metrics output may hold: key → column label, in display order.
 _COMPARISON_LABELS = {
     "model": "model",
+    "lesion_ablated": "lesion-ablated",
     "before_alignment": "before alignment",
     "random": "random",
     "shuffled": "shuffled",
 }
 _COLUMN_NOTES = {
+    "lesion-ablated": (
+        "Lesion-ablated: the model on the same test scans without their lesions (the control)."
+    ),
     "before alignment": "Before alignment: the same model (same seed) before CLIP training.",
     "random": "Random: exact expectation under a uniformly random ranking.",
     "shuffled": (
@@ -117,49 +149,6 @@ _GAP_SWEEP_COLUMNS = {
     "top1_accuracy": "top-1 accuracy",
     "top3_accuracy": "top-3 accuracy",
 }
-
-_CSS = """
-body { margin: 0; background: #eef1f5; color: #1f2933;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 28px 40px 56px; background: #fff; }
-h1 { font-size: 1.75rem; margin: 0 0 .2rem; }
-h2 { font-size: 1.3rem; margin: 2.2rem 0 .6rem; padding-bottom: .3rem;
-  border-bottom: 2px solid #d9e2ec; }
-h3 { font-size: 1.1rem; margin: 1.6rem 0 .4rem; }
-h4 { font-size: .98rem; margin: 1.1rem 0 .3rem; }
-.run-info { color: #52606d; margin: 0 0 1rem; }
-.headline { font-size: 1.02rem; background: #eef6ff; border-left: 4px solid #2f80ed;
-  padding: .7rem 1rem; margin: 1rem 0; }
-nav { font-size: .9rem; margin-bottom: 1rem; }
-nav a { margin-right: .9rem; color: #2f6fb3; text-decoration: none; }
-.cards { display: flex; flex-wrap: wrap; gap: .7rem; margin: .6rem 0 1rem; }
-.card { border: 1px solid #d9e2ec; border-radius: 6px; padding: .45rem .9rem; min-width: 110px; }
-.card b { display: block; font-size: 1.35rem; }
-.card span { color: #52606d; font-size: .85rem; }
-.table-wrap { overflow-x: auto; margin: .5rem 0 1rem; }
-table { border-collapse: collapse; font-size: .9rem; }
-th, td { padding: .28rem .55rem; border-bottom: 1px solid #e4e7eb; text-align: left;
-  vertical-align: top; }
-thead th { background: #f0f4f8; border-bottom: 2px solid #cbd2d9; }
-th.group { text-align: center; border-bottom: 1px solid #cbd2d9; }
-td:first-child { white-space: nowrap; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.num { white-space: nowrap; }
-tbody tr:nth-child(even) td { background: #fafbfc; }
-tr.overall td { font-weight: 600; border-top: 2px solid #cbd2d9; }
-.note { color: #52606d; font-size: .88rem; margin: .3rem 0 .8rem; }
-.absent { color: #7c4a03; background: #fff8e6; border-radius: 4px; padding: .4rem .7rem;
-  display: inline-block; margin: .3rem 0; }
-.settings { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
-  gap: .8rem; }
-.settings h3 { margin: .2rem 0; font-family: ui-monospace, Menlo, Consolas, monospace; }
-pre { background: #f5f7fa; border: 1px solid #e4e7eb; border-radius: 4px; margin: 0;
-  padding: .55rem .8rem; overflow-x: auto; font-size: .8rem; line-height: 1.35; }
-figure { margin: 1.4rem 0; }
-figure img { max-width: 100%; border: 1px solid #e4e7eb; }
-figcaption { color: #52606d; font-size: .9rem; margin-top: .3rem; }
-"""
-
 
 # --- formatting ------------------------------------------------------------------------------
 
@@ -204,66 +193,38 @@ def metric_label(metric: str) -> str:
     return _METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
-# --- HTML building blocks --------------------------------------------------------------------
+# --- blocks: what the template renders ------------------------------------------------------
 
 
-def html_table(
+def table(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     numeric: Iterable[int] = (),
     groups: Sequence[tuple[str, int]] | None = None,
     row_classes: Sequence[str] | None = None,
-) -> str:
-    """A table of already formatted cells; every header and cell is escaped here.
-
-    ``numeric`` column indices are right-aligned; ``groups`` adds a header row of (label, span)
-    above ``columns``; ``row_classes`` gives each body row a CSS class ("" for none).
-    """
-    numeric = set(numeric)
-
-    def cell(tag: str, index: int, text: Any) -> str:
-        css = ' class="num"' if index in numeric else ""
-        return f"<{tag}{css}>{escape(str(text))}</{tag}>"
-
-    header = ""
-    if groups:
-        header = "<tr>" + "".join(
-            f'<th class="group" colspan="{span}">{escape(label)}</th>' for label, span in groups
-        )
-        header += "</tr>"
-    header += "<tr>" + "".join(cell("th", i, name) for i, name in enumerate(columns)) + "</tr>"
-    body = []
-    for number, row in enumerate(rows):
-        css = row_classes[number] if row_classes else ""
-        attribute = f' class="{escape(css)}"' if css else ""
-        body.append(
-            f"<tr{attribute}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>"
-        )
-    # The wrapper scrolls a table wider than the page instead of letting it spill over.
-    return (
-        f'<div class="table-wrap"><table><thead>{header}</thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+) -> Block:
+    """A table of formatted cells; ``numeric`` column indices are right-aligned, ``groups``
+    adds a header row of (label, span), ``row_classes`` a CSS class per body row."""
+    return {
+        "kind": "table",
+        "columns": [str(c) for c in columns],
+        "rows": [[str(cell) for cell in row] for row in rows],
+        "numeric": set(numeric),
+        "groups": list(groups or []),
+        "row_classes": list(row_classes or []),
+    }
 
 
-def _paragraph(text: str, css: str = "note") -> str:
-    return f'<p class="{css}">{escape(text)}</p>'
+def note(text: str) -> Block:
+    return {"kind": "note", "text": text}
 
 
-def _absent(text: str) -> str:
-    return f'<p><span class="absent">{escape(text)}</span></p>'
+def absent(text: str) -> Block:
+    return {"kind": "absent", "text": text}
 
 
-def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
-
-
-def _cards(facts: Sequence[tuple[str, Any]]) -> str:
-    cards = "".join(
-        f'<div class="card"><b>{escape(format_number(value))}</b><span>{escape(label)}</span></div>'
-        for label, value in facts
-    )
-    return f'<div class="cards">{cards}</div>'
+def heading(text: str, level: int = 3) -> Block:
+    return {"kind": "heading", "text": text, "level": level}
 
 
 def figure_png(figure: bytes | Figure) -> bytes:
@@ -279,31 +240,37 @@ def figure_png(figure: bytes | Figure) -> bytes:
     return png
 
 
-def _figure(name: str, figure: bytes | Figure | None) -> str:
+def _figure(name: str, figure: bytes | Figure | None) -> list[Block]:
     caption = FIGURE_CAPTIONS.get(name, name.replace("_", " "))
     if figure is None:
-        return f"<h3>{escape(name.replace('_', ' '))}</h3>" + _absent(
-            "Figure not produced in this run."
-        )
+        return [heading(name.replace("_", " ")), absent("Figure not produced in this run.")]
     encoded = base64.b64encode(figure_png(figure)).decode("ascii")
-    return (
-        f'<figure><img src="data:image/png;base64,{encoded}" alt="{escape(caption)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-    )
+    return [{"kind": "figure", "src": f"data:image/png;base64,{encoded}", "caption": caption}]
 
 
 # --- metric tables ---------------------------------------------------------------------------
+
+
+def format_interval(value: Any, low: Any, high: Any, decimals: int = 3) -> str:
+    """ "value [low, high]" for a bootstrap interval, the value alone without one."""
+    if _is_missing(low) or _is_missing(high):
+        return format_number(value, decimals)
+    return f"{format_number(value, decimals)} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def _cells(metrics: Mapping | None, decimals: int) -> dict[tuple[str, str], str]:
     """{(metric, region): formatted value} of a metric dict, region "all" for overall rows."""
     if not metrics:
         return {}
-    table = metrics_table(metrics)
-    return {
-        (row.metric, row.region): format_estimate(row.value, row.sem, decimals)
-        for row in table.itertuples()
-    }
+    cells = {}
+    for row in metrics_table(metrics).itertuples():
+        if not _is_missing(row.sem):
+            cells[(row.metric, row.region)] = format_estimate(row.value, row.sem, decimals)
+        else:
+            cells[(row.metric, row.region)] = format_interval(
+                row.value, row.ci_low, row.ci_high, decimals
+            )
+    return cells
 
 
 def _regions_of(*metric_dicts: Mapping | None) -> list[str]:
@@ -316,24 +283,24 @@ def _regions_of(*metric_dicts: Mapping | None) -> list[str]:
 
 
 def _ordered_overall(metrics: Mapping, preferred: Sequence[str]) -> list[str]:
-    present = list(metrics.get("overall", {}))
+    present = [key for key in metrics.get("overall", {}) if not key.endswith(CI_SUFFIX)]
     return [key for key in preferred if key in present] + [
         key for key in present if key not in preferred
     ]
 
 
-def _skipped_note(metrics: Mapping) -> str:
+def _skipped_note(metrics: Mapping) -> list[Block]:
     parts = [
         f"{name}: {reason}"
         for key in ("skipped_regions", "skipped_metrics")
         for name, reason in metrics.get(key, {}).items()
     ]
-    return _paragraph("Not scored — " + "; ".join(parts) + ".") if parts else ""
+    return [note("Not scored — " + "; ".join(parts) + ".")] if parts else []
 
 
 def comparison_columns(part: Mapping) -> dict[str, Mapping]:
     """{column label: metric dict} of one level of a metrics output: the model, then the
-    references it holds (before alignment, random, shuffled), in that order."""
+    references it holds (lesion-ablated, before alignment, random, shuffled), in that order."""
     return {
         label: part[key]
         for key, label in _COMPARISON_LABELS.items()
@@ -365,24 +332,26 @@ def baseline_columns(baseline_metrics: Mapping | None, level: str) -> dict[str, 
     }
 
 
-def _column_notes(columns: Mapping[str, Mapping]) -> str:
+def _column_notes(columns: Mapping[str, Mapping]) -> list[Block]:
     """What the reference columns are (one line), then each baseline's caveat."""
     explained = [_COLUMN_NOTES[label] for label in columns if label in _COLUMN_NOTES]
-    html = _paragraph(" ".join(explained)) if explained else ""
+    blocks = [note(" ".join(explained))] if explained else []
     # Baselines sharing one caveat (early and late fusion) get one footnote.
     by_caveat: dict[str, list[str]] = {}
     for label, metrics in columns.items():
         if metrics.get("caveat"):
             by_caveat.setdefault(metrics["caveat"], []).append(label.removesuffix(" †"))
-    return html + "".join(
-        _paragraph(f"† {', '.join(labels)}: {caveat}.") for caveat, labels in by_caveat.items()
-    )
+    return blocks + [
+        note(f"† {', '.join(labels)}: {caveat}.") for caveat, labels in by_caveat.items()
+    ]
 
 
-def zero_shot_table(columns: Mapping[str, Mapping], decimals: int = 3) -> str:
-    """Per-region AUC and the overall metrics, one column per metric dict.
+def zero_shot_table(
+    columns: Mapping[str, Mapping], decimals: int = 3, class_label: str = "AUC"
+) -> list[Block]:
+    """Per-class AUC and the overall metrics, one column per metric dict.
 
-    The first column is the model: its counts, skipped regions and metric order lead.
+    The first column is the model: its counts, skipped classes and metric order lead.
     """
     model = next(iter(columns.values()))
     cells = {label: _cells(metrics, decimals) for label, metrics in columns.items()}
@@ -390,7 +359,7 @@ def zero_shot_table(columns: Mapping[str, Mapping], decimals: int = 3) -> str:
     rows, classes = [], []
     for region in _regions_of(*columns.values()):
         rows.append(
-            [f"AUC — {region}", positives.get(region, "")]
+            [f"{class_label} — {region}", positives.get(region, "")]
             + [cells[label].get(("auc", region), MISSING) for label in columns]
         )
         classes.append("")
@@ -401,16 +370,16 @@ def zero_shot_table(columns: Mapping[str, Mapping], decimals: int = 3) -> str:
         )
         classes.append("overall" if index == 0 else "")
     numeric = range(1, len(columns) + 2)
-    html = html_table(["metric", "positives", *columns], rows, numeric, row_classes=classes)
+    blocks = [table(["metric", "positives", *columns], rows, numeric, row_classes=classes)]
     counts = model.get("counts", {})
     if "n_samples" in counts:
-        html += _paragraph(f"{counts['n_samples']} samples evaluated.")
-    return html + _skipped_note(model) + _column_notes(columns)
+        blocks.append(note(f"{counts['n_samples']} samples evaluated."))
+    return blocks + _skipped_note(model) + _column_notes(columns)
 
 
 def region_metric_table(
     columns: Mapping[str, Mapping], metrics: Sequence[str], decimals: int = 3
-) -> str:
+) -> list[Block]:
     """Rows = regions and their mean; for each metric, one column per metric dict.
 
     The first column is the model; metrics it lacks are left out.
@@ -419,7 +388,7 @@ def region_metric_table(
     cells = {label: _cells(metric_dict, decimals) for label, metric_dict in columns.items()}
     shown = [m for m in metrics if any(key[0] == m for key in next(iter(cells.values())))]
     if not shown:
-        return _absent("None of " + ", ".join(map(metric_label, metrics)) + " was computed.")
+        return [absent("None of " + ", ".join(map(metric_label, metrics)) + " was computed.")]
     relevant = model.get("counts", {}).get("n_relevant", {})
     rows, classes = [], []
     for region in [*_regions_of(*columns.values()), OVERALL]:
@@ -430,13 +399,13 @@ def region_metric_table(
         classes.append("overall" if region == OVERALL else "")
     groups = [("", 2)] + [(metric_label(metric), len(columns)) for metric in shown]
     header = ["region", "relevant"] + list(columns) * len(shown)
-    return html_table(header, rows, range(1, len(header)), groups, classes)
+    return [table(header, rows, range(1, len(header)), groups, classes)]
 
 
-def gap_sweep_html(sweep: Mapping, decimals: int = 3) -> str:
+def gap_sweep_blocks(sweep: Mapping, decimals: int = 3) -> list[Block]:
     """Overall zero-shot metrics for each modality-gap shift λ (λ = 0: unshifted)."""
-    table = gap_sweep_table(dict(sweep))
-    overall = table[table["region"] == OVERALL]
+    sweep_table = gap_sweep_table(dict(sweep))
+    overall = sweep_table[sweep_table["region"] == OVERALL]
     metrics = [m for m in _GAP_SWEEP_COLUMNS if m in set(overall["metric"])]
     rows = []
     for lam, group in overall.groupby("gap_lambda", sort=True):
@@ -446,17 +415,16 @@ def gap_sweep_html(sweep: Mapping, decimals: int = 3) -> str:
         label = f"{lam:g}" + (" (unshifted)" if lam == 0 else "")
         rows.append([label] + [by_metric.get(metric, MISSING) for metric in metrics])
     columns = ["λ"] + [_GAP_SWEEP_COLUMNS[metric] for metric in metrics]
-    html = html_table(columns, rows, range(1, len(columns)))
-    note = (
+    text = (
         "Images shifted by −λg/2 and prompts by +λg/2 (then renormalised), g = mean(image) − "
         "mean(text) on the training split"
     )
     if "gap_norm" in sweep:
-        note += f"; |g| = {format_number(sweep['gap_norm'], decimals)}"
-    return html + _paragraph(note + ".")
+        text += f"; |g| = {format_number(sweep['gap_norm'], decimals)}"
+    return [table(columns, rows, range(1, len(columns))), note(text + ".")]
 
 
-# --- sections --------------------------------------------------------------------------------
+# --- the headline ----------------------------------------------------------------------------
 
 
 def _nested(mapping: Mapping | None, path: Sequence[str], default: Any = None) -> Any:
@@ -469,40 +437,50 @@ def _nested(mapping: Mapping | None, path: Sequence[str], default: Any = None) -
     return node
 
 
-def headline_level(zero_shot_metrics: Mapping | None, baseline_metrics: Mapping | None) -> str:
-    """The level the headline reports: where the baselines were fitted (so all its numbers
-    share one level), else the first level with zero-shot results."""
-    if _baseline_parts(baseline_metrics):
-        return _baseline_level(baseline_metrics)
-    for level in LEVELS:
-        if _nested(zero_shot_metrics, (level, "model")):
-            return level
-    return next(iter(LEVELS))
-
-
 def headline(
     zero_shot_metrics: Mapping | None,
     retrieval_metrics: Mapping | None,
     baseline_metrics: Mapping | None,
     decimals: int = 3,
 ) -> str:
-    """One line: zero-shot macro AUC, retrieval MRR (each beside random), linear probe AUC."""
-    level = headline_level(zero_shot_metrics, baseline_metrics)
+    """One line, scan level first: zero-shot macro AUC with its interval beside its
+    lesion-ablated control and random, lesion detection, retrieval MRR, the linear probe,
+    then the paper's lesion-level AUC beside its control."""
 
     def value(metrics: Mapping | None, *path: str) -> str:
         found = _nested(metrics, path)
         return "n/a" if found is None else format_number(found, decimals)
 
+    def with_interval(metrics: Mapping | None, *path: str) -> str:
+        found = _nested(metrics, path)
+        interval = _nested(metrics, (*path[:-1], path[-1] + CI_SUFFIX))
+        if found is None:
+            return "n/a"
+        return format_interval(found, *(interval or (None, None)), decimals=decimals)
+
     auc = ("overall", "auc_macro")
     mrr = ("overall", "mrr")
-    probe = baseline_columns(baseline_metrics, level).get("linear probe")
-    return (
-        f"Zero-shot macro AUC {value(zero_shot_metrics, level, 'model', *auc)} "
-        f"(random {value(zero_shot_metrics, level, 'random', *auc)})"
-        f" · retrieval MRR {value(retrieval_metrics, level, 'model', *mrr)} "
-        f"(random {value(retrieval_metrics, level, 'random', *mrr)})"
-        f" · linear probe AUC {value(probe, *auc)} — {LEVELS[level].lower()}"
-    )
+    scan, lesion = "scan_level", "lesion_level"
+    probe_level = _baseline_level(baseline_metrics) if _baseline_parts(baseline_metrics) else scan
+    probe = baseline_columns(baseline_metrics, probe_level).get("linear probe")
+    parts = [
+        f"Scan-level zero-shot macro AUC {with_interval(zero_shot_metrics, scan, 'model', *auc)} "
+        f"(lesion-ablated {value(zero_shot_metrics, scan, 'lesion_ablated', *auc)}, "
+        f"random {value(zero_shot_metrics, scan, 'random', *auc)})",
+        f"lesion detection AUC "
+        f"{with_interval(zero_shot_metrics, 'lesion_detection', 'model', 'auc')} "
+        f"(lesion-ablated {value(zero_shot_metrics, 'lesion_detection', 'lesion_ablated', 'auc')})",
+        f"retrieval MRR {value(retrieval_metrics, scan, 'model', *mrr)} "
+        f"(random {value(retrieval_metrics, scan, 'random', *mrr)})",
+        f"linear probe AUC {value(probe, *auc)} ({LEVELS[probe_level].lower()})",
+        f"lesion-level (the paper's protocol) AUC "
+        f"{with_interval(zero_shot_metrics, lesion, 'model', *auc)} "
+        f"(lesion-ablated {value(zero_shot_metrics, lesion, 'lesion_ablated', *auc)})",
+    ]
+    return " · ".join(parts)
+
+
+# --- sections --------------------------------------------------------------------------------
 
 
 def _region_list(text: Any) -> list[str]:
@@ -513,7 +491,7 @@ def _region_list(text: Any) -> list[str]:
 
 def _region_counts(
     sentences: pd.DataFrame, lesions: pd.DataFrame, splits: pd.DataFrame, regions: Sequence[str]
-) -> str:
+) -> list[Block]:
     """Lesions per region (label maps / lesions.csv) and scans per region, by split."""
     if {"scan_id", "regions"} <= set(sentences.columns):
         scan_regions = (
@@ -533,7 +511,7 @@ def _region_counts(
     )
     names = list(dict.fromkeys([*regions, *lesion_counts.index, *scan_regions["region"]]))
     if not names:
-        return ""
+        return []
     rows = []
     for region in names:
         in_region = scan_regions[scan_regions["region"] == region]
@@ -547,35 +525,35 @@ def _region_counts(
             ]
         )
     columns = ["region", "lesions", "scans", "train scans", "test scans"]
-    html = "<h3>Regions</h3>" + html_table(columns, rows, range(1, 5))
+    blocks = [heading("Regions"), table(columns, rows, range(1, 5))]
     if "n_lesions" in sentences:
-        html += _paragraph(f"{int((sentences['n_lesions'] == 0).sum())} scans without a lesion.")
-    return html
+        blocks.append(note(f"{int((sentences['n_lesions'] == 0).sum())} scans without a lesion."))
+    return blocks
 
 
-def _split_sizes(splits: pd.DataFrame) -> str:
-    html = "<h3>Splits (by patient)</h3>"
+def _split_sizes(splits: pd.DataFrame) -> list[Block]:
+    blocks = [heading("Splits (by patient)")]
     if not {"split", "fold", "scan_id", "patient_id"} <= set(splits.columns):
-        return html + _absent("No split table in this run.")
+        return blocks + [absent("No split table in this run.")]
     test = splits[splits["split"] == "test"]
     train = splits[splits["split"] == "train"]
     rows = [["test (held out)", len(test), test["patient_id"].nunique()]]
     for fold, part in train.groupby("fold", sort=True):
         rows.append([f"train, fold {fold}", len(part), part["patient_id"].nunique()])
     rows.append(["train, all folds", len(train), train["patient_id"].nunique()])
-    return html + html_table(["part", "scans", "patients"], rows, (1, 2))
+    return blocks + [table(["part", "scans", "patients"], rows, (1, 2))]
 
 
-def _problems(catalog_problems: pd.DataFrame | None) -> str:
-    html = "<h3>Skipped items</h3>"
+def _problems(catalog_problems: pd.DataFrame | None) -> list[Block]:
+    blocks = [heading("Skipped items")]
     if catalog_problems is None:
-        return html + _absent("The problems table is absent from this run.")
+        return blocks + [absent("The problems table is absent from this run.")]
     if catalog_problems.empty:
-        return html + _paragraph("No problems: every scan and table row passed validation.")
+        return blocks + [note("No problems: every scan and table row passed validation.")]
     columns = [c for c in ("stage", "scan_id", "item", "problem", "fix") if c in catalog_problems]
     columns += [c for c in catalog_problems.columns if c not in columns]
-    table = catalog_problems[columns]
-    return html + html_table(columns, table.astype(object).where(table.notna(), "").values)
+    rows = catalog_problems[columns]
+    return blocks + [table(columns, rows.astype(object).where(rows.notna(), "").values)]
 
 
 def data_section(
@@ -585,7 +563,7 @@ def data_section(
     splits: pd.DataFrame | None,
     lesion_table: pd.DataFrame | None,
     regions: Sequence[str] = (),
-) -> str:
+) -> list[Block]:
     """Counts of scans, patients, lesions, regions and splits, and every skipped item."""
     sentences = scan_sentences if scan_sentences is not None else pd.DataFrame()
     lesions = lesion_table if lesion_table is not None else pd.DataFrame()
@@ -603,8 +581,9 @@ def data_section(
             (f"{side} scans", int((splits["split"] == side).sum())) for side in ("train", "test")
         ]
     facts.append(("problems", len(catalog_problems) if catalog_problems is not None else None))
+    cards = {"kind": "cards", "facts": [(label, format_number(v)) for label, v in facts]}
     return (
-        _cards(facts)
+        [cards]
         + _region_counts(sentences, lesions, splits, regions)
         + _split_sizes(splits)
         + _problems(catalog_problems)
@@ -624,14 +603,14 @@ _SettingsDumper.add_representer(list, _represent_list)
 _SettingsDumper.add_representer(tuple, _represent_list)
 
 
-def settings_section(parameters: Mapping | None, shown: Sequence[str]) -> str:
+def settings_section(parameters: Mapping | None, shown: Sequence[str]) -> list[Block]:
     """The chosen parameter groups: single values in a table, groups as YAML blocks.
 
     Groups not in ``parameters`` are named rather than silently left out.
     """
     if not parameters:
-        return _absent("The run's parameters were not passed to the report.")
-    values, blocks, missing = [], [], []
+        return [absent("The run's parameters were not passed to the report.")]
+    values, groups, missing = [], [], []
     for path in shown:
         # A sentinel, since a parameter may legitimately be null.
         value = _nested(parameters, path.split("."), default=_NOT_SET)
@@ -643,82 +622,146 @@ def settings_section(parameters: Mapping | None, shown: Sequence[str]) -> str:
             values.append([path, format_number(shown_value)])
             continue
         text = yaml.dump(dict(value), Dumper=_SettingsDumper, sort_keys=False, width=1000)
-        blocks.append(f"<div><h3>{escape(path)}</h3><pre>{escape(text)}</pre></div>")
-    html = html_table(["parameter", "value"], values) if values else ""
-    html += f'<div class="settings">{"".join(blocks)}</div>'
+        groups.append((path, text))
+    blocks = [table(["parameter", "value"], values)] if values else []
+    blocks.append({"kind": "settings", "groups": groups})
     if missing:
-        html += _paragraph("Not set in this run: " + ", ".join(missing) + ".")
-    return html
+        blocks.append(note("Not set in this run: " + ", ".join(missing) + "."))
+    return blocks
 
 
 def _metrics_by_level(
-    metrics: Mapping | None, render: Callable[[str, Mapping], str], name: str
-) -> str:
-    body = []
+    metrics: Mapping | None, render: Callable[[str, Mapping], list[Block]], name: str
+) -> list[Block]:
+    blocks = []
     for level, title in LEVELS.items():
         part = (metrics or {}).get(level)
-        body.append(f"<h3>{title}</h3>")
+        blocks.append(heading(title))
         if not part or not part.get("model"):
-            body.append(_absent(f"{title} {name} not computed in this run."))
+            blocks.append(absent(f"{title} {name} not computed in this run."))
             continue
         if not part.get("random"):
-            body.append(_paragraph("No random baseline in this run."))
-        body.append(render(level, part))
-    return "".join(body)
+            blocks.append(note("No random baseline in this run."))
+        blocks += render(level, part)
+    return blocks
+
+
+def _prompt_note(zero_shot_metrics: Mapping | None) -> list[Block]:
+    prompts = (zero_shot_metrics or {}).get("prompts")
+    if not prompts:
+        return []
+    ensemble = "an ensemble of phrasings per class" if prompts.get("ensemble") else "one phrasing"
+    scoring = (
+        "each class as a softmax between its prompt and its negative prompt"
+        if prompts.get("negative")
+        else "one softmax over the region prompts and the no-lesion prompt"
+    )
+    aggregation = prompts.get("aggregation", "?")
+    if aggregation == "top_k_mean":
+        aggregation = f"mean of the top {prompts.get('top_k')}"
+    return [
+        note(
+            f"Prompts: {ensemble}; patches scored with {scoring}; a scan's score per region is "
+            f"the {aggregation} of its patches (patch stride {prompts.get('stride')})."
+        )
+    ]
+
+
+def _detection_blocks(detection: Mapping | None, decimals: int) -> list[Block]:
+    blocks = [heading("Lesion detection (test patches)")]
+    if not detection or not detection.get("model"):
+        return blocks + [absent("Lesion detection not computed in this run.")]
+    rows = []
+    for key, label in _COMPARISON_LABELS.items():
+        part = detection.get(key)
+        if not isinstance(part, Mapping) or not part:
+            continue
+        if "auc" not in part:
+            rows.append([label, part.get("skipped", MISSING), "", ""])
+            continue
+        interval = part.get("auc" + CI_SUFFIX) or (None, None)
+        rows.append(
+            [label, format_interval(part["auc"], *interval, decimals=decimals),
+             part.get("n_positive", ""), part.get("n_negative", "")]
+        )  # fmt: skip
+    model = detection["model"]
+    return blocks + [
+        table(["", "AUC", "lesion patches", "lesion-free patches"], rows, (1, 2, 3)),
+        note(
+            "Score 1 − p(no lesion). Patches cutting a lesion without showing enough of it "
+            f"are neither and left out ({model.get('n_excluded', 0)} patches)."
+        ),
+    ]
 
 
 def zero_shot_section(
     zero_shot_metrics: Mapping | None, baseline_metrics: Mapping | None, decimals: int
-) -> str:
-    def render(level: str, part: Mapping) -> str:
+) -> list[Block]:
+    def render(level: str, part: Mapping) -> list[Block]:
         columns = {**comparison_columns(part), **baseline_columns(baseline_metrics, level)}
-        html = zero_shot_table(columns, decimals) + "<h4>Modality-gap sweep</h4>"
+        blocks = zero_shot_table(columns, decimals)
         sweep = part.get("gap_sweep")
         if sweep and sweep.get("by_lambda"):
-            return html + gap_sweep_html(sweep, decimals)
-        return html + _absent("Modality-gap sweep not computed in this run.")
+            return blocks + [heading("Modality-gap sweep", 4), *gap_sweep_blocks(sweep, decimals)]
+        if level == "lesion_level":  # the evaluation pipeline sweeps the gap at lesion level
+            blocks.append(absent("Modality-gap sweep not computed in this run."))
+        return blocks
 
     if _baseline_parts(baseline_metrics):
         level = LEVELS.get(_baseline_level(baseline_metrics), _baseline_level(baseline_metrics))
         intro = (
             f"Supervised references (linear probe, fusion) were fitted at the {level.lower()} "
-            "and sit beside the model there."
+            "and sit beside the model there. Intervals: patient-level bootstrap, 95%."
         )
     else:
         intro = "No supervised references (linear probe, fusion) in this run."
-    return _paragraph(intro) + _metrics_by_level(zero_shot_metrics, render, "zero-shot metrics")
+    blocks = [note(intro), *_prompt_note(zero_shot_metrics)]
+    blocks += _metrics_by_level(zero_shot_metrics, render, "zero-shot metrics")
+    blocks += _detection_blocks((zero_shot_metrics or {}).get("lesion_detection"), decimals)
+    for target, part in ((zero_shot_metrics or {}).get("targets") or {}).items():
+        blocks.append(heading(f"Scan-level target: {target}"))
+        if part.get("model"):
+            blocks += zero_shot_table(comparison_columns(part), decimals, class_label="AUC")
+    return blocks
 
 
-def retrieval_section(retrieval_metrics: Mapping | None, decimals: int) -> str:
-    def render(_: str, part: Mapping) -> str:
+def retrieval_section(retrieval_metrics: Mapping | None, decimals: int) -> list[Block]:
+    def render(_: str, part: Mapping) -> list[Block]:
         columns = comparison_columns(part)
         precision_at = sorted(
-            (m for m in part["model"].get("overall", {}) if m.startswith("precision_at_")),
+            (
+                m
+                for m in part["model"].get("overall", {})
+                if m.startswith("precision_at_") and not m.endswith(CI_SUFFIX)
+            ),
             key=lambda m: int(m.rsplit("_", 1)[1]),
         )
-        html = region_metric_table(columns, _STANDARD_RETRIEVAL, decimals)
-        html += "<h4>Reference variants (the paper's Table 4 definitions, not standard)</h4>"
-        html += region_metric_table(columns, _REFERENCE_RETRIEVAL, decimals)
+        blocks = region_metric_table(columns, _STANDARD_RETRIEVAL, decimals)
+        blocks.append(
+            heading("Reference variants (the paper's Table 4 definitions, not standard)", 4)
+        )
+        blocks += region_metric_table(columns, _REFERENCE_RETRIEVAL, decimals)
         if precision_at:
-            html += "<h4>Precision at k</h4>"
-            html += region_metric_table(columns, precision_at, decimals)
-        return html + _skipped_note(part["model"]) + _column_notes(columns)
+            blocks.append(heading("Precision at k", 4))
+            blocks += region_metric_table(columns, precision_at, decimals)
+        return blocks + _skipped_note(part["model"]) + _column_notes(columns)
 
-    definitions = _paragraph(
-        "Samples are ranked by distance to each region prompt. MRR: 1/rank of the first "
-        "relevant sample; AP: sklearn average precision (its mean over regions is the standard "
-        "mAP); R-precision: precision in the top R, R = number of relevant samples. The "
-        "reference variants are the paper's reference implementation: reference mAP = mean of "
-        "P@1 … P@R (ignores relevant samples ranked after R); reference MRR = 1/rank of the "
-        "first relevant sample if it is within the top R, else 0."
+    definitions = note(
+        "Scan level ranks test scans by their aggregated patch evidence for each region; lesion "
+        "level ranks lesion cubes by distance to each region prompt. MRR: 1/rank of the first "
+        "relevant sample; AP: average precision (its mean over regions is the standard mAP); "
+        "R-precision: precision in the top R, R = number of relevant samples. The reference "
+        "variants are the paper's reference implementation: reference mAP = mean of P@1 … P@R "
+        "(ignores relevant samples ranked after R); reference MRR = 1/rank of the first relevant "
+        "sample if it is within the top R, else 0."
     )
-    return definitions + _metrics_by_level(retrieval_metrics, render, "retrieval metrics")
+    return [definitions, *_metrics_by_level(retrieval_metrics, render, "retrieval metrics")]
 
 
-def pretraining_section(pretraining_summary: Mapping | None, decimals: int) -> str:
+def pretraining_section(pretraining_summary: Mapping | None, decimals: int) -> list[Block]:
     """Held-out reconstruction loss beside the unmasked-mean baseline."""
     if not pretraining_summary:
-        return _absent("No pretraining summary: the encoder was not pretrained in this run.")
+        return [absent("No pretraining summary: the encoder was not pretrained in this run.")]
     rows = [
         [label, format_number(pretraining_summary[key], decimals)]
         for key, label in (
@@ -730,26 +773,30 @@ def pretraining_section(pretraining_summary: Mapping | None, decimals: int) -> s
         )
         if key in pretraining_summary
     ]
-    html = html_table(["", "value"], rows, (1,))
+    blocks = [table(["", "value"], rows, (1,))]
     if "reconstruction_loss" not in pretraining_summary:
-        html += _absent("Reconstruction not measured: there were no held-out volumes.")
+        blocks.append(absent("Reconstruction not measured: there were no held-out volumes."))
     elif not pretraining_summary.get("beats_unmasked_mean", True):
-        html += _absent(
-            "The pretrained encoder does not beat the unmasked-mean baseline: pretraining has "
-            "not learnt useful structure yet (more steps or more volumes may help)."
+        blocks.append(
+            absent(
+                "The pretrained encoder does not beat the unmasked-mean baseline: pretraining "
+                "has not learnt useful structure yet (more steps or more volumes may help)."
+            )
         )
     else:
-        html += _paragraph(
-            "The baseline predicts every voxel as the mean of the sample's visible voxels; an "
-            "encoder that has learnt anything reconstructs better than that."
+        blocks.append(
+            note(
+                "The baseline predicts every voxel as the mean of the sample's visible voxels; "
+                "an encoder that has learnt anything reconstructs better than that."
+            )
         )
-    return html
+    return blocks
 
 
-def training_section(alignment_history: pd.DataFrame | None, decimals: int) -> str:
+def training_section(alignment_history: pd.DataFrame | None, decimals: int) -> list[Block]:
     """Final loss, best validation loss (and the validation metrics there), temperature."""
     if alignment_history is None or alignment_history.empty:
-        return _absent("No alignment training history in this run.")
+        return [absent("No alignment training history in this run.")]
     history = (
         alignment_history.sort_values("step") if "step" in alignment_history else alignment_history
     )
@@ -783,18 +830,19 @@ def training_section(alignment_history: pd.DataFrame | None, decimals: int) -> s
         rows.append(
             ["mean throughput (samples/s)", format_number(history["samples_per_s"].mean(), 1)]
         )
-    return html_table(["", "value"], rows, (1,))
+    return [table(["", "value"], rows, (1,))]
 
 
-def versions_section(run_metadata: Mapping | None) -> str:
+def versions_section(run_metadata: Mapping | None) -> list[Block]:
     if not run_metadata:
-        return _absent("No catalog version record: run metadata was not passed to the report.")
+        return [absent("No catalog version record: run metadata was not passed to the report.")]
     if not run_metadata.get("versions"):
-        return _absent("No versioned dataset took part in this run.")
+        return [absent("No versioned dataset took part in this run.")]
     rows = sorted(run_metadata["versions"].items())
-    return html_table(["dataset", "version"], rows) + _paragraph(
-        "Load any of them again with e.g. `kedro run --load-versions=<dataset>:<version>`."
-    )
+    return [
+        table(["dataset", "version"], rows),
+        note("Load any of them again with e.g. `kedro run --load-versions=<dataset>:<version>`."),
+    ]
 
 
 def _run_info(run_metadata: Mapping | None) -> str:
@@ -811,6 +859,14 @@ def _run_info(run_metadata: Mapping | None) -> str:
         f"{label} {run_metadata[key]}" for key, label in labels.items() if run_metadata.get(key)
     ]
     return " · ".join(parts)
+
+
+@functools.cache
+def _template() -> tuple[jinja2.Template, str]:
+    folder = files("mriclip.evaluation") / "templates"
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = environment.from_string((folder / "report.html.j2").read_text(encoding="utf-8"))
+    return template, (folder / "report.css").read_text(encoding="utf-8")
 
 
 def render_report(
@@ -842,6 +898,7 @@ def render_report(
     figure_names = [name for name in FIGURE_CAPTIONS if name in figures]
     figure_names += [name for name in figures if name not in FIGURE_CAPTIONS]
     regions = list((parameters or {}).get("regions") or [])
+    figure_blocks = [block for name in figure_names for block in _figure(name, figures[name])]
     sections = [
         (
             "data",
@@ -849,8 +906,7 @@ def render_report(
             data_section(
                 nifti_catalog, catalog_problems, scan_sentences, splits, lesion_table, regions
             ),
-        ),
-        ("settings", "Settings", settings_section(parameters, settings_shown)),
+        ),  # fmt: skip
         (
             "zero-shot",
             "Zero-shot classification",
@@ -859,24 +915,24 @@ def render_report(
         ("retrieval", "Retrieval", retrieval_section(retrieval_metrics, decimals)),
         ("pretraining", "Pretraining", pretraining_section(pretraining_summary, decimals)),
         ("training", "Alignment training", training_section(alignment_history, decimals)),
-        (
-            "figures",
-            "Figures",
-            "".join(_figure(name, figures[name]) for name in figure_names)
-            or _absent("No figures were passed to the report."),
-        ),
+        ("figures", "Figures", figure_blocks or [absent("No figures were passed to the report.")]),
+        ("settings", "Settings", settings_section(parameters, settings_shown)),
         ("versions", "Catalog versions this report came from", versions_section(run_metadata)),
     ]
-    navigation = "".join(f'<a href="#{anchor}">{escape(name)}</a>' for anchor, name, _ in sections)
-    body = "".join(_section(anchor, name, html) for anchor, name, html in sections)
     summary = headline(zero_shot_metrics, retrieval_metrics, baseline_metrics, decimals)
     logger.info("report: %s", summary)
+    template, css = _template()
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>"
-        f"<header><h1>{escape(title)}</h1>"
-        f'<p class="run-info">{escape(_run_info(run_metadata))}</p>'
-        f'<p class="headline">{escape(summary)}</p><nav>{navigation}</nav></header>'
-        f"{body}</main></body></html>\n"
+        template.render(
+            title=title,
+            css=css,
+            run_info=_run_info(run_metadata),
+            headline=summary,
+            measures=[{"kind": "list", "entries": list(MEASURES)}],
+            sections=[
+                {"anchor": anchor, "title": name, "blocks": blocks}
+                for anchor, name, blocks in sections
+            ],
+        )
+        + "\n"
     )

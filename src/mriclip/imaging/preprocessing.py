@@ -8,6 +8,7 @@ spatial step with nearest-neighbour interpolation, so lesion ids survive.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,9 +100,12 @@ def head_mask(volume: np.ndarray, foreground_fraction: float) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-def _spatial_pipeline(config: PreprocessingConfig, has_label: bool) -> Compose:
-    keys = ["image", "label"] if has_label else ["image"]
-    modes = ["bilinear", "nearest"][: len(keys)]
+def _spatial_pipeline(config: PreprocessingConfig, keys: Sequence[str]) -> Compose:
+    """The spatial steps for ``keys``; every key follows the crop found on "image"; "label"
+    is interpolated nearest-neighbour, anything else (a twin image) like the image."""
+    keys = list(keys)
+    modes = ["nearest" if key == "label" else "bilinear" for key in keys]
+    resize_modes = ["nearest" if key == "label" else "trilinear" for key in keys]
 
     def is_head(volume: torch.Tensor) -> torch.Tensor:
         mask = head_mask(volume[0].cpu().numpy(), config.foreground_fraction)
@@ -120,7 +124,7 @@ def _spatial_pipeline(config: PreprocessingConfig, has_label: bool) -> Compose:
                 keys=keys,
                 spatial_size=max(config.target_shape),
                 size_mode="longest",
-                mode=["trilinear", "nearest"][: len(keys)],
+                mode=resize_modes,
             ),
             SpatialPadd(keys=keys, spatial_size=tuple(config.target_shape)),
             ResizeWithPadOrCropd(keys=keys, spatial_size=tuple(config.target_shape)),
@@ -150,6 +154,27 @@ def z_normalise(volume: np.ndarray, config: PreprocessingConfig) -> tuple[np.nda
     }
 
 
+def _intensities(data: np.ndarray, spacing, config: PreprocessingConfig) -> np.ndarray:
+    volume = data.astype(np.float32)
+    volume = volume - min(float(volume.min()), 0.0)  # intensities may be signed; keep air at 0
+    if not np.any(volume > 0):
+        raise ValueError("volume has no positive voxels (empty or constant image)")
+    if config.n4_bias_correction:
+        volume = n4_bias_correction(volume, spacing, config)
+    return volume
+
+
+def _spatial(
+    image: nib.Nifti1Image, volumes: dict[str, np.ndarray], config: PreprocessingConfig
+) -> dict[str, MetaTensor]:
+    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+    sample = {
+        key: MetaTensor(torch.from_numpy(volume.astype(np.float32))[None], affine=affine)
+        for key, volume in volumes.items()
+    }
+    return _spatial_pipeline(config, list(sample))(sample)
+
+
 def preprocess_scan(
     image: nib.Nifti1Image,
     data: np.ndarray,
@@ -159,25 +184,18 @@ def preprocess_scan(
     """Preprocess one validated scan (``data`` is its 3D array, ``label`` its label map or None).
 
     Returns the float32 volume, the int16 label map (or None) on ``config.target_shape``,
-    and a metadata dict for the preprocessing report.
+    and a metadata dict for the preprocessing report; its ``output_affine`` (JSON) maps the
+    output grid's voxels to the scanner's millimetres, as ``image.affine`` does the input's.
     """
-    volume = data.astype(np.float32)
-    volume = volume - min(float(volume.min()), 0.0)  # intensities may be signed; keep air at 0
-    if not np.any(volume > 0):
-        raise ValueError("volume has no positive voxels (empty or constant image)")
     spacing = nib.affines.voxel_sizes(image.affine)
-    if config.n4_bias_correction:
-        volume = n4_bias_correction(volume, spacing, config)
-    affine = torch.as_tensor(image.affine, dtype=torch.float64)
-    sample = {"image": MetaTensor(torch.from_numpy(volume)[None], affine=affine)}
+    volumes = {"image": _intensities(data, spacing, config)}
     if label is not None:
-        sample["label"] = MetaTensor(
-            torch.from_numpy(label.astype(np.float32))[None], affine=affine
-        )
-    out = _spatial_pipeline(config, label is not None)(sample)
+        volumes["label"] = label
+    out = _spatial(image, volumes, config)
     spatial = out["image"][0].numpy()
     normalised, stats = z_normalise(spatial, config)
     out_label = None if label is None else np.rint(out["label"][0].numpy()).astype(np.int16)
+    output_affine = out["image"].affine.numpy()
     metadata = {
         "original_shape": "x".join(map(str, data.shape)),
         "original_spacing": "x".join(f"{s:.3g}" for s in spacing),
@@ -187,9 +205,27 @@ def preprocess_scan(
             f"{s:.3g}" for s in nib.affines.voxel_sizes(out["image"].affine.numpy())
         ),
         "n4_bias_correction": config.n4_bias_correction,
+        "output_affine": json.dumps(np.round(output_affine, 6).tolist()),
         **stats,
     }
     return normalised, out_label, metadata
+
+
+def preprocess_twin(
+    image: nib.Nifti1Image, data: np.ndarray, twin: np.ndarray, config: PreprocessingConfig
+) -> np.ndarray:
+    """A twin of a scan on the scan's own output grid: ``twin`` (the same scan rendered
+    differently, e.g. without lesions) follows the very crop and resampling that ``data``
+    gets, then is z-normalised on its own, as it would be as a scan of its own."""
+    if twin.shape != data.shape:
+        raise ValueError(f"twin shape {twin.shape} differs from the scan's {data.shape}")
+    spacing = nib.affines.voxel_sizes(image.affine)
+    volumes = {
+        "image": _intensities(data, spacing, config),
+        "twin": _intensities(twin, spacing, config),
+    }
+    out = _spatial(image, volumes, config)
+    return z_normalise(out["twin"][0].numpy(), config)[0]
 
 
 def lesion_geometry(label: np.ndarray) -> dict[int, tuple[tuple[float, float, float], int]]:

@@ -48,8 +48,12 @@ def create_clip_model(
     return ClipModel(image_encoder, text_encoder, **clip_params)
 
 
-def clip_model_bundle(model: ClipModel, text_params: Mapping, clip_params: Mapping) -> dict:
-    return {
+def clip_model_bundle(
+    model: ClipModel, text_params: Mapping, clip_params: Mapping, inference: Mapping | None = None
+) -> dict:
+    """Configs and weights as plain values and tensors; ``inference`` (plain data: the
+    preprocessing settings, patch size, zero-shot targets) travels with them."""
+    bundle = {
         "config": {
             "image_encoder": dict(model.image_encoder.build_config),
             "text_encoder": dict(text_params),
@@ -57,6 +61,9 @@ def clip_model_bundle(model: ClipModel, text_params: Mapping, clip_params: Mappi
         },
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if inference is not None:
+        bundle["inference"] = dict(inference)
+    return bundle
 
 
 def load_clip_model(bundle: Mapping) -> ClipModel:

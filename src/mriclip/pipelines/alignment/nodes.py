@@ -7,6 +7,7 @@ import logging
 import pandas as pd
 
 from mriclip.evaluation.embedding import embed_dataset, label_matrix
+from mriclip.evaluation.prompts import zero_shot_spec
 from mriclip.evaluation.retrieval import retrieval_metrics
 from mriclip.evaluation.zero_shot import evaluate_zero_shot
 from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
@@ -44,19 +45,26 @@ def training_and_validation_scans(
     )
 
 
-def with_lesions(scans: pd.DataFrame, lesion_table: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Patch mode centres cubes on lesions: scans without one on the grid are left out,
-    with a warning naming them (their lesions are listed in catalog_problems)."""
-    keep = scans["scan_id"].isin(set(lesion_table["scan_id"]))
-    if what == "training" and keep.sum() < 2:
+def with_lesion_maps(
+    scans: pd.DataFrame, lesion_table: pd.DataFrame, labels: dict, what: str
+) -> pd.DataFrame:
+    """Patch mode describes the lesions inside each patch, which needs to know where they
+    are: a scan with lesions is used only if its label map locates every one of them
+    (lesion-free scans need none). The others are left out with a warning naming them."""
+    located = lesion_table.groupby("scan_id").size()
+    n_located = scans["scan_id"].map(located).fillna(0)
+    keep = (scans["n_lesions"] == 0) | (
+        scans["scan_id"].isin(set(labels)) & (n_located == scans["n_lesions"])
+    )
+    if what == "training" and (keep & (scans["n_lesions"] > 0)).sum() < 2:
         raise ValueError(
-            f"patch mode needs lesions with centres, but only {int(keep.sum())} training "
-            "scan(s) have one in lesion_table (label maps with lesion ids are required; see "
+            f"patch mode needs scans whose label map locates their lesions, but only "
+            f"{int((keep & (scans['n_lesions'] > 0)).sum())} training scan(s) have that (see "
             "catalog_problems). Use alignment.mode: volume for data without label maps."
         )
     if not keep.all():
         logger.warning(
-            "patch mode: %s scan(s) %s have no lesion on the preprocessed grid and are left out",
+            "patch mode: %s scan(s) %s have lesions their label map does not locate; left out",
             what,
             scans.loc[~keep, "scan_id"].tolist(),
         )
@@ -64,7 +72,7 @@ def with_lesions(scans: pd.DataFrame, lesion_table: pd.DataFrame, what: str) -> 
 
 
 def alignment_samples(
-    scans, volumes, lesion_table, sentences, params, seed, training: bool
+    scans, volumes, labels, lesion_table, sentences, params, seed, training: bool
 ) -> AlignmentSamples:
     augment = None
     if training:
@@ -80,6 +88,10 @@ def alignment_samples(
         augment=augment,
         paraphrase=training and params["paraphrase"],
         seed=seed,
+        labels=labels,
+        lesion_patch_fraction=params["lesion_patch_fraction"],
+        min_visible_fraction=params["min_visible_fraction"],
+        patch_columns=params["patch_columns"],
     )
 
 
@@ -105,6 +117,7 @@ def train_on_fold(
     scan_sentences: pd.DataFrame,
     splits: pd.DataFrame,
     preprocessed_volumes: dict,
+    preprocessed_labels: dict,
     lesion_table: pd.DataFrame,
     region_prompts: dict,
     pretrained_encoder: dict | None,
@@ -118,12 +131,12 @@ def train_on_fold(
     seed_everything(seed)  # heads and temperature start the same for the same seed
     train_scans, val_scans = training_and_validation_scans(scan_sentences, splits, params["fold"])
     if params["mode"] == "patch":
-        train_scans = with_lesions(train_scans, lesion_table, "training")
-        val_scans = with_lesions(val_scans, lesion_table, "validation")
+        train_scans = with_lesion_maps(train_scans, lesion_table, preprocessed_labels, "training")
+        val_scans = with_lesion_maps(val_scans, lesion_table, preprocessed_labels, "validation")
     logger.info(
         "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
     )
-    args = (preprocessed_volumes, lesion_table, sentences, params)
+    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
     train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
     val_set = None
     if len(val_scans) > 1:
@@ -141,19 +154,25 @@ def train_clip_model(
     scan_sentences: pd.DataFrame,
     splits: pd.DataFrame,
     preprocessed_volumes: dict,
+    preprocessed_labels: dict,
     lesion_table: pd.DataFrame,
     region_prompts: dict,
     pretrained_encoder: dict | None,
+    preprocessing_settings: dict,
     sentences: dict,
     regions: list[str],
     params: dict,
+    evaluation: dict,
     seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    """The node: train on the configured fold and save the model as a bundle."""
+    """The node: train on the configured fold and save the model as a bundle that carries
+    what inference needs besides the weights: the preprocessing the volumes had, the patch
+    size and mode, and the zero-shot targets with their prompts."""
     model, history = train_on_fold(
         scan_sentences,
         splits,
         preprocessed_volumes,
+        preprocessed_labels,
         lesion_table,
         region_prompts,
         pretrained_encoder,
@@ -162,4 +181,14 @@ def train_clip_model(
         params,
         seed,
     )
-    return clip_model_bundle(model, params["text_encoder"], params["clip"]), history
+    training_rows = scan_sentences[
+        scan_sentences["scan_id"].isin(splits.loc[splits["split"] == "train", "scan_id"])
+    ]
+    inference = {
+        "preprocessing": preprocessing_settings,
+        "mode": params["mode"],
+        "patch_size": params["patch_size"],
+        "zero_shot": zero_shot_spec(regions, sentences, evaluation, training_rows),
+    }
+    bundle = clip_model_bundle(model, params["text_encoder"], params["clip"], inference)
+    return bundle, history

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
+from mriclip.imaging.ablation import inpaint_lesions
+from mriclip.imaging.preprocessing import (
+    PreprocessingConfig,
+    lesion_geometry,
+    preprocess_scan,
+    preprocess_twin,
+)
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
     ProblemLog,
@@ -18,6 +26,7 @@ from mriclip.imaging.validation import (
 )
 from mriclip.splits import patient_level_splits
 from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
+from mriclip.training.samples import VolumeSource
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +168,7 @@ def template_sentences(
             "scan_id": row[scan_col],
             "patient_id": str(row[patient_col]),
             "regions": ";".join(unique),
+            "lesion_regions": ";".join(lesion_regions),
             "n_lesions": len(lesion_regions),
             "stratum": max(unique, key=lesion_regions.count) if unique else "none",
             "sentence": describe_scan(row, lesion_regions, templates),
@@ -166,6 +176,59 @@ def template_sentences(
         record.update({column: row.get(column) for column in templates.columns})
         records.append(record)
     return pd.DataFrame(records), region_prompts(regions, templates)
+
+
+def record_preprocessing_settings(params: dict) -> dict:
+    """The settings the preprocessed volumes were made with, checked, for the model bundle:
+    inference must bring new scans to exactly these."""
+    return asdict(PreprocessingConfig(**params["preprocessing"]))
+
+
+def make_lesion_ablated_twins(
+    raw_images: dict[str, Callable],
+    raw_ablated_images: dict[str, Callable],
+    preprocessed_volumes: dict[str, Callable],
+    preprocessed_labels: dict[str, Callable],
+    nifti_catalog: pd.DataFrame,
+    splits: pd.DataFrame,
+    params: dict,
+) -> tuple[dict, pd.DataFrame]:
+    """Lesion-ablated twins of the scans of ``params["ablation"]["splits"]`` for the controls:
+    the raw twin (the phantom's exact counterfactual) through the scan's own preprocessing
+    where one exists, else the preprocessed scan with its labelled lesions inpainted. Scans
+    with neither are listed in the report with the reason."""
+    settings = params["ablation"]
+    config = PreprocessingConfig(**params["preprocessing"])
+    wanted = set(splits.loc[splits["split"].isin(settings["splits"]), "scan_id"])
+    usable = nifti_catalog[
+        (nifti_catalog["status"] == "ok") & nifti_catalog["scan_id"].isin(wanted)
+    ]
+    volumes, labels = VolumeSource(preprocessed_volumes), VolumeSource(preprocessed_labels)
+    twins, rows = {}, []
+    for scan in tqdm(
+        usable.itertuples(), total=len(usable), desc="ablated twins", unit="scan", disable=None
+    ):
+        if scan.scan_id not in volumes:
+            continue  # preprocessing failed; listed in catalog_problems
+        if scan.image_file in raw_ablated_images:
+            image = raw_images[scan.image_file]()
+            twin = as_3d(raw_ablated_images[scan.image_file]())
+            twins[scan.scan_id] = preprocess_twin(image, as_3d(image), twin, config)
+            method = "counterfactual"
+        elif scan.scan_id in labels:
+            twins[scan.scan_id] = inpaint_lesions(
+                np.asarray(volumes[scan.scan_id]),
+                np.asarray(labels[scan.scan_id]),
+                settings["dilation_factor"],
+                settings["dilation_voxels"],
+            )
+            method = "inpainted"
+        else:
+            method = "none: no label map and no raw twin, so the scan has no ablated control"
+        rows.append({"scan_id": scan.scan_id, "method": method})
+    report = pd.DataFrame(rows, columns=["scan_id", "method"])
+    logger.info("lesion-ablated twins: %s", report["method"].value_counts().to_dict() or "none")
+    return twins, report
 
 
 def split_patients(scan_sentences: pd.DataFrame, seed: int, params: dict) -> pd.DataFrame:

@@ -64,6 +64,26 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="split_patients",
             ),
             Node(
+                nodes.record_preprocessing_settings,
+                "params:data_engineering",
+                "preprocessing_settings",
+                name="record_preprocessing_settings",
+            ),
+            Node(
+                nodes.make_lesion_ablated_twins,
+                [
+                    "raw_images",
+                    "raw_ablated_images",
+                    "preprocessed_volumes",
+                    "preprocessed_labels",
+                    "nifti_catalog",
+                    "splits",
+                    "params:data_engineering",
+                ],
+                ["lesion_ablated_volumes", "ablation_report"],
+                name="make_lesion_ablated_twins",
+            ),
+            Node(
                 nodes.gather_problems,
                 ["image_problems", "lesion_problems", "preprocessing_problems"],
                 "catalog_problems",

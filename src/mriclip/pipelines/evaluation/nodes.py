@@ -1,28 +1,53 @@
-"""Thin nodes of the evaluation pipeline: embeddings once, then metrics, baselines, figures.
+"""Thin nodes of the evaluation pipeline: embeddings once, then scores, metrics, figures.
 
-Levels: ``scan`` (whole preprocessed volume, labels = all regions of the scan) and ``lesion``
-(a cube centred on each lesion, label = its region, as the paper). Stages: ``aligned`` (the
-trained model) and ``initial`` (the same model before alignment: pretrained or random image
-encoder, untrained heads), for the before/after t-SNE.
+Levels: ``scan`` (what a user gets on a new scan: patches over the whole brain, scored against
+every prompt and aggregated; labels = all regions of the scan) and ``lesion`` (the paper's
+protocol: a cube centred on each annotated lesion, label = its region). Stages: ``aligned``
+(the trained model) and ``initial`` (the same model before alignment). Variants: ``original``
+and ``lesion_ablated`` (the same test scans without their lesions: every metric's control).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from mriclip.evaluation.baselines import fusion_classifier, linear_probe
-from mriclip.evaluation.embedding import embed_dataset, label_matrix
+from mriclip.evaluation.bootstrap import with_bootstrap_intervals
+from mriclip.evaluation.embedding import (
+    embed_dataset,
+    embed_patches,
+    label_matrix,
+    patch_lesion_truth,
+    scan_patches,
+)
 from mriclip.evaluation.modality_gap import zero_shot_gap_sweep
-from mriclip.evaluation.plots import retrieval_grid, roc_curves, training_curves, tsne_before_after
+from mriclip.evaluation.plots import (
+    evidence_figure,
+    retrieval_grid,
+    roc_curves,
+    training_curves,
+    tsne_before_after,
+)
+from mriclip.evaluation.prompts import (
+    REGIONS_TARGET,
+    class_embeddings,
+    prompt_texts,
+    zero_shot_spec,
+)
+from mriclip.evaluation.rank_metrics import roc_auc
 from mriclip.evaluation.retrieval import (
     permutation_baseline,
-    retrieval_metrics,
+    ranking_metrics,
     retrieval_random_baseline,
+    single_class_reason,
 )
+from mriclip.evaluation.scan_scoring import ScanScorer, evidence_map, probability_columns
 from mriclip.evaluation.zero_shot import (
     zero_shot_metrics,
     zero_shot_random_baseline,
@@ -36,18 +61,29 @@ from mriclip.models.factory import (
 )
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.runtime import pick_device, seed_everything
-from mriclip.training.samples import AlignmentSamples, LesionPatches
+from mriclip.training.samples import AlignmentSamples, LesionPatches, VolumeSource
 
 logger = logging.getLogger(__name__)
 LEVELS = ("scan", "lesion")
+ORIGINAL, ABLATED = "original", "lesion_ablated"
+#: Which embeddings each comparison of a level uses: (stage, variant).
+COMPARISONS = {
+    "model": ("aligned", ORIGINAL),
+    "lesion_ablated": ("aligned", ABLATED),
+    "before_alignment": ("initial", ORIGINAL),
+}
 
 
-def _embedding_rows(embedded: dict, level: str, split: str, stage: str) -> pd.DataFrame:
+# --- embeddings --------------------------------------------------------------------------------
+
+
+def _embedding_rows(embedded: dict, level: str, split: str, stage: str, variant: str):
     table = pd.DataFrame(
         {
             "level": level,
             "split": split,
             "stage": stage,
+            "variant": variant,
             "scan_id": embedded["scan_ids"],
             "key": embedded["keys"],
             "sentence": embedded["sentences"],
@@ -58,20 +94,63 @@ def _embedding_rows(embedded: dict, level: str, split: str, stage: str) -> pd.Da
     return pd.concat([table, image, text], axis=1)
 
 
-def _embed_all(
-    model, scans_by_split, volumes, lesion_table, templates, patch_size, stage, splits_wanted
-) -> list[pd.DataFrame]:
-    tables = []
-    for split in splits_wanted:
-        scans = scans_by_split[split]
-        volume_items = AlignmentSamples(
-            scans, volumes, lesion_table, templates, mode="volume", paraphrase=False
+def _embed_levels(
+    model, scans, volumes, lesion_table, templates, patch_size, split, stage, variant
+):
+    """Whole-volume (scan level) and lesion-cube (lesion level) embeddings of ``scans``."""
+    scans = scans[[scan_id in volumes for scan_id in scans["scan_id"]]]
+    if scans.empty:
+        return []
+    volume_items = AlignmentSamples(
+        scans, volumes, lesion_table, templates, mode="volume", paraphrase=False
+    )
+    tables = [_embedding_rows(embed_dataset(model, volume_items), "scan", split, stage, variant)]
+    lesions = lesion_table[lesion_table["scan_id"].isin(set(scans["scan_id"]))]
+    if len(lesions):
+        patches = LesionPatches(lesions, scans, volumes, templates, patch_size)
+        tables.append(
+            _embedding_rows(embed_dataset(model, patches), "lesion", split, stage, variant)
         )
-        tables.append(_embedding_rows(embed_dataset(model, volume_items), "scan", split, stage))
-        lesions = lesion_table[lesion_table["scan_id"].isin(set(scans["scan_id"]))]
-        if len(lesions):
-            patches = LesionPatches(lesions, scans, volumes, templates, patch_size)
-            tables.append(_embedding_rows(embed_dataset(model, patches), "lesion", split, stage))
+    return tables
+
+
+def _patch_rows(model, scans, volumes, labels, lesion_table, alignment, scoring, stage, variant):
+    """Grid patches of each scan (the grid of its original volume) with their lesion truth."""
+    tables = []
+    patch_size = alignment["patch_size"]
+    for scan_id in tqdm(list(scans["scan_id"]), desc=f"patches {stage}/{variant}", disable=None):
+        if scan_id not in volumes[variant]:
+            continue
+        original = np.asarray(volumes[ORIGINAL][scan_id])
+        starts = scan_patches(
+            original, patch_size, scoring["stride"], scoring["min_foreground_fraction"]
+        )
+        size = min(patch_size, *original.shape)
+        vectors = embed_patches(
+            model, np.asarray(volumes[variant][scan_id]), starts, size, scoring["batch_size"]
+        )
+        keys, cuts = patch_lesion_truth(
+            np.asarray(labels[scan_id]) if scan_id in labels else None,
+            starts,
+            size,
+            lesion_table[lesion_table["scan_id"] == scan_id],
+            alignment["min_visible_fraction"],
+        )
+        table = pd.DataFrame(
+            {
+                "scan_id": scan_id,
+                "stage": stage,
+                "variant": variant,
+                "patch": np.arange(len(starts)),
+                "x": starts[:, 0],
+                "y": starts[:, 1],
+                "z": starts[:, 2],
+                "patch_size": size,
+                "key": keys,
+                "cut": cuts,
+            }
+        )
+        tables.append(pd.concat([table, pd.DataFrame(vectors).add_prefix("image_")], axis=1))
     return tables
 
 
@@ -81,15 +160,18 @@ def embed_for_evaluation(
     scan_sentences: pd.DataFrame,
     splits: pd.DataFrame,
     preprocessed_volumes: dict,
+    preprocessed_labels: dict,
+    lesion_ablated_volumes: dict,
     lesion_table: pd.DataFrame,
-    region_prompts: dict,
     sentences: dict,
     regions: list[str],
     alignment: dict,
+    evaluation: dict,
     seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Embeddings of train and test items (aligned model) and of test items before alignment,
-    plus the prompt embeddings of both stages."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Embeddings of test items (aligned model on the scans and on their lesion-ablated
+    twins; the model before alignment), of training items, of the test scans' grid patches,
+    and of every zero-shot prompt of both stages; plus the zero-shot spec they answer."""
     templates = SentenceTemplates.from_params(sentences)
     by_split = {
         split: scan_sentences[
@@ -107,108 +189,324 @@ def embed_for_evaluation(
         alignment["text_encoder"],
         alignment["clip"],
     ).to(device)
-    args = (preprocessed_volumes, lesion_table, templates, alignment["patch_size"])
-    train = _embed_all(aligned, by_split, *args, "aligned", ["train"])
-    test = _embed_all(aligned, by_split, *args, "aligned", ["test"])
-    test += _embed_all(initial, by_split, *args, "initial", ["test"])
-    prompts = [region_prompts[region] for region in regions]
+    volumes = {
+        ORIGINAL: VolumeSource(preprocessed_volumes),
+        ABLATED: VolumeSource(lesion_ablated_volumes),
+    }
+    labels = VolumeSource(preprocessed_labels)
+    runs = [("aligned", ORIGINAL, aligned), ("aligned", ABLATED, aligned)]
+    runs.append(("initial", ORIGINAL, initial))
+    level_args = (lesion_table, templates, alignment["patch_size"])
+    test, patches = [], []
+    for stage, variant, model in runs:
+        test += _embed_levels(model, by_split["test"], volumes[variant], *level_args, "test",
+                              stage, variant)  # fmt: skip
+        patches += _patch_rows(
+            model, by_split["test"], volumes, labels, lesion_table, alignment,
+            evaluation["scan_scoring"], stage, variant,
+        )  # fmt: skip
+    train = _embed_levels(
+        aligned, by_split["train"], volumes[ORIGINAL], *level_args, "train", "aligned", ORIGINAL
+    )
+    spec = zero_shot_spec(regions, sentences, evaluation, by_split["train"])
+    texts = prompt_texts(spec)
     prompt_rows = []
     for stage, model in (("aligned", aligned), ("initial", initial)):
-        vectors = pd.DataFrame(embed_texts(model, prompts).numpy()).add_prefix("text_")
+        vectors = pd.DataFrame(embed_texts(model, list(texts["text"])).numpy()).add_prefix("text_")
+        logit_scale = float(model.logit_scale.detach())
         prompt_rows.append(
-            pd.concat(
-                [pd.DataFrame({"stage": stage, "region": regions, "prompt": prompts}), vectors],
-                axis=1,
-            )
+            pd.concat([texts.assign(stage=stage, logit_scale=logit_scale), vectors], axis=1)
         )
-    logit_scale = float(aligned.logit_scale.detach())
-    prompt_table = pd.concat(prompt_rows, ignore_index=True).assign(logit_scale=logit_scale)
-    return (pd.concat(test, ignore_index=True), pd.concat(train, ignore_index=True), prompt_table)
+    return (
+        pd.concat(test, ignore_index=True),
+        pd.concat(train, ignore_index=True),
+        pd.concat(patches, ignore_index=True),
+        pd.concat(prompt_rows, ignore_index=True),
+        spec,
+    )
+
+
+# --- selecting ---------------------------------------------------------------------------------
 
 
 def _matrix(table: pd.DataFrame, prefix: str) -> np.ndarray:
     return table.filter(regex=f"^{prefix}_\\d+$").to_numpy(dtype=np.float64)
 
 
-def _select(table: pd.DataFrame, level: str, stage: str = "aligned") -> pd.DataFrame:
-    return table[(table["level"] == level) & (table["stage"] == stage)].reset_index(drop=True)
+def _select(
+    table: pd.DataFrame, stage: str = "aligned", variant: str = ORIGINAL, level: str | None = None
+) -> pd.DataFrame:
+    keep = (table["stage"] == stage) & (table["variant"] == variant)
+    if level is not None:
+        keep &= table["level"] == level
+    return table[keep].reset_index(drop=True)
 
 
-def _prompts(prompt_embeddings: pd.DataFrame, stage: str = "aligned") -> np.ndarray:
-    return _matrix(prompt_embeddings[prompt_embeddings["stage"] == stage], "text")
+def _stage_prompts(prompt_embeddings: pd.DataFrame, stage: str) -> tuple[pd.DataFrame, np.ndarray]:
+    rows = prompt_embeddings[prompt_embeddings["stage"] == stage].reset_index(drop=True)
+    return rows, _matrix(rows, "text")
 
 
-def _levels(test_embeddings: pd.DataFrame) -> list[str]:
-    return [level for level in LEVELS if (test_embeddings["level"] == level).any()]
+def _region_prompts(prompt_embeddings: pd.DataFrame, stage: str, ensemble: bool) -> np.ndarray:
+    rows, vectors = _stage_prompts(prompt_embeddings, stage)
+    return class_embeddings(rows, vectors, REGIONS_TARGET, "positive", ensemble)
+
+
+def _patients(scan_sentences: pd.DataFrame) -> dict[str, str]:
+    return dict(
+        zip(scan_sentences["scan_id"], scan_sentences["patient_id"].astype(str), strict=True)
+    )
+
+
+# --- scores ------------------------------------------------------------------------------------
+
+
+def score_test_scans(
+    patch_embeddings: pd.DataFrame,
+    prompt_embeddings: pd.DataFrame,
+    zero_shot_spec: dict,
+    params: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per patch and per scan, every class's zero-shot probability and the lesion evidence,
+    for each stage and variant (``evaluation.prompts`` and ``evaluation.scan_scoring``)."""
+    scoring, prompts = params["scan_scoring"], params["prompts"]
+    columns = probability_columns(zero_shot_spec)
+    patch_tables, scan_rows = [], []
+    for (stage, variant), group in patch_embeddings.groupby(["stage", "variant"], sort=False):
+        rows, vectors = _stage_prompts(prompt_embeddings, stage)
+        scorer = ScanScorer(
+            zero_shot_spec,
+            rows,
+            vectors,
+            float(rows["logit_scale"].iloc[0]),
+            ensemble=prompts["ensemble"],
+            negative=prompts["negative"],
+            aggregation=scoring["aggregation"],
+            top_k=scoring["top_k"],
+            target_aggregation=scoring["target_aggregation"],
+        )
+        for scan_id, patches in group.groupby("scan_id", sort=False):
+            embeddings = _matrix(patches, "image")
+            probabilities, evidence = scorer.patch_probabilities(embeddings)
+            table = patches[["scan_id", "stage", "variant", "patch", "x", "y", "z", "patch_size",
+                             "key", "cut"]].assign(lesion_evidence=evidence)  # fmt: skip
+            for name, target in zero_shot_spec["targets"].items():
+                for index, value in enumerate(target["classes"]):
+                    table[columns[(name, value)]] = probabilities[name][:, index]
+            patch_tables.append(table)
+            scores, any_lesion = scorer.scan_scores(embeddings)
+            row = {"scan_id": scan_id, "stage": stage, "variant": variant,
+                   "prob_any_lesion": any_lesion}  # fmt: skip
+            for name, target in zero_shot_spec["targets"].items():
+                for index, value in enumerate(target["classes"]):
+                    row[columns[(name, value)]] = float(scores[name][index])
+            scan_rows.append(row)
+    return pd.concat(patch_tables, ignore_index=True), pd.DataFrame(scan_rows)
+
+
+def _scan_scores(
+    test_scan_scores: pd.DataFrame, spec: dict, target: str, stage: str, variant: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    columns = probability_columns(spec)
+    rows = _select(test_scan_scores, stage, variant)
+    names = [columns[(target, value)] for value in spec["targets"][target]["classes"]]
+    return rows, rows[names].to_numpy(dtype=np.float64)
+
+
+def _target_labels(
+    scan_ids: pd.Series, scan_sentences: pd.DataFrame, spec: dict, target: str
+) -> np.ndarray:
+    rows = scan_sentences.set_index("scan_id").loc[scan_ids]
+    classes = spec["targets"][target]["classes"]
+    if target == REGIONS_TARGET:
+        return label_matrix(rows["regions"].fillna("").tolist(), classes)
+    values = rows[spec["targets"][target]["column"]].astype(str).to_numpy()
+    return (values[:, None] == np.array(classes)[None, :]).astype(int)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def _with_intervals(metric_fn: Callable, groups, params: dict, seed: int) -> dict:
+    bootstrap = params["bootstrap"]
+    return with_bootstrap_intervals(
+        metric_fn, groups, bootstrap["n_resamples"], bootstrap["confidence"], seed
+    )
+
+
+def _zero_shot_with_intervals(scores, labels, classes, groups, params, seed) -> dict:
+    return _with_intervals(
+        lambda i: zero_shot_metrics(scores[i], labels[i], classes), groups, params, seed
+    )
+
+
+def lesion_detection_metrics(
+    patch_scores: pd.DataFrame, groups: list[str], params: dict, seed: int
+) -> dict:
+    """AUC of lesion vs no-lesion patches, score 1 − p(no lesion). Patches that cut a lesion
+    without showing enough of it are neither, and left out (``n_excluded``)."""
+    positive = patch_scores["key"].fillna("") != ""
+    negative = ~positive & ~patch_scores["cut"].astype(bool)
+    keep = (positive | negative).to_numpy()
+    labels = positive.to_numpy()[keep]
+    scores = patch_scores["lesion_evidence"].to_numpy()[keep]
+    counts = {
+        "n_positive": int(labels.sum()),
+        "n_negative": int((~labels).sum()),
+        "n_excluded": int((~keep).sum()),
+    }
+    reason = single_class_reason(labels.astype(int))
+    if reason:
+        return {"skipped": f"lesion detection: {reason} among the test patches", **counts}
+
+    def detection(indices: np.ndarray) -> dict:
+        return {"auc": roc_auc(labels[indices], scores[indices])}
+
+    return {**_with_intervals(detection, np.asarray(groups)[keep], params, seed), **counts}
 
 
 def zero_shot_evaluation(
     test_embeddings: pd.DataFrame,
     train_embeddings: pd.DataFrame,
     prompt_embeddings: pd.DataFrame,
+    test_scan_scores: pd.DataFrame,
+    test_patch_scores: pd.DataFrame,
+    zero_shot_spec: dict,
+    scan_sentences: pd.DataFrame,
     regions: list[str],
     params: dict,
+    seed: int,
 ) -> dict:
-    """Per level: the model, the same model before alignment, the exact random baseline, and
-    the modality-gap sweep (gap measured on the training split)."""
-    result = {}
-    for level in _levels(test_embeddings):
-        test = _select(test_embeddings, level)
-        labels = label_matrix(test["key"], regions)
-        before = _select(test_embeddings, level, "initial")
-        train = _select(train_embeddings, level)
-        result[f"{level}_level"] = {
-            "model": zero_shot_metrics(
-                zero_shot_scores(_matrix(test, "image"), _prompts(prompt_embeddings)),
-                labels,
-                regions,
-            ),
-            "before_alignment": zero_shot_metrics(
-                zero_shot_scores(_matrix(before, "image"), _prompts(prompt_embeddings, "initial")),
-                label_matrix(before["key"], regions),
-                regions,
-            ),
-            "random": zero_shot_random_baseline(labels, regions),
-            "gap_sweep": zero_shot_gap_sweep(
+    """Scan level (patch evidence aggregated), lesion level (the paper's cubes), patch-level
+    lesion detection and the scan-level targets: each for the model, its lesion-ablated
+    control and the model before alignment, beside the exact random baseline, with
+    patient-level bootstrap intervals."""
+    patient_of = _patients(scan_sentences)
+    ensemble = params["prompts"]["ensemble"]
+    result = {
+        "prompts": {
+            "ensemble": ensemble,
+            "negative": params["prompts"]["negative"],
+            "aggregation": params["scan_scoring"]["aggregation"],
+            "top_k": params["scan_scoring"]["top_k"],
+            "stride": params["scan_scoring"]["stride"],
+        }
+    }
+    for target in zero_shot_spec["targets"]:
+        classes = zero_shot_spec["targets"][target]["classes"]
+        part = {}
+        for comparison, (stage, variant) in COMPARISONS.items():
+            rows, scores = _scan_scores(test_scan_scores, zero_shot_spec, target, stage, variant)
+            if rows.empty:
+                continue
+            labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec, target)
+            groups = rows["scan_id"].map(patient_of).tolist()
+            part[comparison] = _zero_shot_with_intervals(
+                scores, labels, classes, groups, params, seed
+            )
+            if comparison == "model":
+                part["random"] = zero_shot_random_baseline(labels, classes)
+        if target == REGIONS_TARGET:
+            result["scan_level"] = part
+        else:
+            result.setdefault("targets", {})[target] = part
+
+    lesion_part = {}
+    for comparison, (stage, variant) in COMPARISONS.items():
+        lesions = _select(test_embeddings, stage, variant, "lesion")
+        if lesions.empty:
+            continue
+        labels = label_matrix(lesions["key"], regions)
+        scores = zero_shot_scores(
+            _matrix(lesions, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
+        )
+        groups = lesions["scan_id"].map(patient_of).tolist()
+        lesion_part[comparison] = _zero_shot_with_intervals(
+            scores, labels, regions, groups, params, seed
+        )
+        if comparison == "model":
+            lesion_part["random"] = zero_shot_random_baseline(labels, regions)
+            train = _select(train_embeddings, level="lesion")
+            lesion_part["gap_sweep"] = zero_shot_gap_sweep(
                 _matrix(train, "image"),
                 _matrix(train, "text"),
-                _matrix(test, "image"),
-                _prompts(prompt_embeddings),
+                _matrix(lesions, "image"),
+                _region_prompts(prompt_embeddings, stage, ensemble),
                 labels,
                 regions,
                 lambdas=params["gap_lambdas"],
-            ),
-        }
+            )
+    if lesion_part:
+        result["lesion_level"] = lesion_part
+
+    detection = {}
+    for comparison, (stage, variant) in COMPARISONS.items():
+        patches = _select(test_patch_scores, stage, variant)
+        if patches.empty:
+            continue
+        groups = patches["scan_id"].map(patient_of).tolist()
+        detection[comparison] = lesion_detection_metrics(patches, groups, params, seed)
+    detection["random"] = {"auc": 0.5}
+    result["lesion_detection"] = detection
     return result
 
 
 def retrieval_evaluation(
     test_embeddings: pd.DataFrame,
     prompt_embeddings: pd.DataFrame,
+    test_scan_scores: pd.DataFrame,
+    zero_shot_spec: dict,
+    scan_sentences: pd.DataFrame,
     regions: list[str],
     params: dict,
     seed: int,
 ) -> dict:
-    """Per level: retrieval by each region prompt, beside the analytic random baseline and
-    the same metrics on shuffled embeddings."""
+    """Per level: retrieval by each region prompt for the model and its lesion-ablated
+    control (with bootstrap intervals), beside the analytic random baseline and shuffled
+    scores. Scan level ranks scans by their aggregated evidence for the region; lesion level
+    ranks lesion cubes by their distance to the region prompt."""
+    patient_of = _patients(scan_sentences)
+    ensemble = params["prompts"]["ensemble"]
     result = {}
-    for level in _levels(test_embeddings):
-        test = _select(test_embeddings, level)
-        labels = label_matrix(test["key"], regions)
-        images, prompts = _matrix(test, "image"), _prompts(prompt_embeddings)
-        result[f"{level}_level"] = {
-            "model": retrieval_metrics(images, prompts, labels, regions),
-            "random": retrieval_random_baseline(labels, regions),
-            "shuffled": permutation_baseline(
-                retrieval_metrics,
-                images,
-                prompts,
-                labels,
-                regions,
-                n_permutations=params["n_permutations"],
-                seed=seed,
-            ),
-        }
+    for level in LEVELS:
+        part = {}
+        for comparison in ("model", "lesion_ablated"):
+            stage, variant = COMPARISONS[comparison]
+            if level == "scan":
+                rows, scores = _scan_scores(
+                    test_scan_scores, zero_shot_spec, REGIONS_TARGET, stage, variant
+                )
+                if rows.empty:
+                    continue
+                labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec,
+                                        REGIONS_TARGET)  # fmt: skip
+            else:
+                rows = _select(test_embeddings, stage, variant, "lesion")
+                if rows.empty:
+                    continue
+                labels = label_matrix(rows["key"], regions)
+                scores = zero_shot_scores(
+                    _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
+                )
+            groups = rows["scan_id"].map(patient_of).tolist()
+            part[comparison] = _with_intervals(
+                lambda i, s=scores, y=labels: ranking_metrics(s[i], y[i], regions),
+                groups,
+                params,
+                seed,
+            )
+            if comparison == "model":
+                part["random"] = retrieval_random_baseline(labels, regions)
+                part["shuffled"] = permutation_baseline(
+                    ranking_metrics,
+                    scores,
+                    labels,
+                    regions,
+                    n_permutations=params["n_permutations"],
+                    seed=seed,
+                )
+        if part:
+            result[f"{level}_level"] = part
     return result
 
 
@@ -220,10 +518,10 @@ def baseline_evaluation(
     seed: int,
 ) -> dict:
     """Supervised references on frozen embeddings (seed 004), at the primary level."""
-    level = (
-        params["primary_level"] if params["primary_level"] in _levels(test_embeddings) else "scan"
-    )
-    train, test = _select(train_embeddings, level), _select(test_embeddings, level)
+    level = params["primary_level"]
+    if not (test_embeddings["level"] == level).any():
+        level = "scan"
+    train, test = _select(train_embeddings, level=level), _select(test_embeddings, level=level)
     train_y, test_y = label_matrix(train["key"], regions), label_matrix(test["key"], regions)
     fusion = {**params["fusion"], "seed": seed}
     return {
@@ -254,20 +552,74 @@ def baseline_evaluation(
     }
 
 
+# --- figures -----------------------------------------------------------------------------------
+
+
+def _axial(volume: np.ndarray, depth: int) -> np.ndarray:
+    return np.rot90(volume[:, :, depth])
+
+
+def _evidence_panels(
+    patch_scores: pd.DataFrame,
+    volumes: dict,
+    ablated: dict,
+    labels: dict,
+    scan_ids: list[str],
+) -> list[dict]:
+    """The axial slice through each scan's largest lesion (or its middle), with the lesion
+    evidence maps of the scan and of its ablated twin on the preprocessed grid."""
+    panels = []
+    for scan_id in scan_ids:
+        volume = np.asarray(volumes[scan_id])
+        label = np.asarray(labels[scan_id]) if scan_id in labels else np.zeros(volume.shape)
+        lesion_voxels = (label > 0).sum(axis=(0, 1))
+        depth = int(np.argmax(lesion_voxels)) if lesion_voxels.any() else volume.shape[2] // 2
+        panel = {
+            "scan_id": scan_id,
+            "image": _axial(volume, depth),
+            "label": _axial(label, depth),
+        }
+        for variant in (ORIGINAL, ABLATED):
+            rows = patch_scores[
+                (patch_scores["scan_id"] == scan_id) & (patch_scores["variant"] == variant)
+            ]
+            if rows.empty:
+                continue
+            starts = rows[["x", "y", "z"]].to_numpy(dtype=int)
+            size = int(rows["patch_size"].iloc[0])
+            values = rows["lesion_evidence"].to_numpy()
+            mapped = _axial(evidence_map(volume.shape, starts, size, values), depth)
+            if variant == ORIGINAL:
+                panel["evidence"] = mapped
+            else:
+                panel["ablated_image"] = _axial(np.asarray(ablated[scan_id]), depth)
+                panel["ablated_evidence"] = mapped
+        panels.append(panel)
+    return panels
+
+
 def evaluation_figures(
     test_embeddings: pd.DataFrame,
     prompt_embeddings: pd.DataFrame,
+    test_scan_scores: pd.DataFrame,
+    test_patch_scores: pd.DataFrame,
+    zero_shot_spec: dict,
+    scan_sentences: pd.DataFrame,
     alignment_history: pd.DataFrame,
     preprocessed_volumes: dict,
+    preprocessed_labels: dict,
+    lesion_ablated_volumes: dict,
     regions: list[str],
     params: dict,
     seed: int,
-) -> tuple[Figure, Figure, Figure, Figure]:
-    """t-SNE before/after, ROC curves, training curves, retrieval example grid."""
-    level = (
-        params["primary_level"] if params["primary_level"] in _levels(test_embeddings) else "scan"
-    )
-    after, before = _select(test_embeddings, level), _select(test_embeddings, level, "initial")
+) -> tuple[Figure, Figure, Figure, Figure, Figure]:
+    """t-SNE before/after, scan-level ROC curves, training curves, retrieval example grid and
+    lesion evidence maps of a few test scans beside their true label maps."""
+    level = params["primary_level"]
+    if not (test_embeddings["level"] == level).any():
+        level = "scan"
+    after = _select(test_embeddings, level=level)
+    before = _select(test_embeddings, "initial", level=level)
     first_region = [key.split(";")[0] or "none" for key in after["key"]]
     tsne = tsne_before_after(
         _matrix(before, "image"),
@@ -278,23 +630,34 @@ def evaluation_figures(
         regions=[*regions, "none"],
         seed=seed,
     )
-    labels = label_matrix(after["key"], regions)
-    scores = zero_shot_scores(_matrix(after, "image"), _prompts(prompt_embeddings))
+    rows, scores = _scan_scores(test_scan_scores, zero_shot_spec, REGIONS_TARGET, "aligned",
+                                ORIGINAL)  # fmt: skip
+    labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec, REGIONS_TARGET)
     roc = roc_curves(scores, labels, regions)
     curves = training_curves(alignment_history)
-    scans = _select(test_embeddings, "scan")
+    volumes = VolumeSource(preprocessed_volumes)
 
     def middle_slice(index: int) -> np.ndarray:
-        volume = np.asarray(preprocessed_volumes[scans["scan_id"][index]]())
+        volume = np.asarray(volumes[rows["scan_id"][index]])
         return np.rot90(volume[:, :, volume.shape[2] // 2])
 
     grid = retrieval_grid(
-        _matrix(scans, "image"),
-        _prompts(prompt_embeddings),
+        scores,
         regions,
         middle_slice,
-        top_k=min(params["grid_top_k"], len(scans)),
-        labels=label_matrix(scans["key"], regions),
-        sample_ids=scans["scan_id"].tolist(),
+        top_k=min(params["grid_top_k"], len(rows)),
+        labels=labels,
+        sample_ids=rows["scan_id"].tolist(),
     )
-    return tsne, roc, curves, grid
+    with_lesions = [sid for sid, y in zip(rows["scan_id"], labels, strict=True) if y.any()]
+    shown = (with_lesions or list(rows["scan_id"]))[: params["n_figure_scans"]]
+    evidence = evidence_figure(
+        _evidence_panels(
+            test_patch_scores[test_patch_scores["stage"] == "aligned"],
+            volumes,
+            VolumeSource(lesion_ablated_volumes),
+            VolumeSource(preprocessed_labels),
+            shown,
+        )
+    )
+    return tsne, roc, curves, grid, evidence

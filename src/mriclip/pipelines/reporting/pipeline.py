@@ -20,6 +20,7 @@ REPORT_INPUTS = [
     "roc_figure",
     "training_curves_figure",
     "retrieval_grid_figure",
+    "evidence_figure",
     "reconstruction_figure",
     "parameters",
     "run_metadata",

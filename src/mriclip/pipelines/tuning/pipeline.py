@@ -14,6 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "scan_sentences",
                     "splits",
                     "preprocessed_volumes",
+                    "preprocessed_labels",
                     "lesion_table",
                     "region_prompts",
                     "pretrained_encoder",

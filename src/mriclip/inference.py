@@ -1,0 +1,220 @@
+"""A trained model applied to new, unannotated scans: predictions, embeddings, text queries and
+evidence maps, from the model bundle alone.
+
+The bundle (``clip_model``) carries the preprocessing settings its training volumes had, the
+patch size and the zero-shot spec (targets, classes, prompt templates). A new scan goes
+through exactly that preprocessing, is covered by patches as at evaluation
+(:mod:`mriclip.evaluation.scan_scoring`), and gets per class the aggregated probability. The
+lesion evidence of the patches, blended into a map on the preprocessed grid, is resampled
+onto the input scan's own grid and affine, so it opens over the input in any viewer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from mriclip.evaluation.embedding import embed_patches, scan_patches
+from mriclip.evaluation.prompts import prompt_texts
+from mriclip.evaluation.scan_scoring import (
+    ScanScorer,
+    aggregate_patches,
+    evidence_map,
+    probability_columns,
+    resample_to_grid,
+)
+from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
+from mriclip.models.clip import ClipModel
+from mriclip.models.factory import embed_texts
+
+logger = logging.getLogger(__name__)
+
+
+class IncompatibleBundleError(ValueError):
+    """The model bundle lacks what inference needs, or asks for preprocessing that cannot be
+    reproduced here; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What the bundle says inference must do."""
+
+    preprocessing: PreprocessingConfig
+    mode: str
+    patch_size: int
+    zero_shot: Mapping
+
+
+def inference_spec(bundle: Mapping) -> InferenceSpec:
+    """Read and check the bundle's inference settings; refuse what cannot be reproduced."""
+    settings = bundle.get("inference")
+    if not settings:
+        raise IncompatibleBundleError(
+            "the clip_model bundle has no 'inference' settings (preprocessing, patch size, "
+            "zero-shot targets): it was saved by an older mriclip; re-run the alignment "
+            "pipeline to get a bundle inference can use"
+        )
+    missing = [
+        key for key in ("preprocessing", "mode", "patch_size", "zero_shot") if key not in settings
+    ]
+    if missing:
+        raise IncompatibleBundleError(f"the clip_model bundle's inference settings lack {missing}")
+    preprocessing = dict(settings["preprocessing"])
+    known = {field.name for field in dataclasses.fields(PreprocessingConfig)}
+    unknown = sorted(set(preprocessing) - known)
+    if unknown:
+        raise IncompatibleBundleError(
+            f"the model was trained on volumes preprocessed with settings {unknown} that this "
+            f"mriclip does not know (it knows {sorted(known)}); use the mriclip version that "
+            "trained the model"
+        )
+    absent = sorted(known - set(preprocessing))
+    if absent:
+        raise IncompatibleBundleError(
+            f"the bundle does not record the preprocessing settings {absent}, so inference "
+            "cannot bring new scans to the training volumes' grid and intensities"
+        )
+    try:
+        config = PreprocessingConfig(**preprocessing)
+    except (TypeError, ValueError) as error:
+        raise IncompatibleBundleError(
+            f"the bundle's preprocessing settings are invalid: {error}"
+        ) from error
+    if config.n4_bias_correction and importlib.util.find_spec("SimpleITK") is None:
+        raise IncompatibleBundleError(
+            "the model was trained on N4 bias-corrected volumes but SimpleITK is not "
+            "installed here (pip install SimpleITK)"
+        )
+    if settings["mode"] == "patch" and settings["patch_size"] > min(config.target_shape):
+        raise IncompatibleBundleError(
+            f"patch size {settings['patch_size']} exceeds the preprocessed grid "
+            f"{tuple(config.target_shape)}"
+        )
+    return InferenceSpec(
+        config, settings["mode"], int(settings["patch_size"]), settings["zero_shot"]
+    )
+
+
+def build_scorer(model: ClipModel, spec: Mapping, scoring: Mapping, prompts: Mapping) -> ScanScorer:
+    """The zero-shot scorer of ``spec``'s prompts with this model's text tower."""
+    texts = prompt_texts(spec)
+    vectors = embed_texts(model, list(texts["text"])).numpy()
+    return ScanScorer(
+        spec,
+        texts,
+        vectors,
+        float(model.logit_scale.detach()),
+        ensemble=prompts["ensemble"],
+        negative=prompts["negative"],
+        aggregation=scoring["aggregation"],
+        top_k=scoring["top_k"],
+        target_aggregation=scoring["target_aggregation"],
+    )
+
+
+@dataclass
+class ScanPrediction:
+    """One scan's result: scores per (target, class), its embedding, the patches' embeddings
+    (for text queries) and the evidence maps (lesion evidence first, then one per region) on
+    the input scan's grid."""
+
+    scores: dict[tuple[str, str], float]
+    any_lesion: float
+    embedding: np.ndarray
+    patch_embeddings: np.ndarray
+    evidence: np.ndarray
+    n_patches: int
+
+
+def predict_scan(
+    model: ClipModel,
+    scorer: ScanScorer,
+    spec: InferenceSpec,
+    image: nib.Nifti1Image,
+    data: np.ndarray,
+    scoring: Mapping,
+) -> ScanPrediction:
+    """Preprocess ``image`` (its 3D ``data``) as the model's training volumes were, score its
+    patches and map their evidence back onto the input grid."""
+    volume, _, metadata = preprocess_scan(image, data, None, spec.preprocessing)
+    output_affine = np.array(json.loads(metadata["output_affine"]), dtype=float)
+    size = spec.patch_size if spec.mode == "patch" else max(volume.shape)
+    starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
+    if len(starts) == 0:
+        raise ValueError(
+            "no patch holds enough head (evaluation.scan_scoring.min_foreground_fraction); "
+            "the head may be too small in the field of view"
+        )
+    size = min(size, *volume.shape)
+    patch_embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
+    scores, any_lesion = scorer.scan_scores(patch_embeddings)
+    probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
+    regions = probabilities[next(iter(spec.zero_shot["targets"]))]
+    maps = evidence_map(volume.shape, starts, size, np.column_stack([evidence, regions]))
+    on_input = np.stack(
+        [resample_to_grid(m, output_affine, data.shape, image.affine) for m in maps], axis=-1
+    )
+    mean = patch_embeddings.mean(axis=0)
+    return ScanPrediction(
+        scores={
+            (name, value): float(scores[name][index])
+            for name, target in spec.zero_shot["targets"].items()
+            for index, value in enumerate(target["classes"])
+        },
+        any_lesion=any_lesion,
+        embedding=mean / np.linalg.norm(mean),
+        patch_embeddings=patch_embeddings,
+        evidence=on_input.astype(np.float32),
+        n_patches=len(starts),
+    )
+
+
+def prediction_row(
+    scan_id: str, prediction: ScanPrediction, spec: Mapping, threshold: float
+) -> dict:
+    """``scan_id``, ``prob_<class>`` per class of each target, ``prob_any_lesion``, and the
+    predicted classes: ``predicted_<target>`` (regions: every class at >= ``threshold``,
+    ";"-joined; other targets: the best-scored class)."""
+    columns = probability_columns(spec)
+    row = {"scan_id": scan_id, "n_patches": prediction.n_patches,
+           "prob_any_lesion": prediction.any_lesion}  # fmt: skip
+    for key, column in columns.items():
+        row[column] = prediction.scores[key]
+    for name, target in spec["targets"].items():
+        values = {value: prediction.scores[(name, value)] for value in target["classes"]}
+        if target["kind"] == "lesion":
+            row[f"predicted_{name}"] = ";".join(v for v, p in values.items() if p >= threshold)
+        else:
+            row[f"predicted_{name}"] = max(values, key=values.get)
+    return row
+
+
+def rank_by_queries(
+    model: ClipModel,
+    queries: Sequence[str],
+    patch_embeddings: Mapping[str, np.ndarray],
+    top_k: int,
+) -> pd.DataFrame:
+    """For each free-text query, the scans ranked by the mean cosine similarity of their
+    ``top_k`` most similar patches to it (``query, rank, scan_id, score``)."""
+    columns = ["query", "rank", "scan_id", "score"]
+    if not queries or not patch_embeddings:
+        return pd.DataFrame(columns=columns)
+    vectors = embed_texts(model, list(queries)).numpy().astype(np.float64)
+    rows = []
+    for query, vector in zip(queries, vectors, strict=True):
+        scores = {
+            scan_id: float(aggregate_patches((patches @ vector)[:, None], "top_k_mean", top_k)[0])
+            for scan_id, patches in patch_embeddings.items()
+        }
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        rows += [(query, rank, sid, score) for rank, (sid, score) in enumerate(ranked, start=1)]
+    return pd.DataFrame(rows, columns=columns)
