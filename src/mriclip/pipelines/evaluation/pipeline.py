@@ -25,6 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["test_embeddings", "train_embeddings", "prompt_embeddings"],
                 name="embed_for_evaluation",
+                tags=["gpu"],
             ),
             Node(
                 nodes.zero_shot_evaluation,
@@ -37,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "zero_shot_metrics",
                 name="zero_shot_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.retrieval_evaluation,
@@ -49,6 +51,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "retrieval_metrics",
                 name="retrieval_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.baseline_evaluation,
@@ -61,6 +64,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "baseline_metrics",
                 name="baseline_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.evaluation_figures,
@@ -75,6 +79,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["tsne_figure", "roc_figure", "training_curves_figure", "retrieval_grid_figure"],
                 name="evaluation_figures",
+                tags=["figures"],
             ),
-        ]
+        ],
+        namespace="evaluation",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )
