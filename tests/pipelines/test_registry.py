@@ -65,3 +65,32 @@ def test_nodes_carry_tags(registry):
     assert "report" in tags["reporting.render_report"]
     assert "figures" in tags["evaluation.evaluation_figures"]
     assert {"gpu", "training"} <= next(iter(registry["tuning"].nodes)).tags
+
+
+LAYERS = {
+    "01_raw": "raw",
+    "02_intermediate": "intermediate",
+    "03_primary": "primary",
+    "04_feature": "feature",
+    "05_model_input": "model_input",
+    "06_models": "models",
+    "07_model_output": "model_output",
+    "08_reporting": "reporting",
+}
+
+
+def test_every_catalog_entry_declares_the_layer_of_its_folder():
+    loader = OmegaConfigLoader(str(PROJECT / "conf"), **settings.CONFIG_LOADER_ARGS)
+    config = loader["catalog"]
+    assert len(config) > 30
+    for name, entry in config.items():
+        layer = entry["metadata"]["kedro-viz"]["layer"]
+        location = entry.get("filepath") or entry.get("path") or entry.get("url")
+        folder = next((f for f in LAYERS if f in location), None)
+        assert layer == (LAYERS[folder] if folder else "reporting"), (name, location)
+    # kedro-viz reads the layer from the dataset object, so every type must keep it
+    catalog = DataCatalog.from_config(
+        {name: entry for name, entry in config.items() if "{" not in name}
+    )
+    for name in catalog:
+        assert catalog.get(name).metadata["kedro-viz"]["layer"] in LAYERS.values(), name
