@@ -1,12 +1,10 @@
 """The default chain run once through Kedro for every test that reads its outputs."""
 
-import shutil
-
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from tests.pipelines.helpers import PROJECT
+from tests.pipelines.helpers import copy_project
 
 
 @pytest.fixture(scope="session")
@@ -15,11 +13,7 @@ def default_run(tmp_path_factory):
     pipeline up to the report. With the mlflow extra, kedro-mlflow tracks the run into
     ``tracking/`` of the copy: its conf/test/mlflow.yml changes the tracking URI as a user's
     conf/local/mlflow.yml would."""
-    project = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copy(PROJECT / "pyproject.toml", project)
-    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "conf" / "local").mkdir()
+    project = copy_project(tmp_path_factory.mktemp("project"))
     (project / "tracking").mkdir()
     (project / "conf" / "test" / "mlflow.yml").write_text(
         f"server:\n  mlflow_tracking_uri: sqlite:///{project}/tracking/mlflow.db\n"
