@@ -15,8 +15,9 @@ class PartitionedDataset(partitions.PartitionedDataset):
 
     def preview(self, **preview_args: Any) -> ImagePreview:
         """The preview of the first partition (e.g. one scan's middle slices)."""
-        loaders = partitions.PartitionedDataset.load(self)
+        # the parent's load (not OptionalPartitionedDataset's): no partitions is an error here;
         # each loader is the bound ``load`` of the partition's dataset object
+        loaders = partitions.PartitionedDataset.load(self)
         first = loaders[min(loaders)].__self__
         if not hasattr(first, "preview"):
             raise DatasetError(f"{type(first).__name__} partitions of {self} have no preview")
