@@ -22,6 +22,7 @@ def default_run(tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
+        patch.setenv("DO_NOT_TRACK", "1")  # kedro-telemetry: never phone home from a test
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="test") as session:
             session.run()
