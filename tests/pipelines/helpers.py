@@ -1,5 +1,7 @@
-"""Run a pipeline on an in-memory catalog with the parameters of a conf environment."""
+"""Run a pipeline on an in-memory catalog with the parameters of a conf environment, or copy
+the project to run it through Kedro itself."""
 
+import shutil
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -41,3 +43,13 @@ def run_in_memory(pipeline, inputs: dict, env: str = "test", overrides: dict | N
     catalog = DataCatalog(datasets)
     SequentialRunner().run(pipeline, catalog)
     return {name: catalog.load(name) for name in pipeline.all_outputs()}
+
+
+def copy_project(destination: Path) -> Path:
+    """The project's conf (with an empty conf/local), pyproject.toml and src in ``destination``."""
+    shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+    (destination / "conf" / "local").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", destination)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(PROJECT / "src", destination / "src", ignore=ignore)
+    return destination

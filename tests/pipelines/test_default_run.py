@@ -2,13 +2,8 @@
 of the project: demo data on disk, then every pipeline up to the report."""
 
 import json
-import shutil
 
 import pandas as pd
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-
-from tests.pipelines.helpers import PROJECT
 
 
 def only_version(folder):
@@ -17,17 +12,8 @@ def only_version(folder):
     return versions[0] / folder.name
 
 
-def test_default_pipeline_end_to_end(tmp_path, monkeypatch):
-    shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", tmp_path)
-    shutil.copytree(PROJECT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.chdir(tmp_path)
-    bootstrap_project(tmp_path)
-    with KedroSession.create(project_path=tmp_path, env="test") as session:
-        session.run()
-
-    data = tmp_path / "data"
+def test_default_pipeline_end_to_end(default_run):
+    data = default_run / "data"
     assert len(list((data / "01_raw" / "images").glob("*.nii.gz"))) == 9
     catalog = pd.read_csv(data / "02_intermediate" / "nifti_catalog.csv")
     assert (catalog["status"] == "ok").all()

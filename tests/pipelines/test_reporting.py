@@ -79,7 +79,7 @@ def inputs() -> dict:
 
 def test_node_reads_the_documented_catalog_entries():
     pipeline = create_pipeline()
-    assert [node.name for node in pipeline.nodes] == ["render_report"]
+    assert [node.name for node in pipeline.nodes] == ["reporting.render_report"]
     assert pipeline.inputs() == {*REPORT_INPUTS, "params:reporting"}
     assert pipeline.outputs() == {"report"}
 

@@ -1,5 +1,5 @@
 """Kedro datasets that kedro-datasets lacks: NIfTI volumes, memory-mapped
-arrays, checkpoints, optional tables."""
+arrays, checkpoints, optional tables, folders of scans with kedro-viz previews."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
 from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
@@ -7,7 +7,10 @@ from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
 from mriclip.datasets.optional_csv_dataset import OptionalCSVDataset
 from mriclip.datasets.optional_json_dataset import OptionalJSONDataset
-from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDataset
+from mriclip.datasets.optional_partitioned_dataset import (
+    OptionalPartitionedDataset,
+    PartitionedDataset,
+)
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
 
 __all__ = [
@@ -18,5 +21,6 @@ __all__ = [
     "OptionalJSONDataset",
     "OptionalPartitionedDataset",
     "OptunaStorageDataset",
+    "PartitionedDataset",
     "TorchCheckpointDataset",
 ]

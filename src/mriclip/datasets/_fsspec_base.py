@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -58,6 +62,19 @@ class FsspecVersionedDataset(AbstractVersionedDataset):
     @property
     def save_path(self) -> str:
         return get_filepath_str(self._get_save_path(), self._protocol)
+
+    @contextmanager
+    def saved_file(self) -> Iterator[str]:
+        """A local path of the file this dataset loads (right after ``save``: the version just
+        written), downloaded to a temporary folder when the filesystem is remote."""
+        path = self.load_path
+        if self._protocol == "file":
+            yield path
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            local = os.path.join(folder, PurePosixPath(path).name)
+            self._fs.get(path, local)
+            yield local
 
     def _write_bytes(self, path: str, raw: bytes) -> None:
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)

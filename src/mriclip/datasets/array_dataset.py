@@ -6,8 +6,10 @@ import io
 
 import numpy as np
 from kedro.io.core import DatasetError
+from kedro_datasets._typing import ImagePreview
 
 from mriclip.datasets._fsspec_base import FsspecVersionedDataset
+from mriclip.datasets.previews import volume_preview
 
 
 class MemmapArrayDataset(FsspecVersionedDataset):
@@ -28,3 +30,7 @@ class MemmapArrayDataset(FsspecVersionedDataset):
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(data), allow_pickle=False)
         self._write_bytes(self.save_path, buffer.getvalue())
+
+    def preview(self) -> ImagePreview:
+        """Middle slices of the (preprocessed, RAS-ordered) volume, for kedro-viz."""
+        return volume_preview(self.load())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from kedro_datasets._typing import ImagePreview
 from matplotlib.figure import Figure
 
 from mriclip.datasets._fsspec_base import FsspecVersionedDataset
+from mriclip.datasets.previews import png_preview
 
 
 class FigurePNGDataset(FsspecVersionedDataset):
@@ -28,3 +30,7 @@ class FigurePNGDataset(FsspecVersionedDataset):
         buffer = io.BytesIO()
         data.savefig(buffer, format="png", **self._save_args)
         self._write_bytes(self.save_path, buffer.getvalue())
+
+    def preview(self) -> ImagePreview:
+        """The saved PNG itself, for kedro-viz."""
+        return png_preview(self._load_existing())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
-import io
 from copy import deepcopy
 from typing import Any
 
@@ -14,6 +12,7 @@ from kedro.io.core import DatasetError
 from kedro_datasets._typing import ImagePreview
 
 from mriclip.datasets._fsspec_base import FsspecVersionedDataset
+from mriclip.datasets.previews import volume_preview
 
 
 class NiftiDataset(FsspecVersionedDataset):
@@ -59,24 +58,10 @@ class NiftiDataset(FsspecVersionedDataset):
         return {**super()._describe(), "save_args": self._save_args}
 
     def preview(self) -> ImagePreview:
-        """Middle axial, coronal and sagittal slices as a base64 PNG, for kedro-viz."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        volume = np.asanyarray(nib.as_closest_canonical(self.load()).dataobj, dtype=np.float32)
-        volume = volume.reshape(volume.shape[:3])
-        centre = [size // 2 for size in volume.shape]
-        slices = [volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]]]
-        figure, axes = plt.subplots(1, 3, figsize=(9, 3))
-        for axis, image in zip(axes, slices, strict=True):
-            axis.imshow(np.rot90(image), cmap="gray")
-            axis.axis("off")
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(figure)
-        return ImagePreview(base64.b64encode(buffer.getvalue()).decode("ascii"))
+        """Middle sagittal, coronal and axial slices as a base64 PNG, for kedro-viz."""
+        volume = np.asanyarray(nib.as_closest_canonical(self.load()).dataobj)
+        # a 4D file shows its first volume
+        return volume_preview(volume[(slice(None),) * 3 + (0,) * (volume.ndim - 3)])
 
 
 def image_from_bytes(raw: bytes, compressed: bool) -> nib.Nifti1Image:

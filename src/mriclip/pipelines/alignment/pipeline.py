@@ -27,6 +27,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["clip_model", "alignment_history"],
                 name="train_clip_model",
+                tags=["gpu", "slow", "training"],
             )
-        ]
+        ],
+        namespace="alignment",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["raw_images", "raw_labels", "raw_scans", "params:data_engineering"],
                 ["nifti_catalog", "image_problems"],
                 name="catalog_scans",
+                tags=["validation"],
             ),
             Node(
                 nodes.validate_lesions,
@@ -25,6 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["validated_lesions", "lesion_problems"],
                 name="validate_lesions",
+                tags=["validation"],
             ),
             Node(
                 nodes.preprocess_volumes,
@@ -43,6 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "preprocessing_problems",
                 ],
                 name="preprocess_volumes",
+                tags=["slow"],
             ),
             Node(
                 nodes.template_sentences,
@@ -88,6 +91,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["image_problems", "lesion_problems", "preprocessing_problems"],
                 "catalog_problems",
                 name="gather_problems",
+                tags=["validation"],
             ),
-        ]
+        ],
+        namespace="data_engineering",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

@@ -13,6 +13,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["params:demo_data", "raw_scans_on_disk"],
                 ["raw_images", "raw_labels", "raw_scans", "raw_lesions", "raw_ablated_images"],
                 name="generate_phantom_cohort",
+                tags=["slow"],
             )
-        ]
+        ],
+        namespace="demo_data",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

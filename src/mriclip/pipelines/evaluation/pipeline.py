@@ -34,6 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "zero_shot_spec",
                 ],
                 name="embed_for_evaluation",
+                tags=["gpu"],
             ),
             Node(
                 nodes.score_test_scans,
@@ -62,6 +63,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "zero_shot_metrics",
                 name="zero_shot_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.retrieval_evaluation,
@@ -77,6 +79,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "retrieval_metrics",
                 name="retrieval_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.baseline_evaluation,
@@ -89,6 +92,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "baseline_metrics",
                 name="baseline_evaluation",
+                tags=["metrics"],
             ),
             Node(
                 nodes.evaluation_figures,
@@ -115,6 +119,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evidence_figure",
                 ],
                 name="evaluation_figures",
+                tags=["figures"],
             ),
-        ]
+        ],
+        namespace="evaluation",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

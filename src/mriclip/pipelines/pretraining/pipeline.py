@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["unlabelled_images", "params:data_engineering"],
                 ["unlabelled_volumes", "unlabelled_problems"],
                 name="preprocess_unlabelled",
+                tags=["slow"],
             ),
             Node(
                 nodes.pretrain_encoder,
@@ -25,6 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["pretrained_encoder", "pretraining_history", "pretraining_summary"],
                 name="pretrain_encoder",
+                tags=["gpu", "slow", "training"],
             ),
             Node(
                 nodes.plot_reconstructions,
@@ -37,6 +39,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "reconstruction_figure",
                 name="plot_reconstructions",
+                tags=["gpu", "figures"],
             ),
-        ]
+        ],
+        namespace="pretraining",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

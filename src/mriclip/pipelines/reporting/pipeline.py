@@ -35,6 +35,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {**{name: name for name in REPORT_INPUTS}, "reporting": "params:reporting"},
                 "report",
                 name="render_report",
+                tags=["report"],
             )
-        ]
+        ],
+        namespace="reporting",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )

@@ -34,6 +34,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "parallel_coordinate_figure",
                 ],
                 name="tune_alignment",
+                tags=["gpu", "slow", "training", "figures"],
             ),
-        ]
+        ],
+        namespace="tuning",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )
