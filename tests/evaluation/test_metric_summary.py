@@ -57,8 +57,11 @@ def test_metrics_table_is_tidy_and_matches_baselines():
         "overall": {"auc_macro": 0.5},
     }
     table = metrics_table(FOLDS[0], baseline, task="zero_shot")
-    assert list(table.columns) == ["task", "metric", "region", "value", "sem", "n", "baseline"]
+    assert list(table.columns) == [
+        "task", "metric", "region", "value", "sem", "n", "ci_low", "ci_high", "baseline",
+    ]  # fmt: skip
     assert len(table) == 3
+    assert table["ci_low"].isna().all()  # no interval was stored
     overall = table.set_index("region").loc["all"]
     assert (overall["metric"], overall["value"], overall["baseline"]) == ("auc_macro", 0.7, 0.5)
     assert (table["task"] == "zero_shot").all()
@@ -70,3 +73,8 @@ def test_metrics_table_is_tidy_and_matches_baselines():
     assert frontal["n"] == 3
     with pytest.raises(ValueError, match="neither 'per_region' nor 'overall'"):
         metrics_table({"auc": 0.5})
+
+    with_interval = {"overall": {"auc_macro": 0.7, "auc_macro_ci": [0.6, 0.8]}}
+    row = metrics_table(with_interval).iloc[0]
+    assert (row["metric"], row["ci_low"], row["ci_high"]) == ("auc_macro", 0.6, 0.8)
+    assert len(metrics_table(with_interval)) == 1  # the interval is no metric row of its own

@@ -26,6 +26,12 @@ def test_default_pipeline_end_to_end(default_run):
         only_version(data / "08_reporting" / "zero_shot_metrics.json").read_text()
     )
     assert zero_shot["scan_level"]["random"]["overall"]["auc_macro"] == 0.5
+    assert {"model", "lesion_ablated", "before_alignment"} <= set(zero_shot["scan_level"])
+    assert len(zero_shot["scan_level"]["model"]["overall"]["auc_macro_ci"]) == 2
+    assert "diagnosis" in zero_shot["targets"]
+    twins = list((data / "05_model_input" / "lesion_ablated_volumes").glob("*.npy"))
+    assert twins and len(twins) < 9  # the test split's scans only
     report = only_version(data / "08_reporting" / "report.html").read_text()
-    assert "Zero-shot macro AUC" in report and report.count("data:image/png;base64,") == 5
+    assert "Scan-level zero-shot macro AUC" in report
+    assert report.count("data:image/png;base64,") == 6
     assert "clip_model" in report  # the catalog versions the report came from

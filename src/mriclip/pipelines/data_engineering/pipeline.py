@@ -85,6 +85,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["lesion_ablated_volumes", "ablation_report"],
                 name="make_lesion_ablated_twins",
+                tags=["controls"],
             ),
             Node(
                 nodes.gather_problems,

@@ -46,6 +46,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["test_patch_scores", "test_scan_scores"],
                 name="score_test_scans",
+                tags=["metrics"],
             ),
             Node(
                 nodes.zero_shot_evaluation,

@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["inference_images", "inference_scans", "params:data_engineering"],
                 ["inference_catalog", "inference_catalog_problems"],
                 name="catalog_new_scans",
+                tags=["validation"],
             ),
             Node(
                 nodes.predict_new_scans,
@@ -32,6 +33,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "inference_problems",
                 ],
                 name="predict_new_scans",
+                tags=["gpu"],
             ),
-        ]
+        ],
+        namespace="inference",
+        prefix_datasets_with_namespace=False,  # names are catalog entries: group only
     )
