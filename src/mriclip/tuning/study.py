@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,23 +43,54 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return pruners[name]()
 
 
+JOURNAL_SCHEME = "journal:///"
+
+
+def make_storage(storage_url: str) -> str | optuna.storages.BaseStorage:
+    """The Optuna storage a URL names.
+
+    ``journal:///path`` (relative to the working directory; ``journal:////abs/path`` for
+    an absolute one, as with ``sqlite:///``) is Optuna's JournalStorage on a file: several
+    processes on one machine share a study without a database server (the file lock
+    serialises their writes). Any other URL is a database for Optuna's RDBStorage:
+    ``sqlite:///`` for one process, ``postgresql://`` or ``mysql://`` for workers on
+    several machines."""
+    for scheme in ("sqlite:///", JOURNAL_SCHEME):
+        if storage_url.startswith(scheme):
+            Path(storage_url.removeprefix(scheme)).parent.mkdir(parents=True, exist_ok=True)
+    if storage_url.startswith(JOURNAL_SCHEME):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(storage_url.removeprefix(JOURNAL_SCHEME)))
+    return storage_url
+
+
+def redacted(storage_url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, _, rest = storage_url.partition("://")
+    if "@" not in rest:
+        return storage_url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def open_study(
     storage_url: str, study_name: str, objective: str, pruner: str, seed: int
 ) -> optuna.Study:
     """Create the study, or continue it if the storage already holds one of that name."""
     if objective not in OBJECTIVES:
         raise ValueError(f"tuning.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
-    if storage_url.startswith("sqlite:///"):
-        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
-        storage=storage_url,
+        storage=make_storage(storage_url),
         study_name=study_name,
         direction=OBJECTIVES[objective],
         pruner=make_pruner(pruner),
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
-    logger.info("study %r in %s: %d trials so far", study_name, storage_url, len(study.trials))
+    logger.info(
+        "study %r in %s: %d trials so far", study_name, redacted(storage_url), len(study.trials)
+    )
     return study
 
 
@@ -82,6 +115,8 @@ def make_objective(
         sampled = {parameter.name: parameter.suggest(trial) for parameter in space}
         params = resolve(base_alignment, space, sampled)
         trial.set_user_attr("alignment", params)
+        # which process ran it: workers on several machines share one study
+        trial.set_user_attr("worker", f"{socket.gethostname()}/{os.getpid()}")
         runtime = with_values(params, _flatten(trial_overrides))
         reports = iter(range(10**9))
 
