@@ -1,7 +1,8 @@
-"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, memory-mapped
+"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, BIDS folders, memory-mapped
 arrays, checkpoints, optional tables."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
+from mriclip.datasets.bids_dataset import BIDSDataset
 from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
 from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
@@ -11,6 +12,7 @@ from mriclip.datasets.optional_partitioned_dataset import OptionalPartitionedDat
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
 
 __all__ = [
+    "BIDSDataset",
     "FigurePNGDataset",
     "MemmapArrayDataset",
     "NiftiDataset",

@@ -108,6 +108,22 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], table_name: str
         )
 
 
+def require_file_layout(images: Mapping, scans: pd.DataFrame) -> None:
+    """The file layout's inputs exist: both may be absent in a project that reads BIDS."""
+    if not images and scans.empty:
+        raise InputDataError(
+            "No input data: raw_images (data/01_raw/images) has no files and raw_scans "
+            "(data/01_raw/scans.csv) is absent. Put your data there (README, data contract), "
+            "run `kedro run --pipeline demo_data` for the phantom cohort, or set "
+            "data_engineering.source: bids to read the bids_dataset entry."
+        )
+    if scans.empty:
+        raise InputDataError(
+            "raw_scans (data/01_raw/scans.csv) is absent or empty: add one row per scan with "
+            "scan_id, patient_id and any clinical columns (README, data contract)."
+        )
+
+
 def content_sha256(data: np.ndarray, affine: np.ndarray) -> str:
     """Hash of voxels and affine: the same scan gives the same hash however it is compressed."""
     digest = hashlib.sha256()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mriclip.imaging.bids import BidsRoot, read_bids
 from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
@@ -18,11 +19,32 @@ from mriclip.imaging.validation import (
     collect_lesions,
     describe_error,
     lesion_name,
+    require_file_layout,
 )
 from mriclip.splits import patient_level_splits
 from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
 
 logger = logging.getLogger(__name__)
+
+
+def select_input(
+    raw_images: dict[str, Callable],
+    raw_labels: dict[str, Callable],
+    raw_scans: pd.DataFrame,
+    bids_dataset: BidsRoot,
+    params: dict,
+) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """The images, label maps and scans table of ``data_engineering.source``: the file
+    layout in data/01_raw (``files``) or a BIDS dataset (``bids``), and the problems met."""
+    if params["source"] == "bids":
+        found = read_bids(bids_dataset, params["bids"], params["columns"], params["on_invalid"])
+        return found.images, found.labels, found.scans, found.problems
+    if params["source"] != "files":
+        raise ValueError(
+            f"data_engineering.source must be 'files' or 'bids', got {params['source']!r}"
+        )
+    require_file_layout(raw_images, raw_scans)
+    return raw_images, raw_labels, raw_scans, pd.DataFrame(columns=PROBLEM_COLUMNS)
 
 
 def catalog_scans(
