@@ -9,6 +9,7 @@ import uuid
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 
 from mriclip.datasets import OptunaStorageDataset
@@ -23,7 +24,9 @@ TRIALS_PER_WORKER = 1
 
 
 @pytest.fixture
-def postgres_url() -> str:
+def postgres_url():
+    """The server's database with a fresh, empty schema first on the search path: the two
+    workers meet an empty database, as on a study's first day, and nothing is left behind."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         pytest.skip(
@@ -32,7 +35,16 @@ def postgres_url() -> str:
             "(.ci/run starts one)"
         )
     pytest.importorskip("psycopg", reason="PostgreSQL driver missing: pip install -e '.[postgres]'")
-    return url
+    schema = f"mriclip_test_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
 
 
 def tuning_worker(data: dict, storage_url: str, study_name: str, barrier) -> None:
@@ -108,10 +120,14 @@ def check_shared_study(study: optuna.Study) -> None:
 
 def test_two_workers_share_one_postgresql_study(postgres_url, engineered):
     study = run_two_workers(engineered, postgres_url)
-    try:
-        check_shared_study(study)
-    finally:
-        optuna.delete_study(study_name=study.study_name, storage=postgres_url)
+    check_shared_study(study)
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as connection:  # read back from the database itself
+        schema = connection.execute(sqlalchemy.text("SELECT current_schema()")).scalar()
+        numbers = connection.execute(sqlalchemy.text("SELECT number FROM trials")).scalars()
+        assert schema.startswith("mriclip_test_")
+        assert sorted(numbers) == list(range(2 * TRIALS_PER_WORKER))
+    engine.dispose()
 
 
 def test_two_workers_share_one_journal_file_without_a_server(engineered, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,28 @@ def make_storage(storage_url: str) -> str | optuna.storages.BaseStorage:
     return storage_url
 
 
+def create_tables(storage_url: str, attempts: int = 3) -> None:
+    """Create Optuna's tables in a database if they are missing.
+
+    Workers started together on an empty PostgreSQL database all create them; all but one
+    fail on the others' rows (a UniqueViolation on Optuna's enum types, measured with two
+    workers). The tables then exist, so a failed attempt is retried."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            optuna.storages.RDBStorage(storage_url)
+            return
+        except (IntegrityError, ProgrammingError) as error:
+            if attempt == attempts:
+                raise
+            logger.info(
+                "another worker is creating the study tables (%s); retrying",
+                type(error.orig).__name__,
+            )
+            time.sleep(0.5 * attempt)
+
+
 def redacted(storage_url: str) -> str:
     """The URL without its password, for logs."""
     scheme, _, rest = storage_url.partition("://")
@@ -80,8 +103,11 @@ def open_study(
     """Create the study, or continue it if the storage already holds one of that name."""
     if objective not in OBJECTIVES:
         raise ValueError(f"tuning.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    storage = make_storage(storage_url)
+    if isinstance(storage, str):
+        create_tables(storage)
     study = optuna.create_study(
-        storage=make_storage(storage_url),
+        storage=storage,
         study_name=study_name,
         direction=OBJECTIVES[objective],
         pruner=make_pruner(pruner),
