@@ -8,7 +8,7 @@ import pytest
 from mriclip.datasets import BIDSDataset
 from mriclip.imaging.bids import read_bids
 from mriclip.imaging.validation import InputDataError
-from tests.bids_trees import ANATOMICAL, describe, nibabel_tree
+from tests.bids_trees import ANATOMICAL, describe, nibabel_tree, save, write_tsv
 
 PARAMS = {
     "suffix": "T1w",
@@ -99,3 +99,26 @@ def test_pybids_refusals_name_the_folder(tmp_path):
     (tmp_path / "derivatives" / "lesions" / "dataset_description.json").write_text("{bad")
     with pytest.raises(InputDataError, match=f"pybids cannot index the BIDS dataset '{tmp_path}'"):
         read_bids(BIDSDataset(path=str(tmp_path)).load(), PARAMS, COLUMNS, "skip")
+
+
+def test_repeated_rows_are_listed_and_a_missing_session_value_keeps_the_participants(tmp_path):
+    describe(tmp_path, "repeated rows")
+    save(tmp_path, "01", "1", "T1w", nib.load(ANATOMICAL))
+    write_tsv(
+        tmp_path / "participants.tsv",
+        [{"participant_id": "sub-01", "age": 40}, {"participant_id": "sub-01", "age": 99}],
+    )
+    write_tsv(
+        tmp_path / "sub-01" / "sub-01_sessions.tsv",
+        [{"session_id": "ses-1", "age": None}, {"session_id": "ses-1", "age": 98}],
+    )
+    found = read_bids(BIDSDataset(path=str(tmp_path)).load(), PARAMS, COLUMNS, "skip")
+    assert found.scans.set_index("scan_id").loc["sub-01_ses-1", "age"] == 40
+    assert sorted(found.problems["item"]) == [
+        "participants.tsv row 3",
+        "sub-01/sub-01_sessions.tsv row 3",
+    ]
+    assert set(found.problems["problem"]) == {
+        "duplicate participant_id (the first row is used)",
+        "duplicate session_id (the first row is used)",
+    }
