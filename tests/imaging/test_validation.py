@@ -1,11 +1,20 @@
 """One test per bad input: each is raised with a clear message or listed in the problems table."""
 
+import gzip
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from mriclip.imaging.validation import InputDataError, build_nifti_catalog, collect_lesions
+from mriclip.datasets import NiftiDataset
+from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
+from mriclip.imaging.validation import (
+    GridRule,
+    InputDataError,
+    build_nifti_catalog,
+    collect_lesions,
+)
 from tests.conftest import REGIONS
 
 COLUMNS = {
@@ -167,3 +176,56 @@ def test_no_lesion_information_is_an_error(raw_cohort):
     table, _ = catalog(images, labels, scans)
     with pytest.raises(InputDataError, match="No lesion information"):
         collect_lesions(scans, pd.DataFrame(), table, REGIONS, COLUMNS)
+
+
+def test_zero_or_nan_spacing_is_listed_with_the_header_fix(raw_cohort, tmp_path):
+    """Files whose stored spacing is 0 or NaN and no sform, read as the catalog reads them
+    (nibabel alone would take the 0 for 1 mm), and in-memory images with such an affine."""
+    images, labels, scans, _ = raw_cohort
+    data = images["S1.nii.gz"]().get_fdata().astype(np.float32)
+    for scan_id, zooms in {"S1": (2.0, 0.0, 2.0), "S2": (2.0, 2.0, np.nan)}.items():
+        image = nib.Nifti1Image(data, None)
+        image.header.set_qform(None, code=0)
+        image.header.set_sform(None, code=0)
+        image.header["pixdim"][1:4] = zooms
+        path = tmp_path / f"{scan_id}.nii.gz"
+        path.write_bytes(gzip.compress(image.to_bytes()))
+        images[path.name] = NiftiDataset(filepath=str(path)).load
+    flat = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    flat._affine = np.diag([2.0, 2.0, 0.0, 1.0])  # as a loader might hand it over
+    images["S3.nii.gz"] = lambda: flat
+    table, problems = catalog(images, {}, scans)
+    for scan_id, stored in {"S1": "2x0x2", "S2": "2x2xnan"}.items():
+        status = status_of(table, scan_id)
+        assert str(tmp_path / f"{scan_id}.nii.gz") in status
+        assert f"header voxel spacing (pixdim) {stored} mm has a zero or NaN size" in status
+    assert status_of(table, "S3") == "voxel spacing 2x2x0 mm has a zero or NaN size"
+    fixes = problems.set_index("scan_id")["fix"]
+    assert all("set_zooms" in fixes[scan_id] for scan_id in ("S1", "S2", "S3"))
+    assert status_of(table, "S0") == "ok"
+
+
+def test_field_of_view_rule_matches_what_preprocessing_can_hold(raw_cohort):
+    """A slab of the head 2 target voxels thick is rejected (and would crash the resize); one
+    4 voxels thick, the rule's limit, passes and preprocesses to the target shape."""
+    images, labels, scans, _ = raw_cohort
+    volume = images["S0.nii.gz"]().get_fdata()
+    config = PreprocessingConfig(target_spacing=(4.0, 4.0, 4.0), target_shape=(32, 32, 32))
+    grid = GridRule(config.target_spacing, min_extent_voxels=4)
+    slabs = {"S1": volume[:, :, 16:20], "S2": volume[:, :, 16:24]}  # 8 and 16 mm thick
+    for scan_id, slab in slabs.items():
+        images[f"{scan_id}.nii.gz"] = lambda slab=slab: nib.Nifti1Image(
+            slab, np.diag([2, 2, 2, 1.0])
+        )
+        del labels[f"{scan_id}.nii.gz"]
+    table, problems = build_nifti_catalog(images, labels, scans, COLUMNS, "skip", grid)
+    assert status_of(table, "S1") == (
+        "field of view too small for the target grid: extent 80x96x8 mm is 20x24x2 voxels of "
+        "4x4x4 mm, fewer than data_engineering.min_extent_voxels=4 along an axis"
+    )
+    assert status_of(table, "S2") == "ok"
+    assert problems["scan_id"].tolist() == ["S1"]
+    with pytest.raises(RuntimeError, match="Resized"):
+        preprocess_scan(images["S1.nii.gz"](), slabs["S1"], None, config)
+    out, _, _ = preprocess_scan(images["S2.nii.gz"](), slabs["S2"], None, config)
+    assert out.shape == (32, 32, 32) and np.isfinite(out).all()

@@ -9,6 +9,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from mriclip import settings
+from mriclip.datasets import BIDSDataset
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +28,16 @@ def load_parameters(env: str = "test") -> dict:
 
 
 def run_in_memory(pipeline, inputs: dict, env: str = "test", overrides: dict | None = None) -> dict:
-    """Every input and output lives in memory; returns every dataset the run produced."""
+    """Every input and output lives in memory; returns every dataset the run produced.
+
+    Runs on the file layout need no BIDS folder: unless given, ``bids_dataset`` is one that
+    does not exist (loading it reads nothing; only data_engineering.source: bids opens it).
+    Likewise ``raw_ablated_images`` is an absent folder (no raw twins) unless given."""
     parameters = {**load_parameters(env), **(overrides or {})}
+    if "bids_dataset" in pipeline.inputs() and "bids_dataset" not in inputs:
+        inputs = {**inputs, "bids_dataset": BIDSDataset(path="no-bids-dataset").load()}
+    if "raw_ablated_images" in pipeline.inputs() and "raw_ablated_images" not in inputs:
+        inputs = {**inputs, "raw_ablated_images": {}}
     datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
     for name in pipeline.inputs():
         if name == "parameters":

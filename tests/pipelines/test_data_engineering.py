@@ -1,9 +1,11 @@
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import ndimage
 
+from mriclip.imaging.validation import InputDataError
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
-from tests.pipelines.helpers import run_in_memory
+from tests.pipelines.helpers import load_parameters, run_in_memory
 
 
 def run(raw_cohort):
@@ -82,3 +84,18 @@ def test_skipped_scan_is_listed_and_absent_downstream(raw_cohort):
     assert "S3" not in set(out["scan_sentences"]["scan_id"])
     assert "S3" not in set(out["splits"]["scan_id"])
     assert isinstance(out["lesion_table"], pd.DataFrame)
+
+
+def test_no_input_at_all_names_both_routes():
+    """A project without data/01_raw/images and scans.csv (both optional for BIDS users)."""
+    empty = pd.DataFrame()
+    inputs = {"raw_images": {}, "raw_labels": {}, "raw_scans": empty, "raw_lesions": empty}
+    with pytest.raises(InputDataError, match=r"No input data: raw_images \(data/01_raw/images\)"):
+        run_in_memory(create_pipeline(), inputs)
+    parameters = load_parameters("test")["data_engineering"]
+    with pytest.raises(ValueError, match="data_engineering.source must be 'files' or 'bids'"):
+        run_in_memory(
+            create_pipeline(),
+            inputs,
+            overrides={"data_engineering": {**parameters, "source": "dicom"}},
+        )

@@ -102,3 +102,26 @@ def test_unknown_objective_and_pruner_are_rejected(tmp_path):
         open_study(f"sqlite:///{tmp_path}/a.db", "a", "accuracy", "median", 0)
     with pytest.raises(ValueError, match="tuning.pruner must be one of"):
         open_study(f"sqlite:///{tmp_path}/a.db", "a", "val_loss", "asha", 0)
+
+
+def test_storage_urls_name_sqlite_journal_or_a_database(tmp_path):
+    from optuna.storages import JournalStorage
+
+    from mriclip.datasets import OptunaStorageDataset
+    from mriclip.tuning.study import make_storage, redacted
+
+    journal = tmp_path / "deep" / "optuna.journal"
+    storage = make_storage(f"journal:///{journal}")
+    assert isinstance(storage, JournalStorage) and journal.parent.is_dir()
+    study = open_study(f"journal:///{journal}", "j", "val_loss", "none", 0)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    reopened = optuna.load_study(study_name="j", storage=make_storage(f"journal:///{journal}"))
+    assert [trial.value for trial in reopened.trials] == [trial.value for trial in study.trials]
+    assert make_storage("postgresql://u:pw@db:5432/optuna") == "postgresql://u:pw@db:5432/optuna"
+    assert redacted("postgresql://u:pw@db:5432/optuna") == "postgresql://u:***@db:5432/optuna"
+    assert redacted("sqlite:///data/optuna.db") == "sqlite:///data/optuna.db"
+    shared = OptunaStorageDataset(credentials={"url": "postgresql://u:pw@db/optuna"})
+    assert shared.load() == "postgresql://u:pw@db/optuna"
+    assert "pw" not in str(shared._describe())
+    local = OptunaStorageDataset(url=f"journal:///{journal}")
+    assert local._describe() == {"url": f"journal:///{journal}"}

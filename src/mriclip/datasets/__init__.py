@@ -1,7 +1,8 @@
-"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, memory-mapped
+"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, BIDS folders, memory-mapped
 arrays, checkpoints, optional tables, folders of scans with kedro-viz previews."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
+from mriclip.datasets.bids_dataset import BIDSDataset
 from mriclip.datasets.checkpoint_dataset import TorchCheckpointDataset
 from mriclip.datasets.figure_dataset import FigurePNGDataset
 from mriclip.datasets.nifti_dataset import NiftiDataset
@@ -14,6 +15,7 @@ from mriclip.datasets.optional_partitioned_dataset import (
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
 
 __all__ = [
+    "BIDSDataset",
     "FigurePNGDataset",
     "MemmapArrayDataset",
     "NiftiDataset",

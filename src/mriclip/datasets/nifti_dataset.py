@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from copy import deepcopy
 from typing import Any
 
@@ -41,6 +42,11 @@ class NiftiDataset(FsspecVersionedDataset):
             raw = handle.read()
         try:
             return image_from_bytes(raw, compressed=load_path.endswith(".gz"))
+        except NiftiSpacingError as error:
+            raise DatasetError(
+                f"NIfTI file '{load_path}': {error}. Set the true voxel sizes in the header "
+                "(e.g. nibabel header.set_zooms) or re-export the file from the converter."
+            ) from error
         except Exception as error:
             raise DatasetError(
                 f"Cannot read NIfTI file '{load_path}': {error}. The file is corrupt, truncated "
@@ -64,6 +70,22 @@ class NiftiDataset(FsspecVersionedDataset):
         return volume_preview(volume[(slice(None),) * 3 + (0,) * (volume.ndim - 3)])
 
 
+class NiftiSpacingError(ValueError):
+    """The header gives no usable voxel size."""
+
+
+def _require_spacing(raw: bytes, image_class: type) -> None:
+    """Raise when the stored voxel sizes (pixdim) hold a zero or NaN and no sform overrides
+    them: nibabel silently reads such a zero as 1 mm, so the scan would get a wrong size."""
+    header = image_class.header_class.from_fileobj(io.BytesIO(raw), check=False)
+    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    if not np.all(zooms > 0) and not int(header["sform_code"]):
+        raise NiftiSpacingError(
+            f"header voxel spacing (pixdim) {'x'.join(f'{z:.3g}' for z in zooms)} mm has a zero "
+            "or NaN size and no sform gives the geometry (nibabel would read a zero as 1 mm)"
+        )
+
+
 def image_from_bytes(raw: bytes, compressed: bool) -> nib.Nifti1Image:
     """Parse NIfTI-1 or NIfTI-2 bytes and read the voxel array into memory."""
     if compressed:
@@ -75,6 +97,7 @@ def image_from_bytes(raw: bytes, compressed: bool) -> nib.Nifti1Image:
         except Exception as error:  # noqa: BLE001 - try the next NIfTI flavour
             errors.append(f"{image_class.__name__}: {error}")
             continue
+        _require_spacing(raw, image_class)
         data = np.asanyarray(image.dataobj)  # forces a full read: truncation fails here
         return image_class(data, image.affine, header=deepcopy(image.header))
     raise ValueError("; ".join(errors))

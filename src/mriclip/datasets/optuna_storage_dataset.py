@@ -10,8 +10,11 @@ from kedro.io import AbstractDataset, DatasetError
 class OptunaStorageDataset(AbstractDataset[None, str]):
     """Loads the storage URL of the Optuna study (read-only).
 
-    The default ``url`` is a SQLite file under ``data/``; a database shared by several workers
-    (PostgreSQL, MySQL) comes from credentials so its password never lands in git::
+    The default ``url`` is a SQLite file under ``data/`` (one process at a time). Several
+    processes on one machine share a study through Optuna's JournalStorage on a file, no
+    server needed: ``url: journal:///data/07_model_output/optuna.journal``. A database shared
+    by workers on several machines (PostgreSQL, MySQL) comes from credentials so its password
+    never lands in git::
 
         # conf/local/credentials.yml
         optuna_db:
@@ -43,4 +46,4 @@ class OptunaStorageDataset(AbstractDataset[None, str]):
 
     def _describe(self) -> dict[str, Any]:
         scheme = self._url.split("://", 1)[0]
-        return {"url": self._url if scheme == "sqlite" else f"{scheme}://***"}
+        return {"url": self._url if scheme in ("sqlite", "journal") else f"{scheme}://***"}

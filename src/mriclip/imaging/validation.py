@@ -70,6 +70,18 @@ class ProblemLog:
             )
 
 
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` of an error and of the errors that caused it: MONAI wraps the real
+    failure (e.g. a ZeroDivisionError in a resize) in a RuntimeError naming only the
+    transform."""
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        parts.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return " <- caused by ".join(parts)
+
+
 def scan_id_from_filename(filename: str) -> str | None:
     for suffix in NIFTI_SUFFIXES:
         if filename.endswith(suffix):
@@ -93,6 +105,22 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], table_name: str
         raise InputDataError(
             f"{table_name} lacks required column(s) {missing}; it has {list(table.columns)}. "
             "Rename the columns or set the column names in parameters_data_engineering.yml."
+        )
+
+
+def require_file_layout(images: Mapping, scans: pd.DataFrame) -> None:
+    """The file layout's inputs exist: both may be absent in a project that reads BIDS."""
+    if not images and scans.empty:
+        raise InputDataError(
+            "No input data: raw_images (data/01_raw/images) has no files and raw_scans "
+            "(data/01_raw/scans.csv) is absent. Put your data there (README, data contract), "
+            "run `kedro run --pipeline demo_data` for the phantom cohort, or set "
+            "data_engineering.source: bids to read the bids_dataset entry."
+        )
+    if scans.empty:
+        raise InputDataError(
+            "raw_scans (data/01_raw/scans.csv) is absent or empty: add one row per scan with "
+            "scan_id, patient_id and any clinical columns (README, data contract)."
         )
 
 
@@ -143,17 +171,60 @@ def _check_label(load_label: Callable, image: nib.Nifti1Image, shape) -> str | N
     return None
 
 
+@dataclass(frozen=True)
+class GridRule:
+    """What the preprocessing grid needs of a scan's geometry.
+
+    Every axis must span at least ``min_extent_voxels`` voxels of ``target_spacing``
+    (physical extent = voxels x spacing). The head mask is morphologically opened, which
+    erases anything thinner than 3 voxels, and resizing an axis that has shrunk to nothing
+    divides by zero; so a field of view that thin cannot be preprocessed.
+    """
+
+    target_spacing: Sequence[float]
+    min_extent_voxels: float = 4.0
+
+    def problem(self, shape: Sequence[int], voxel_sizes: Sequence[float]) -> str | None:
+        extent_mm = np.asarray(shape[:3], dtype=float) * np.asarray(voxel_sizes, dtype=float)
+        in_target_voxels = extent_mm / np.asarray(self.target_spacing, dtype=float)
+        if np.all(in_target_voxels >= self.min_extent_voxels):
+            return None
+        return (
+            "field of view too small for the target grid: extent "
+            + "x".join(f"{e:.3g}" for e in extent_mm)
+            + " mm is "
+            + "x".join(f"{n:.3g}" for n in in_target_voxels)
+            + f" voxels of {'x'.join(f'{s:g}' for s in self.target_spacing)} mm, fewer than "
+            f"data_engineering.min_extent_voxels={self.min_extent_voxels:g} along an axis"
+        )
+
+
+def spacing_problem(image: nib.Nifti1Image) -> str | None:
+    """Problem text when the affine that preprocessing resamples with has no usable voxel
+    size: NaN/inf entries, or a zero or NaN spacing along an axis. (NiftiDataset already
+    refuses files whose stored pixdim is zero or NaN without an sform.)"""
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        return "affine holds NaN/inf values, so the voxel spacing is unknown"
+    sizes = nib.affines.voxel_sizes(affine)
+    if not np.all(sizes > 0):  # False for NaN too
+        return f"voxel spacing {'x'.join(f'{s:.3g}' for s in sizes)} mm has a zero or NaN size"
+    return None
+
+
 def build_nifti_catalog(
     images: Mapping[str, Callable[[], nib.Nifti1Image]],
     labels: Mapping[str, Callable[[], nib.Nifti1Image]],
     scans: pd.DataFrame,
     columns: Mapping[str, str],
     on_invalid: str = "skip",
+    grid: GridRule | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate every image (and its label map) against the scans table.
 
     ``images``/``labels`` map file names to loaders (Kedro ``PartitionedDataset``);
-    ``columns`` names the ``scan_id`` and ``patient_id`` columns of ``scans``.
+    ``columns`` names the ``scan_id`` and ``patient_id`` columns of ``scans``; ``grid``,
+    when given, rejects scans whose field of view the preprocessing grid cannot hold.
     Returns ``(catalog, problems)``; the catalog has one row per scan with a status.
     """
     scan_col, patient_col = columns["scan_id"], columns["patient_id"]
@@ -208,7 +279,7 @@ def build_nifti_catalog(
             image_file=image_file,
             label_file=label_files.get(scan_id, (None,))[0],
         )
-        status = _inspect_image(row, load_image, label_files.get(scan_id))
+        status = _inspect_image(row, load_image, label_files.get(scan_id), grid)
         if status == "ok" and scan_id not in patients:
             status = "scan has no row in scans.csv"
             fix = f"add a row with scan_id '{scan_id}' to scans.csv"
@@ -216,7 +287,7 @@ def build_nifti_catalog(
             status = "ambiguous or incomplete scans.csv row"
             fix = "see the scans.csv problem rows above"
         else:
-            fix = "re-export the file or remove it; see the problem text"
+            fix = _fix_for(status)
         if status != "ok":
             problems.add(scan_id, image_file, status, fix)
         row["status"] = status
@@ -234,7 +305,30 @@ def build_nifti_catalog(
     return catalog, problems.table()
 
 
-def _inspect_image(row: dict, load_image: Callable, label: tuple[str, Callable] | None) -> str:
+SPACING_FIX = (
+    "set the voxel sizes in the header (pixdim and sform/qform, e.g. nibabel "
+    "header.set_zooms and set_sform) or re-export the file from the converter"
+)
+FIELD_OF_VIEW_FIX = (
+    "leave the scan out (it is a slab or a localiser, not a head volume), or choose a finer "
+    "data_engineering.preprocessing.target_spacing"
+)
+
+
+def _fix_for(status: str) -> str:
+    if "spacing" in status or "affine holds" in status:
+        return SPACING_FIX
+    if status.startswith("field of view"):
+        return FIELD_OF_VIEW_FIX
+    return "re-export the file or remove it; see the problem text"
+
+
+def _inspect_image(
+    row: dict,
+    load_image: Callable,
+    label: tuple[str, Callable] | None,
+    grid: GridRule | None = None,
+) -> str:
     """Fill the catalog row's image facts; return "ok" or the problem."""
     try:
         image = load_image()
@@ -242,13 +336,19 @@ def _inspect_image(row: dict, load_image: Callable, label: tuple[str, Callable] 
     except Exception as error:  # noqa: BLE001 - unreadable/truncated/non-3D files are problems
         return f"unreadable or not a 3D volume: {error}"
     zooms = image.header.get_zooms()[:3]
+    geometry_problem = spacing_problem(image)
     row.update(
         shape="x".join(map(str, data.shape)),
         spacing="x".join(f"{zoom:.3g}" for zoom in zooms),
-        orientation="".join(nib.aff2axcodes(image.affine)),
+        # a singular or NaN affine has no orientation
+        orientation=None if geometry_problem else "".join(nib.aff2axcodes(image.affine)),
         dtype=str(data.dtype),
         sha256=content_sha256(data, image.affine),
     )
+    if geometry_problem is None and grid is not None:
+        geometry_problem = grid.problem(data.shape, nib.affines.voxel_sizes(image.affine))
+    if geometry_problem:
+        return geometry_problem
     finite = np.isfinite(data)
     if not finite.all():
         return f"{int((~finite).sum())} NaN/inf voxel(s)"
@@ -258,6 +358,14 @@ def _inspect_image(row: dict, load_image: Callable, label: tuple[str, Callable] 
         if label_problem:
             return label_problem
     return "ok"
+
+
+def lesion_name(lesion, scan_id: str) -> str:
+    """How messages name a lesion row (``lesion_id``, ``region``): by its label-map id when it
+    has one, else by its region, since lesions from the regions column have no id."""
+    if pd.isna(lesion.lesion_id):
+        return f"{lesion.region} lesion of {scan_id}"
+    return f"lesion {int(lesion.lesion_id)} ({lesion.region}) of {scan_id}"
 
 
 def collect_lesions(
@@ -348,7 +456,7 @@ def build_unlabelled_catalog(
         row.update(scan_id=scan_id, image_file=image_file)
         row["status"] = _inspect_image(row, load_image, None)
         if row["status"] != "ok":
-            problems.add(scan_id, image_file, row["status"], "re-export the file or remove it")
+            problems.add(scan_id, image_file, row["status"], _fix_for(row["status"]))
         rows.append(row)
     problems.raise_if_any(on_invalid)
     return pd.DataFrame(rows, columns=CATALOG_COLUMNS), problems.table()

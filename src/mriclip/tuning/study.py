@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,23 +44,79 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return pruners[name]()
 
 
+JOURNAL_SCHEME = "journal:///"
+
+
+def make_storage(storage_url: str) -> str | optuna.storages.BaseStorage:
+    """The Optuna storage a URL names.
+
+    ``journal:///path`` (relative to the working directory; ``journal:////abs/path`` for
+    an absolute one, as with ``sqlite:///``) is Optuna's JournalStorage on a file: several
+    processes on one machine share a study without a database server (the file lock
+    serialises their writes). Any other URL is a database for Optuna's RDBStorage:
+    ``sqlite:///`` for one process, ``postgresql://`` or ``mysql://`` for workers on
+    several machines."""
+    for scheme in ("sqlite:///", JOURNAL_SCHEME):
+        if storage_url.startswith(scheme):
+            Path(storage_url.removeprefix(scheme)).parent.mkdir(parents=True, exist_ok=True)
+    if storage_url.startswith(JOURNAL_SCHEME):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(storage_url.removeprefix(JOURNAL_SCHEME)))
+    return storage_url
+
+
+def create_tables(storage_url: str, attempts: int = 3) -> None:
+    """Create Optuna's tables in a database if they are missing.
+
+    Workers started together on an empty PostgreSQL database all create them; all but one
+    fail on the others' rows (a UniqueViolation on Optuna's enum types, measured with two
+    workers). The tables then exist, so a failed attempt is retried."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            optuna.storages.RDBStorage(storage_url)
+            return
+        except (IntegrityError, ProgrammingError) as error:
+            if attempt == attempts:
+                raise
+            logger.info(
+                "another worker is creating the study tables (%s); retrying",
+                type(error.orig).__name__,
+            )
+            time.sleep(0.5 * attempt)
+
+
+def redacted(storage_url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, _, rest = storage_url.partition("://")
+    if "@" not in rest:
+        return storage_url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def open_study(
     storage_url: str, study_name: str, objective: str, pruner: str, seed: int
 ) -> optuna.Study:
     """Create the study, or continue it if the storage already holds one of that name."""
     if objective not in OBJECTIVES:
         raise ValueError(f"tuning.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
-    if storage_url.startswith("sqlite:///"):
-        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = make_storage(storage_url)
+    if isinstance(storage, str):
+        create_tables(storage)
     study = optuna.create_study(
-        storage=storage_url,
+        storage=storage,
         study_name=study_name,
         direction=OBJECTIVES[objective],
         pruner=make_pruner(pruner),
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
-    logger.info("study %r in %s: %d trials so far", study_name, storage_url, len(study.trials))
+    logger.info(
+        "study %r in %s: %d trials so far", study_name, redacted(storage_url), len(study.trials)
+    )
     return study
 
 
@@ -82,6 +141,8 @@ def make_objective(
         sampled = {parameter.name: parameter.suggest(trial) for parameter in space}
         params = resolve(base_alignment, space, sampled)
         trial.set_user_attr("alignment", params)
+        # which process ran it: workers on several machines share one study
+        trial.set_user_attr("worker", f"{socket.gethostname()}/{os.getpid()}")
         runtime = with_values(params, _flatten(trial_overrides))
         reports = iter(range(10**9))
 

@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mriclip.imaging.ablation import inpaint_lesions
+from mriclip.imaging.bids import BidsRoot, read_bids
 from mriclip.imaging.preprocessing import (
     PreprocessingConfig,
     lesion_geometry,
@@ -19,10 +20,14 @@ from mriclip.imaging.preprocessing import (
 )
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
+    GridRule,
     ProblemLog,
     as_3d,
     build_nifti_catalog,
     collect_lesions,
+    describe_error,
+    lesion_name,
+    require_file_layout,
 )
 from mriclip.splits import patient_level_splits
 from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
@@ -31,14 +36,35 @@ from mriclip.training.samples import VolumeSource
 logger = logging.getLogger(__name__)
 
 
+def select_input(
+    raw_images: dict[str, Callable],
+    raw_labels: dict[str, Callable],
+    raw_scans: pd.DataFrame,
+    bids_dataset: BidsRoot,
+    params: dict,
+) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """The images, label maps and scans table of ``data_engineering.source``: the file
+    layout in data/01_raw (``files``) or a BIDS dataset (``bids``), and the problems met."""
+    if params["source"] == "bids":
+        found = read_bids(bids_dataset, params["bids"], params["columns"], params["on_invalid"])
+        return found.images, found.labels, found.scans, found.problems
+    if params["source"] != "files":
+        raise ValueError(
+            f"data_engineering.source must be 'files' or 'bids', got {params['source']!r}"
+        )
+    require_file_layout(raw_images, raw_scans)
+    return raw_images, raw_labels, raw_scans, pd.DataFrame(columns=PROBLEM_COLUMNS)
+
+
 def catalog_scans(
     raw_images: dict[str, Callable],
     raw_labels: dict[str, Callable],
     raw_scans: pd.DataFrame,
     params: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    grid = GridRule(params["preprocessing"]["target_spacing"], params["min_extent_voxels"])
     return build_nifti_catalog(
-        raw_images, raw_labels, raw_scans, params["columns"], params["on_invalid"]
+        raw_images, raw_labels, raw_scans, params["columns"], params["on_invalid"], grid
     )
 
 
@@ -72,17 +98,19 @@ def preprocess_volumes(
     for scan in tqdm(
         usable.itertuples(), total=len(usable), desc="preprocess", unit="scan", disable=None
     ):
-        image = raw_images[scan.image_file]()
-        label_image = raw_labels[scan.label_file]() if isinstance(scan.label_file, str) else None
-        label = None if label_image is None else as_3d(label_image)
         try:
+            image = raw_images[scan.image_file]()
+            has_label = isinstance(scan.label_file, str)
+            label = as_3d(raw_labels[scan.label_file]()) if has_label else None
             volume, label_out, metadata = preprocess_scan(image, as_3d(image), label, config)
-        except ValueError as error:
+        except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
+            logger.debug("preprocessing %s failed", scan.scan_id, exc_info=True)
             problems.add(
                 scan.scan_id,
                 scan.image_file,
-                f"preprocessing failed: {error}",
-                "inspect the scan; it may be empty",
+                f"preprocessing failed: {describe_error(error)}",
+                "inspect the scan (empty, a slab, or an unusual header?) or remove it; "
+                "the log has the traceback at DEBUG level",
             )
             continue
         volumes[scan.scan_id] = volume
@@ -92,7 +120,7 @@ def preprocess_volumes(
             for lesion in scan_lesions.itertuples():
                 uncentred.add(
                     scan.scan_id,
-                    f"lesion {lesion.lesion_id} of {scan.scan_id}",
+                    lesion_name(lesion, scan.scan_id),
                     "listed but the scan has no label map, so the lesion has no "
                     "centre (its region still enters the scan's sentence)",
                     "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
@@ -104,7 +132,7 @@ def preprocess_volumes(
             if pd.isna(lesion.lesion_id):
                 uncentred.add(
                     scan.scan_id,
-                    f"{lesion.region} lesion of {scan.scan_id}",
+                    lesion_name(lesion, scan.scan_id),
                     "no lesion_id (regions column), so the lesion has no centre "
                     "(its region still enters the scan's sentence)",
                     "give lesions.csv rows with the label-map ids for patch mode",
@@ -113,7 +141,7 @@ def preprocess_volumes(
             if int(lesion.lesion_id) not in geometry:
                 problems.add(
                     scan.scan_id,
-                    f"lesion {lesion.lesion_id} of {scan.scan_id}",
+                    lesion_name(lesion, scan.scan_id),
                     "lesion id absent from the label map after preprocessing (missing "
                     "in the file, or smaller than one voxel on the target grid)",
                     "check lesions.csv against the label map, or use a finer grid",

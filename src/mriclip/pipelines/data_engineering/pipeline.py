@@ -9,8 +9,20 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                nodes.select_input,
+                [
+                    "raw_images",
+                    "raw_labels",
+                    "raw_scans",
+                    "bids_dataset",
+                    "params:data_engineering",
+                ],
+                ["input_images", "input_labels", "input_scans", "input_problems"],
+                name="select_input",
+            ),
+            Node(
                 nodes.catalog_scans,
-                ["raw_images", "raw_labels", "raw_scans", "params:data_engineering"],
+                ["input_images", "input_labels", "input_scans", "params:data_engineering"],
                 ["nifti_catalog", "image_problems"],
                 name="catalog_scans",
                 tags=["validation"],
@@ -18,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.validate_lesions,
                 [
-                    "raw_scans",
+                    "input_scans",
                     "raw_lesions",
                     "nifti_catalog",
                     "params:regions",
@@ -31,8 +43,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.preprocess_volumes,
                 [
-                    "raw_images",
-                    "raw_labels",
+                    "input_images",
+                    "input_labels",
                     "nifti_catalog",
                     "validated_lesions",
                     "params:data_engineering",
@@ -50,7 +62,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.template_sentences,
                 [
-                    "raw_scans",
+                    "input_scans",
                     "validated_lesions",
                     "preprocessing_report",
                     "params:regions",
@@ -75,7 +87,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.make_lesion_ablated_twins,
                 [
-                    "raw_images",
+                    "input_images",
                     "raw_ablated_images",
                     "preprocessed_volumes",
                     "preprocessed_labels",
@@ -89,7 +101,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.gather_problems,
-                ["image_problems", "lesion_problems", "preprocessing_problems"],
+                ["input_problems", "image_problems", "lesion_problems", "preprocessing_problems"],
                 "catalog_problems",
                 name="gather_problems",
                 tags=["validation"],

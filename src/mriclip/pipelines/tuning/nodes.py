@@ -73,7 +73,10 @@ def tune_alignment(
         params["sampler_seed"],
     )
     if params["enqueue_defaults"] and not study.trials:
-        study.enqueue_trial(current_values(space, alignment), user_attrs={"defaults": True})
+        # skip_if_exists: a second worker starting on the same new study does not repeat it
+        study.enqueue_trial(
+            current_values(space, alignment), user_attrs={"defaults": True}, skip_if_exists=True
+        )
     objective = make_objective(
         space, alignment, params["trial_overrides"], folds, params["objective"], train_fold
     )
