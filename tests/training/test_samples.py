@@ -139,3 +139,20 @@ def test_bad_inputs_are_named(cohort):
         AlignmentSamples(scans, volumes, lesions, SentenceTemplates())
     with pytest.raises(ValueError, match="lesion_patch_fraction"):
         patch_samples(cohort, lesion_patch_fraction=1.5)
+
+
+def test_lesion_free_cubes_sit_where_lesions_of_other_scans_are(cohort):
+    """Matched cubes: lesion and lesion-free cubes come from the same places in the head."""
+    scans, volumes, labels, lesions = cohort
+    grid = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), axis=-1)
+    volumes = {**volumes, "S2": (grid @ np.array([10000, 100, 1]) + 1).astype(np.float32)}
+    samples = AlignmentSamples(
+        scans, volumes, lesions, TEMPLATES, patch_size=16, jitter=0.0, paraphrase=False,
+        labels=labels, lesion_patch_fraction=0.0, matched_fraction=1.0,
+    )  # fmt: skip
+    corners = set()
+    for _ in range(60):
+        corner = int(samples[2]["image"][0, 0, 0, 0]) - 1
+        corners.add((corner // 10000, corner // 100 % 100, corner % 100))
+    places = lesions[["center_x", "center_y", "center_z"]].to_numpy() - 8
+    assert corners == {tuple(int(v) for v in place) for place in places}

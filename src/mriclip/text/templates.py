@@ -96,7 +96,8 @@ def format_value(value) -> str | None:
             return None
         return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
     text = str(value).strip()
-    return text if text and text.lower() not in ("nan", "none", "null") else None
+    # "none" stays a value (a diagnosis of none); Python's None is caught above.
+    return text if text and text.lower() not in ("nan", "null") else None
 
 
 def describe_scan(

@@ -95,7 +95,11 @@ class AlignmentSamples(Dataset):
 
     Patch mode needs the preprocessed label maps (``labels``): a fraction
     ``lesion_patch_fraction`` of the patches is a cube around one of the scan's lesions (each
-    lesion equally likely, the cube jittered), the rest a cube centred anywhere in the head.
+    lesion equally likely, the cube jittered). Of the rest, ``matched_fraction`` are centred
+    where a lesion of *another* training scan lies (volumes are on one RAS grid, so that is the
+    same place in the head), the others anywhere in the head. Matching matters: cubes around
+    lesions sit deep in the brain and random cubes often at its edge, so without it "where the
+    cube is" already tells lesion from no lesion, and a model learns that instead of the lesion.
     The sentence describes exactly the lesions inside the cube: those with at least
     ``min_visible_fraction`` of their voxels in it, "no lesion" when there is none. A cube
     that cuts a lesion in between (some voxels in, fewer than that fraction) is redrawn, so no
@@ -121,12 +125,17 @@ class AlignmentSamples(Dataset):
         lesion_patch_fraction: float = 0.5,
         min_visible_fraction: float = 0.5,
         patch_columns: Sequence[str] = (),
+        matched_fraction: float = 0.8,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
         if not 0 <= lesion_patch_fraction <= 1:
             raise ValueError(
                 f"alignment.lesion_patch_fraction must be in [0, 1], got {lesion_patch_fraction}"
+            )
+        if not 0 <= matched_fraction <= 1:
+            raise ValueError(
+                f"alignment.matched_fraction must be in [0, 1], got {matched_fraction}"
             )
         if not 0 < min_visible_fraction <= 1:
             raise ValueError(
@@ -146,8 +155,11 @@ class AlignmentSamples(Dataset):
         self.lesion_patch_fraction = lesion_patch_fraction
         self.min_visible_fraction = min_visible_fraction
         self.patch_columns = tuple(patch_columns)
+        self.matched_fraction = matched_fraction
         self.rng = np.random.default_rng(seed)
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
+        mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
+        self.lesion_places = mine[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
         if mode == "patch":
             unlabelled = [
                 sid
@@ -179,6 +191,9 @@ class AlignmentSamples(Dataset):
             lesion = lesions.iloc[int(self.rng.integers(len(lesions)))]
             centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
             centre = centre + self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
+        elif len(self.lesion_places) and self.rng.random() < self.matched_fraction:
+            place = self.lesion_places[int(self.rng.integers(len(self.lesion_places)))]
+            centre = place + self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
         else:  # anywhere in the head: background is exactly 0 after preprocessing
             for _ in range(_MAX_DRAWS):
                 centre = self.rng.integers(0, volume.shape)

@@ -92,6 +92,7 @@ def alignment_samples(
         lesion_patch_fraction=params["lesion_patch_fraction"],
         min_visible_fraction=params["min_visible_fraction"],
         patch_columns=params["patch_columns"],
+        matched_fraction=params["matched_fraction"],
     )
 
 
