@@ -10,6 +10,19 @@ import pytest
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_run_left_open():
+    """With the mlflow extra, kedro-mlflow opens a run per Kedro session; one a test leaves
+    active would swallow the next session's logging (and clash on its parameters)."""
+    yield
+    try:
+        import mlflow
+    except ImportError:
+        return
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 def make_head(
     shape=(40, 48, 40), seed=0, lesions=((20, 24, 20, 3),)
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ def test_output_shapes(name, size):
     x = torch.randn(2, 1, *size)
     features = encoder.forward_features(x)
     expected_map = tuple(side // encoder.downsample_factor for side in size)
-    assert features.shape == (2, encoder.feature_dim, *expected_map)
+    assert features.shape == (2, encoder.map_channels, *expected_map)
     assert encoder(x).shape == (2, encoder.feature_dim)
 
 
@@ -133,3 +133,21 @@ def test_clip_model_embeddings_and_temperature():
     assert siglip.logit_bias.item() == -10.0
     with pytest.raises(ValueError, match="init_temperature"):
         ClipModel(image_encoder, _TinyText(), init_temperature=1.351)
+
+
+def test_pooling_choices_are_the_deepest_maps_mean_max_or_both():
+    x = torch.randn(2, 1, 32, 32, 32)
+    for pooling, width in (("mean", 1), ("max", 1), ("mean_max", 2)):
+        encoder = build_image_encoder("resnet", filters=4, levels=4, pooling=pooling).eval()
+        assert encoder.feature_dim == width * encoder.map_channels
+        with torch.no_grad():
+            features = encoder.forward_features(x).flatten(2)
+            pooled = encoder(x)
+        expected = {
+            "mean": features.mean(2),
+            "max": features.amax(2),
+            "mean_max": torch.cat([features.mean(2), features.amax(2)], 1),
+        }[pooling]
+        torch.testing.assert_close(pooled, expected)
+    with pytest.raises(ValueError, match="unknown encoder pooling"):
+        build_image_encoder("resnet", pooling="median")

@@ -57,6 +57,7 @@ def tuning_worker(data: dict, storage_url: str, study_name: str, barrier) -> Non
         data["scan_sentences"],
         data["splits"],
         data["preprocessed_volumes"],
+        data["preprocessed_labels"],
         data["lesion_table"],
         data["region_prompts"],
         None,
@@ -76,7 +77,14 @@ def engineered():
         data_engineering(),
         {"raw_images": images, "raw_labels": labels, "raw_scans": scans, "raw_lesions": lesions},
     )
-    keys = ("scan_sentences", "splits", "preprocessed_volumes", "lesion_table", "region_prompts")
+    keys = (
+        "scan_sentences",
+        "splits",
+        "preprocessed_volumes",
+        "preprocessed_labels",
+        "lesion_table",
+        "region_prompts",
+    )
     return {key: out[key] for key in keys}
 
 

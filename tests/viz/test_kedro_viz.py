@@ -26,9 +26,9 @@ from tests.pipelines.helpers import copy_project
 pytest.importorskip("kedro_viz", reason="kedro-viz (the viz extra) is not installed")
 
 PIPELINES = ["demo_data", "data_engineering", "pretraining", "alignment", "evaluation", "reporting"]
-#: kedro-viz orders layers by the data flow; model_input and primary have no order between
-#: them (preprocessed volumes do not depend on sentences or splits) and sort by name.
-LAYERS = ["raw", "intermediate", "model_input", "primary", "models", "model_output", "reporting"]
+#: kedro-viz orders layers by the data flow (splits, primary, feed the lesion-ablated
+#: twins, model_input).
+LAYERS = ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
 STARTUP_SECONDS = 120
 
 

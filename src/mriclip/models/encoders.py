@@ -2,10 +2,11 @@
 
 Every encoder shares one interface (:class:`ImageEncoder`):
 
-- ``forward_features(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim, d, h, w)``, the
+- ``forward_features(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, map_channels, d, h, w)``, the
   deepest feature map, with ``d = D / downsample_factor`` (same for ``h``, ``w``);
-- ``forward(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim)``, that map average-pooled;
-- ``feature_dim`` and ``downsample_factor`` attributes;
+- ``forward(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim)``, that map pooled
+  (``pooling``: mean, max, or both concatenated);
+- ``map_channels``, ``feature_dim`` and ``downsample_factor`` attributes;
 - ``stages()``: the encoder's stages from input to output, for freezing the first ``k`` of them.
 
 Input size constraint: each spatial side must be a positive multiple of ``downsample_factor``
@@ -48,18 +49,24 @@ __all__ = [
 ]
 
 SPATIAL_DIMS = 3
+#: How the deepest map becomes a vector: its mean (the paper's average pooling), its max (a
+#: small lesion is one strong local response, which a mean over the map dilutes), or both.
+POOLINGS = ("mean", "max", "mean_max")
 
 
 class ImageEncoder(nn.Module):
     """Base of all 3D encoders: input checks and pooling; subclasses build the stages."""
 
     name: str
-    feature_dim: int
+    map_channels: int
     downsample_factor: int
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, pooling: str = "mean") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown encoder pooling {pooling!r}; choose one of {POOLINGS}")
         self.in_channels = in_channels
+        self.pooling = pooling
         # build_image_encoder fills this so a trained encoder can be saved and rebuilt.
         self.build_config: dict = {}
 
@@ -72,8 +79,18 @@ class ImageEncoder(nn.Module):
             x = stage(x)
         return x
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``forward``'s output: the deepest map's channels (twice with mean_max)."""
+        return self.map_channels * (2 if self.pooling == "mean_max" else 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x).mean(dim=(2, 3, 4))
+        features = self.forward_features(x).flatten(2)
+        if self.pooling == "mean":
+            return features.mean(dim=2)
+        if self.pooling == "max":
+            return features.amax(dim=2)
+        return torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is (B, in_channels, D, H, W) with divisible sides."""
@@ -111,8 +128,9 @@ class SwinEncoder(ImageEncoder):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         use_checkpoint: bool = False,
+        pooling: str = "mean",
     ) -> None:
-        super().__init__(in_channels)
+        super().__init__(in_channels, pooling)
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError("swin encoder has exactly 4 stages: give 4 depths and 4 num_heads")
         for stage, heads in enumerate(num_heads):
@@ -138,7 +156,7 @@ class SwinEncoder(ImageEncoder):
         )
         # Each of the 4 stages ends with patch merging (x2 channels, /2 size), after the patch
         # embedding's own /patch_size.
-        self.feature_dim = feature_size * 2 ** len(depths)
+        self.map_channels = feature_size * 2 ** len(depths)
         self.downsample_factor = patch_size * 2 ** len(depths)
 
     def stages(self) -> list[nn.Module]:
@@ -166,8 +184,9 @@ class MedNeXtEncoder(ImageEncoder):
         blocks_down: Sequence[int] = (2, 2, 2, 2),
         blocks_bottleneck: int = 2,
         use_residual_connection: bool = True,
+        pooling: str = "mean",
     ) -> None:
-        super().__init__(in_channels)
+        super().__init__(in_channels, pooling)
         block_options = {
             "expansion_ratio": expansion_ratio,
             "kernel_size": kernel_size,
@@ -193,7 +212,7 @@ class MedNeXtEncoder(ImageEncoder):
                 for _ in range(blocks_bottleneck)
             ]
         )
-        self.feature_dim = bottleneck_channels
+        self.map_channels = bottleneck_channels
         self.downsample_factor = 2 ** len(blocks_down)
 
     def stages(self) -> list[nn.Module]:
@@ -217,8 +236,9 @@ class ResNetEncoder(ImageEncoder):
         subunits: int = 2,
         norm: str = "instance",
         act: str = "leakyrelu",
+        pooling: str = "mean",
     ) -> None:
-        super().__init__(in_channels)
+        super().__init__(in_channels, pooling)
         norm_layer = (norm, {"affine": True}) if norm == "instance" else norm
         units = []
         channels_in = in_channels
@@ -238,7 +258,7 @@ class ResNetEncoder(ImageEncoder):
             channels_in = channels_out
         self.levels = nn.ModuleList(units)
         self.norm = norm
-        self.feature_dim = channels_in
+        self.map_channels = channels_in
         self.downsample_factor = 2 ** (levels - 1)
 
     def stages(self) -> list[nn.Module]:

@@ -83,7 +83,7 @@ class MaskedAutoencoder(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-        self.decoder = LightDecoder(encoder.feature_dim, encoder.downsample_factor)
+        self.decoder = LightDecoder(encoder.map_channels, encoder.downsample_factor)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder.forward_features(image))

@@ -159,7 +159,8 @@ class AlignmentSamples(Dataset):
         self.rng = np.random.default_rng(seed)
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
-        self.lesion_places = mine[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
+        centres = mine.reindex(columns=["center_x", "center_y", "center_z"])  # none in volume mode
+        self.lesion_places = centres.dropna().to_numpy(dtype=float)
         if mode == "patch":
             unlabelled = [
                 sid
