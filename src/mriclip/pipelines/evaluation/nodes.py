@@ -252,6 +252,25 @@ def _region_prompts(prompt_embeddings: pd.DataFrame, stage: str, ensemble: bool)
     return class_embeddings(rows, vectors, REGIONS_TARGET, "positive", ensemble)
 
 
+def _lesion_cubes(
+    test_embeddings: pd.DataFrame,
+    prompt_embeddings: pd.DataFrame,
+    regions: list[str],
+    stage: str,
+    variant: str,
+    ensemble: bool,
+) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
+    """The lesion-level cubes of a stage and variant, their cosine scores against the region
+    prompts and their labels (None, None when there are none)."""
+    rows = _select(test_embeddings, stage, variant, "lesion")
+    if rows.empty:
+        return rows, None, None
+    scores = zero_shot_scores(
+        _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
+    )
+    return rows, scores, label_matrix(rows["key"], regions)
+
+
 def _patients(scan_sentences: pd.DataFrame) -> dict[str, str]:
     return dict(
         zip(scan_sentences["scan_id"], scan_sentences["patient_id"].astype(str), strict=True)
@@ -413,13 +432,11 @@ def zero_shot_evaluation(
 
     lesion_part = {}
     for comparison, (stage, variant) in COMPARISONS.items():
-        lesions = _select(test_embeddings, stage, variant, "lesion")
+        lesions, scores, labels = _lesion_cubes(
+            test_embeddings, prompt_embeddings, regions, stage, variant, ensemble
+        )
         if lesions.empty:
             continue
-        labels = label_matrix(lesions["key"], regions)
-        scores = zero_shot_scores(
-            _matrix(lesions, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
-        )
         groups = lesions["scan_id"].map(patient_of).tolist()
         lesion_part[comparison] = _zero_shot_with_intervals(
             scores, labels, regions, groups, params, seed
@@ -481,13 +498,11 @@ def retrieval_evaluation(
                 labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec,
                                         REGIONS_TARGET)  # fmt: skip
             else:
-                rows = _select(test_embeddings, stage, variant, "lesion")
+                rows, scores, labels = _lesion_cubes(
+                    test_embeddings, prompt_embeddings, regions, stage, variant, ensemble
+                )
                 if rows.empty:
                     continue
-                labels = label_matrix(rows["key"], regions)
-                scores = zero_shot_scores(
-                    _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
-                )
             groups = rows["scan_id"].map(patient_of).tolist()
             part[comparison] = _with_intervals(
                 lambda i, s=scores, y=labels: ranking_metrics(s[i], y[i], regions),
