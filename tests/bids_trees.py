@@ -90,8 +90,8 @@ def nibabel_tree(root: Path) -> None:
 
 
 def phantom_tree(cohort, root: Path) -> pd.DataFrame:
-    """The phantom cohort as BIDS (patient -> subject, course -> session; sex in
-    participants.tsv, age per session); returns its lesions table with BIDS scan ids."""
+    """The phantom cohort as BIDS (patient -> subject, course -> session; sex and diagnosis
+    in participants.tsv, age per session); returns its lesions table with BIDS scan ids."""
     describe(root, "mriclip phantom")
     scans = cohort.scans.set_index("scan_id")
     bids_ids = {}
@@ -111,8 +111,10 @@ def phantom_tree(cohort, root: Path) -> pd.DataFrame:
     write_tsv(
         root / "participants.tsv",
         [
-            {"participant_id": f"sub-{p}", "sex": s}
-            for p, s in zip(patients["patient_id"], patients["sex"], strict=True)
+            {"participant_id": f"sub-{p}", "sex": s, "diagnosis": d}
+            for p, s, d in zip(
+                patients["patient_id"], patients["sex"], patients["diagnosis"], strict=True
+            )
         ],
     )
     for patient_id, rows in scans.groupby("patient_id"):

@@ -1,6 +1,7 @@
 """data_engineering with `--params data_engineering.source=bids`: a BIDS dataset flows through
 the same validation and preprocessing as the file layout."""
 
+import json
 import shutil
 
 import numpy as np
@@ -97,3 +98,22 @@ def test_the_phantom_written_as_bids_runs_with_the_source_parameter(tmp_path, mo
     assert sorted(sentences.index) == sorted(expected.index)
     assert (sentences["age"] == expected.loc[sentences.index, "age"]).all()
     assert (sentences["sex"] == expected.loc[sentences.index, "sex"]).all()
+
+    # ... and on through alignment and evaluation, lesion-ablated controls included (no raw
+    # twins in BIDS: the labelled lesions are inpainted).
+    with KedroSession.create(
+        project_path=tmp_path,
+        env="test",
+        runtime_params={
+            "data_engineering": {"source": "bids"},
+            "alignment": {"image_init": "random"},
+        },
+    ) as session:
+        session.run(pipeline_names=["alignment", "evaluation"])
+    ablation = pd.read_csv(tmp_path / "data" / "05_model_input" / "ablation_report.csv")
+    assert set(ablation["method"]) == {"inpainted"}
+    metrics_dir = tmp_path / "data" / "08_reporting" / "zero_shot_metrics.json"
+    version = next(metrics_dir.iterdir())
+    zero_shot = json.loads((version / "zero_shot_metrics.json").read_text())
+    assert {"model", "lesion_ablated", "random"} <= set(zero_shot["scan_level"])
+    assert "diagnosis" in zero_shot["targets"]
