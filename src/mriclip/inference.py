@@ -30,6 +30,7 @@ from mriclip.evaluation.scan_scoring import (
     evidence_map,
     probability_columns,
     resample_to_grid,
+    score_columns,
 )
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
 from mriclip.models.clip import ClipModel
@@ -107,26 +108,17 @@ def build_scorer(model: ClipModel, spec: Mapping, scoring: Mapping, prompts: Map
     """The zero-shot scorer of ``spec``'s prompts with this model's text tower."""
     texts = prompt_texts(spec)
     vectors = embed_texts(model, list(texts["text"])).numpy()
-    return ScanScorer(
-        spec,
-        texts,
-        vectors,
-        float(model.logit_scale.detach()),
-        ensemble=prompts["ensemble"],
-        negative=prompts["negative"],
-        aggregation=scoring["aggregation"],
-        top_k=scoring["top_k"],
-        target_aggregation=scoring["target_aggregation"],
-    )
+    logit_scale = float(model.logit_scale.detach())
+    return ScanScorer.from_settings(spec, texts, vectors, logit_scale, scoring, prompts)
 
 
 @dataclass
 class ScanPrediction:
-    """One scan's result: scores per (target, class), its embedding, the patches' embeddings
+    """One scan's result: scores per ``prob_<class>`` column, its embedding, the patches' embeddings
     (for text queries) and the evidence maps (lesion evidence first, then one per region) on
     the input scan's grid."""
 
-    scores: dict[tuple[str, str], float]
+    scores: dict[str, float]
     any_lesion: float
     embedding: np.ndarray
     patch_embeddings: np.ndarray
@@ -155,8 +147,8 @@ def predict_scan(
         )
     size = min(size, *volume.shape)
     patch_embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
-    scores, any_lesion = scorer.scan_scores(patch_embeddings)
     probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
+    scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     regions = probabilities[next(iter(spec.zero_shot["targets"]))]
     maps = evidence_map(volume.shape, starts, size, np.column_stack([evidence, regions]))
     on_input = np.stack(
@@ -164,11 +156,7 @@ def predict_scan(
     )
     mean = patch_embeddings.mean(axis=0)
     return ScanPrediction(
-        scores={
-            (name, value): float(scores[name][index])
-            for name, target in spec.zero_shot["targets"].items()
-            for index, value in enumerate(target["classes"])
-        },
+        scores=score_columns(spec.zero_shot, scores),
         any_lesion=any_lesion,
         embedding=mean / np.linalg.norm(mean),
         patch_embeddings=patch_embeddings,
@@ -185,11 +173,9 @@ def prediction_row(
     ";"-joined; other targets: the best-scored class)."""
     columns = probability_columns(spec)
     row = {"scan_id": scan_id, "n_patches": prediction.n_patches,
-           "prob_any_lesion": prediction.any_lesion}  # fmt: skip
-    for key, column in columns.items():
-        row[column] = prediction.scores[key]
+           "prob_any_lesion": prediction.any_lesion, **prediction.scores}  # fmt: skip
     for name, target in spec["targets"].items():
-        values = {value: prediction.scores[(name, value)] for value in target["classes"]}
+        values = {value: prediction.scores[columns[(name, value)]] for value in target["classes"]}
         if target["kind"] == "lesion":
             row[f"predicted_{name}"] = ";".join(v for v, p in values.items() if p >= threshold)
         else:

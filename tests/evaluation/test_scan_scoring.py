@@ -92,7 +92,7 @@ def test_scorer_combines_probabilities_and_aggregation():
     patches = np.random.default_rng(3).normal(size=(6, 4))
     scorer = ScanScorer(spec(), texts, vectors, 5.0, aggregation="max", target_aggregation="mean")
     probabilities, evidence = scorer.patch_probabilities(patches)
-    scores, any_lesion = scorer.scan_scores(patches)
+    scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     np.testing.assert_allclose(scores["regions"], probabilities["regions"].max(axis=0))
     np.testing.assert_allclose(scores["diagnosis"], probabilities["diagnosis"].mean(axis=0))
     np.testing.assert_allclose(probabilities["diagnosis"].sum(axis=1), 1.0)

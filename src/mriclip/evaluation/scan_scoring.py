@@ -191,6 +191,29 @@ class ScanScorer:
                     f"scan_scoring aggregation must be one of {AGGREGATIONS}, got {method!r}"
                 )
 
+    @classmethod
+    def from_settings(
+        cls,
+        spec: Mapping,
+        prompts: pd.DataFrame,
+        vectors: np.ndarray,
+        logit_scale: float,
+        scoring: Mapping,
+        prompt_settings: Mapping,
+    ) -> ScanScorer:
+        """The scorer that ``evaluation.scan_scoring`` and ``evaluation.prompts`` describe."""
+        return cls(
+            spec,
+            prompts,
+            vectors,
+            logit_scale,
+            ensemble=prompt_settings["ensemble"],
+            negative=prompt_settings["negative"],
+            aggregation=scoring["aggregation"],
+            top_k=scoring["top_k"],
+            target_aggregation=scoring["target_aggregation"],
+        )
+
     def _embeddings(self, target: str, kind: str) -> np.ndarray:
         return class_embeddings(self.prompts, self.vectors, target, kind, self.ensemble)
 
@@ -214,9 +237,11 @@ class ScanScorer:
             raise ValueError("the zero-shot spec has no lesion target (no 'none' prompts)")
         return result, evidence
 
-    def scan_scores(self, patch_embeddings: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        """{target: (K,) scan scores} and the scan's aggregated lesion evidence."""
-        probabilities, evidence = self.patch_probabilities(patch_embeddings)
+    def scan_scores(
+        self, probabilities: Mapping[str, np.ndarray], evidence: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """{target: (K,) scan scores} and the scan's aggregated lesion evidence, from the
+        :meth:`patch_probabilities` of its patches."""
         scores = {
             name: aggregate_patches(
                 probabilities[name],
@@ -227,6 +252,16 @@ class ScanScorer:
         }
         any_lesion = aggregate_patches(evidence[:, None], self.aggregation, self.top_k)[0]
         return scores, float(any_lesion)
+
+
+def score_columns(spec: Mapping, scores: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """{``prob_<class>`` column: value} of a scan's :meth:`ScanScorer.scan_scores`."""
+    columns = probability_columns(spec)
+    return {
+        columns[(name, value)]: float(scores[name][index])
+        for name, target in spec["targets"].items()
+        for index, value in enumerate(target["classes"])
+    }
 
 
 def probability_columns(spec: Mapping) -> dict[tuple[str, str], str]:

@@ -47,7 +47,12 @@ from mriclip.evaluation.retrieval import (
     retrieval_random_baseline,
     single_class_reason,
 )
-from mriclip.evaluation.scan_scoring import ScanScorer, evidence_map, probability_columns
+from mriclip.evaluation.scan_scoring import (
+    ScanScorer,
+    evidence_map,
+    probability_columns,
+    score_columns,
+)
 from mriclip.evaluation.zero_shot import (
     zero_shot_metrics,
     zero_shot_random_baseline,
@@ -293,16 +298,8 @@ def score_test_scans(
     patch_tables, scan_rows = [], []
     for (stage, variant), group in patch_embeddings.groupby(["stage", "variant"], sort=False):
         rows, vectors = _stage_prompts(prompt_embeddings, stage)
-        scorer = ScanScorer(
-            zero_shot_spec,
-            rows,
-            vectors,
-            float(rows["logit_scale"].iloc[0]),
-            ensemble=prompts["ensemble"],
-            negative=prompts["negative"],
-            aggregation=scoring["aggregation"],
-            top_k=scoring["top_k"],
-            target_aggregation=scoring["target_aggregation"],
+        scorer = ScanScorer.from_settings(
+            zero_shot_spec, rows, vectors, float(rows["logit_scale"].iloc[0]), scoring, prompts
         )
         for scan_id, patches in group.groupby("scan_id", sort=False):
             embeddings = _matrix(patches, "image")
@@ -313,13 +310,11 @@ def score_test_scans(
                 for index, value in enumerate(target["classes"]):
                     table[columns[(name, value)]] = probabilities[name][:, index]
             patch_tables.append(table)
-            scores, any_lesion = scorer.scan_scores(embeddings)
-            row = {"scan_id": scan_id, "stage": stage, "variant": variant,
-                   "prob_any_lesion": any_lesion}  # fmt: skip
-            for name, target in zero_shot_spec["targets"].items():
-                for index, value in enumerate(target["classes"]):
-                    row[columns[(name, value)]] = float(scores[name][index])
-            scan_rows.append(row)
+            scores, any_lesion = scorer.scan_scores(probabilities, evidence)
+            scan_rows.append(
+                {"scan_id": scan_id, "stage": stage, "variant": variant,
+                 "prob_any_lesion": any_lesion, **score_columns(zero_shot_spec, scores)}
+            )  # fmt: skip
     return pd.concat(patch_tables, ignore_index=True), pd.DataFrame(scan_rows)
 
 
