@@ -99,3 +99,24 @@ def test_no_input_at_all_names_both_routes():
             inputs,
             overrides={"data_engineering": {**parameters, "source": "dicom"}},
         )
+
+
+def test_twins_that_fail_are_listed_and_the_run_goes_on(raw_cohort):
+    images, labels, scans, lesions = raw_cohort
+
+    def truncated():
+        raise OSError("unexpected end of gzip file")
+
+    out = run_in_memory(
+        create_pipeline(),
+        {
+            "raw_images": images,
+            "raw_labels": labels,
+            "raw_scans": scans,
+            "raw_lesions": lesions,
+            "raw_ablated_images": {name: truncated for name in images},
+        },
+    )
+    report = out["ablation_report"]
+    assert len(report) and report["method"].str.contains("unexpected end of gzip file").all()
+    assert not out["lesion_ablated_volumes"]  # no twin made from a failed read

@@ -238,25 +238,35 @@ def make_lesion_ablated_twins(
     ):
         if scan.scan_id not in volumes:
             continue  # preprocessing failed; listed in catalog_problems
-        if scan.image_file in raw_ablated_images:
-            image = raw_images[scan.image_file]()
-            twin = as_3d(raw_ablated_images[scan.image_file]())
-            twins[scan.scan_id] = preprocess_twin(image, as_3d(image), twin, config)
-            method = "counterfactual"
-        elif scan.scan_id in labels:
-            twins[scan.scan_id] = inpaint_lesions(
-                np.asarray(volumes[scan.scan_id]),
-                np.asarray(labels[scan.scan_id]),
-                settings["dilation_factor"],
-                settings["dilation_voxels"],
+        try:
+            method = _ablated_twin(
+                scan, raw_images, raw_ablated_images, volumes, labels, settings, config, twins
             )
-            method = "inpainted"
-        else:
-            method = "none: no label map and no raw twin, so the scan has no ablated control"
+        except Exception as error:  # noqa: BLE001 - one bad twin must not end the run
+            method = f"none: the twin failed ({type(error).__name__}: {error})"
+            logger.warning("lesion-ablated twin of %s: %s", scan.scan_id, method)
         rows.append({"scan_id": scan.scan_id, "method": method})
     report = pd.DataFrame(rows, columns=["scan_id", "method"])
     logger.info("lesion-ablated twins: %s", report["method"].value_counts().to_dict() or "none")
     return twins, report
+
+
+def _ablated_twin(scan, raw_images, raw_ablated_images, volumes, labels, settings, config, twins):
+    """Put the scan's twin into ``twins``; returns how it was made."""
+    if scan.image_file in raw_ablated_images:
+        image = raw_images[scan.image_file]()
+        twin = as_3d(raw_ablated_images[scan.image_file]())
+        twins[scan.scan_id] = preprocess_twin(image, as_3d(image), twin, config)
+        return "counterfactual"
+    if scan.scan_id in labels:
+        twins[scan.scan_id] = inpaint_lesions(
+            np.asarray(volumes[scan.scan_id]),
+            np.asarray(labels[scan.scan_id]),
+            settings["dilation_factor"],
+            settings["dilation_voxels"],
+        )
+        return "inpainted"
+    return "none: no label map and no raw twin, so the scan has no ablated control"
 
 
 def split_patients(scan_sentences: pd.DataFrame, seed: int, params: dict) -> pd.DataFrame:
