@@ -38,7 +38,7 @@ class PreprocessingConfig:
     fit: str = "resize_longest"  # or "pad_or_crop": keep the spacing, pad/crop to shape
     foreground_fraction: float = 0.05  # of the 99th percentile: what counts as head
     crop_margin: int = 2
-    clip_percentile: float = 99.0
+    clip_percentile: float = 100.0  # 100: no upper clip, lesions keep their contrast
     n4_bias_correction: bool = False
     n4_shrink_factor: int = 4
     n4_iterations: Sequence[int] = (50, 50, 30)
