@@ -80,3 +80,24 @@ def test_bad_pooling_and_unavailable_hub_model_raise_clear_errors(monkeypatch):
     monkeypatch.setattr(text_encoder_module, "_load", offline)
     with pytest.raises(OSError, match="could not load text model 'someorg/some-bert'"):
         TextEncoder("someorg/some-bert")
+
+
+def test_locked_tower_matches_eval_features_encodes_each_sentence_once_and_stays_in_eval():
+    encoder = TextEncoder(pooling="mean")
+    sentences = ["A lesion is in the frontal lobe.", "No lesion is visible.", "Cerebellar mass."]
+    with torch.no_grad():
+        expected = encoder.eval()(**encoder.tokenize(sentences))
+    encoder.lock()
+    encoder.train()  # a locked tower must not drop out: its cached features would be wrong
+    assert not encoder.model.training
+    assert not any(p.requires_grad for p in encoder.parameters())
+    calls = []
+    encoder.model.register_forward_hook(lambda module, args, output: calls.append(1))
+    # Repeats in one batch and across batches, padded to different lengths each time.
+    first = encoder(**encoder.tokenize([sentences[0], sentences[0], sentences[1]]))
+    second = encoder(**encoder.tokenize(sentences[::-1]))
+    assert len(calls) == 2  # once for the two new sentences, once for the one left
+    torch.testing.assert_close(first, expected[[0, 0, 1]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(second, expected[[2, 1, 0]], atol=1e-5, rtol=1e-5)
+    encoder(**encoder.tokenize(sentences))
+    assert len(calls) == 2

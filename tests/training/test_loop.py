@@ -50,3 +50,11 @@ def test_non_finite_loss_names_the_step():
     check_finite(1.0, 3)
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 17"):
         check_finite(float("nan"), 17)
+
+
+def test_freeze_all_stages_freezes_every_one_and_says_how_many():
+    stages = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+    assert freeze_stages(stages, "all", "text") == 2
+    assert not any(p.requires_grad for stage in stages for p in stage.parameters())
+    with pytest.raises(ValueError, match="cannot freeze most text stages"):
+        freeze_stages(stages, "most", "text")

@@ -65,6 +65,11 @@ class TextEncoder(nn.Module):
 
     The transformer's own pooler (BERT's dense+tanh over [CLS]) is removed: the pooling here
     never uses it, and dropping it keeps every parameter in the graph (DDP, exactness checks).
+
+    :meth:`lock` freezes the whole transformer (LiT's locked tower, on the text side): it then
+    stays in eval mode and each distinct sentence is encoded once. Training sentences come from
+    templates, so a run meets a few hundred distinct ones and the text tower, which costs most
+    of a CPU step, is almost free.
     """
 
     def __init__(
@@ -105,6 +110,8 @@ class TextEncoder(nn.Module):
         self.max_length = max_length
         self.pooling = pooling
         self.hidden_size: int = self.model.config.hidden_size
+        self.locked = False
+        self._features: dict[tuple[int, ...], torch.Tensor] = {}
         logger.info(
             "text encoder %s: %d layers, hidden %d, %s pooling, max_length %d",
             source if config is None else f"{config.model_type} (untrained)",
@@ -126,7 +133,33 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def lock(self) -> None:
+        """Freeze every parameter, keep the transformer in eval mode and cache features."""
+        self.requires_grad_(False)
+        self.locked = True
+        self._features.clear()
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if self.locked:  # a locked tower never drops out, so its cached features stay exact
+            self.model.eval()
+        return self
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self.locked:
+            return self._features_of(input_ids, attention_mask)
+        pairs = zip(input_ids, attention_mask, strict=True)
+        keys = [tuple(ids[mask.bool()].tolist()) for ids, mask in pairs]
+        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        if missing:
+            with torch.no_grad():
+                computed = self._features_of(input_ids[missing], attention_mask[missing])
+            for i, feature in zip(missing, computed.float(), strict=True):
+                self._features[keys[i]] = feature
+        return torch.stack([self._features[key] for key in keys]).to(input_ids.device)
+
+    def _features_of(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]

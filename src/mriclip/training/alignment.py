@@ -48,8 +48,9 @@ class AlignmentConfig:
     # lesion regions; "sentence": the same canonical sentence (same content, whatever the
     # paraphrase); null: plain CLIP (diagonal only).
     positive_key: str | None = "regions"
-    freeze_vision_stages: int = 0
-    freeze_text_stages: int = 0
+    freeze_vision_stages: int | str = 0
+    # "all" locks the text tower: eval mode, each distinct sentence encoded once.
+    freeze_text_stages: int | str = 0
     val_every: int = 50
     keep: str = "best"  # best (lowest validation loss) | last
     checkpoint_dir: str | None = None
@@ -131,7 +132,9 @@ def train_alignment(
     an Optuna trial reporting it, and pruning by raising)."""
     device = pick_device(config.device)
     freeze_stages(model.image_encoder.stages(), config.freeze_vision_stages, "vision")
-    freeze_stages(model.text_encoder.stages(), config.freeze_text_stages, "text")
+    text_stages = model.text_encoder.stages()
+    if freeze_stages(text_stages, config.freeze_text_stages, "text") == len(text_stages):
+        model.text_encoder.lock()
     model.to(device)
     if config.channels_last and device.type == "cuda":
         model.image_encoder.to(memory_format=torch.channels_last_3d)

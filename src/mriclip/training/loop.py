@@ -120,13 +120,17 @@ class Checkpointer:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def freeze_stages(stages: list[nn.Module], n_frozen: int, what: str) -> None:
-    """Freeze the first ``n_frozen`` stages (seed 002's partial freezing)."""
-    if not 0 <= n_frozen <= len(stages):
+def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> int:
+    """Freeze the first ``n_frozen`` stages (seed 002's partial freezing; ``"all"``: every
+    one). Returns how many were frozen."""
+    if n_frozen == "all":
+        n_frozen = len(stages)
+    if not isinstance(n_frozen, int) or not 0 <= n_frozen <= len(stages):
         raise ValueError(f"cannot freeze {n_frozen} {what} stages: it has {len(stages)}")
     for stage in stages[:n_frozen]:
         for parameter in stage.parameters():
             parameter.requires_grad_(False)
+    return n_frozen
 
 
 def training_snapshot(
