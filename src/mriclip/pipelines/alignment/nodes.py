@@ -75,8 +75,9 @@ def alignment_samples(
     scans, volumes, labels, lesion_table, sentences, params, seed, training: bool
 ) -> AlignmentSamples:
     augment = None
-    if training:
-        augment = full_augmentation(AugmentationConfig(**params["augmentation"]), ["image"], seed)
+    augmentation = AugmentationConfig(**params["augmentation"])
+    if training and augmentation.active:
+        augment = full_augmentation(augmentation, ["image"], seed)
     return AlignmentSamples(
         scans,
         volumes,
