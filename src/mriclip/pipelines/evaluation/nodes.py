@@ -264,14 +264,20 @@ def _lesion_cubes(
     stage: str,
     variant: str,
     ensemble: bool,
+    softmax: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
-    """The lesion-level cubes of a stage and variant, their cosine scores against the region
-    prompts and their labels (None, None when there are none)."""
+    """The lesion-level cubes of a stage and variant, their scores against the region prompts
+    (cosines, or with ``softmax`` the reference's softmax over regions at the stage's logit
+    scale) and their labels (None, None when there are none)."""
     rows = _select(test_embeddings, stage, variant, "lesion")
     if rows.empty:
         return rows, None, None
+    logit_scale = None
+    if softmax:
+        stage_rows, _ = _stage_prompts(prompt_embeddings, stage)
+        logit_scale = float(stage_rows["logit_scale"].iloc[0])
     scores = zero_shot_scores(
-        _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble)
+        _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble), logit_scale
     )
     return rows, scores, label_matrix(rows["key"], regions)
 
@@ -427,8 +433,11 @@ def zero_shot_evaluation(
 
     lesion_part = {}
     for comparison, (stage, variant) in COMPARISONS.items():
+        # Softmax over regions, as the reference and the scan-level patch scores do: a cube's
+        # cosines to every region prompt move together, and per-region AUCs over raw cosines
+        # rank cubes by that shared offset as much as by region.
         lesions, scores, labels = _lesion_cubes(
-            test_embeddings, prompt_embeddings, regions, stage, variant, ensemble
+            test_embeddings, prompt_embeddings, regions, stage, variant, ensemble, softmax=True
         )
         if lesions.empty:
             continue
