@@ -35,11 +35,8 @@ from mriclip.models.checkpoints import build_encoder_from_saved
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import create_clip_model, embed_texts
 from mriclip.text.templates import SentenceTemplates
-from mriclip.training.accumulation import accumulated_step
-from mriclip.training.alignment import to_micro_batch
-from mriclip.training.loop import BatchStream, load_batch
+from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.samples import AlignmentSamples, LesionPatches, crop_with_padding
-from mriclip.training.schedule import param_groups, warmup_cosine
 
 DATA = Path("data")
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
@@ -71,11 +68,7 @@ class PositionedSamples(AlignmentSamples):
 
     def _patch(self, scan_id):
         volume = self._volumes[scan_id]
-        for _ in range(20):
-            start = self._patch_start(scan_id, volume)
-            regions, cut = self._visible_lesions(scan_id, start)
-            if not cut:
-                break
+        start, regions = self._draw(scan_id, volume)
         cube = crop_with_padding(volume, start, self.patch_size)[None]
         return np.concatenate(
             [cube, coordinate_channels(start, self.patch_size, volume.shape)]
@@ -90,11 +83,8 @@ class PositionedSamples(AlignmentSamples):
 class PositionedLesions(LesionPatches):
     def __getitem__(self, index):
         item = super().__getitem__(index)
-        lesion = self.lesions.iloc[index]
-        centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
-        start = np.round(centre - self.patch_size / 2).astype(int)
-        shape = self._volumes[lesion["scan_id"]].shape
-        channels = coordinate_channels(start, self.patch_size, shape)
+        shape = self._volumes[self.lesions.iloc[index]["scan_id"]].shape
+        channels = coordinate_channels(self.cube_start(index), self.patch_size, shape)
         item["image"] = torch.cat([item["image"], torch.from_numpy(channels)])
         return item
 
@@ -150,33 +140,15 @@ def run_variant(variant: dict, steps: int, data: dict, params: dict) -> dict:
     clip = dict(alignment["clip"], loss=variant.get("loss", "siglip"))
     clip["init_temperature"] = variant.get("tau", 0.1)
     model = create_clip_model(encoder, alignment["text_encoder"], clip)
-    model.text_encoder.lock()
-    training = alignment["training"]
-    heads = [
-        (name, p)
-        for name, p in model.named_parameters()
-        if not name.startswith(("image_encoder.", "text_encoder."))
-    ]
-    groups = {
-        "vision": (model.image_encoder, training["lr_vision"]),
-        "text": (model.text_encoder, training["lr_text"]),
-        "heads": (heads, training["lr_heads"]),
-    }
-    optimizer = torch.optim.AdamW(param_groups(groups, training["weight_decay"]))
-    scheduler = warmup_cosine(optimizer, training["warmup_steps"], steps)
-    stream = BatchStream(len(train_set), training["micro_batch_size"], 0)
+    # The pipeline's loop and settings (locked text tower included), without validation.
+    config = AlignmentConfig(
+        **{**alignment["training"], "steps": steps, "val_every": steps, "keep": "last",
+           "checkpoint_every": steps, "checkpoint_dir": None, "seed": 0}
+    )  # fmt: skip
     prompts = [f"There is a lesion in the {region} section." for region in REGIONS]
     prompts.append(templates.no_lesion_in_patch[0])
     start = time.perf_counter()
-    model.train()
-    for _ in range(steps):
-        batch = load_batch(train_set, stream.next_batch())
-        optimizer.zero_grad(set_to_none=True)
-        accumulated_step(model, [to_micro_batch(model, batch, torch.device("cpu"), "sentence")])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip_norm"])
-        optimizer.step()
-        model.clamp_logit_scale_()
-        scheduler.step()
+    model, _ = train_alignment(model, train_set, None, config)
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():

@@ -202,13 +202,19 @@ class AlignmentSamples(Dataset):
                     break
         return np.round(np.asarray(centre, dtype=float) - self.patch_size / 2).astype(int)
 
-    def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
-        volume = self._volumes[scan_id]
+    def _draw(self, scan_id: str, volume: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """A cube start that cuts no lesion (after ``_MAX_DRAWS`` tries, the last one) and the
+        regions of the lesions the cube shows."""
         for _ in range(_MAX_DRAWS):
             start = self._patch_start(scan_id, volume)
             regions, cut = self._visible_lesions(scan_id, start)
             if not cut:
                 break
+        return start, regions
+
+    def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
+        volume = self._volumes[scan_id]
+        start, regions = self._draw(scan_id, volume)
         return crop_with_padding(volume, start, self.patch_size), regions
 
     def __getitem__(self, index: int) -> dict:
@@ -272,12 +278,15 @@ class LesionPatches(Dataset):
     def __len__(self) -> int:
         return len(self.lesions)
 
+    def cube_start(self, index: int) -> np.ndarray:
+        """The corner of lesion ``index``'s cube on its volume's grid."""
+        centre = self.lesions.iloc[index][["center_x", "center_y", "center_z"]]
+        return np.round(centre.to_numpy(dtype=float) - self.patch_size / 2).astype(int)
+
     def __getitem__(self, index: int) -> dict:
         lesion = self.lesions.iloc[index]
-        centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
-        start = np.round(centre - self.patch_size / 2).astype(int)
         volume = self._volumes[lesion["scan_id"]]
-        image = crop_with_padding(volume, start, self.patch_size)
+        image = crop_with_padding(volume, self.cube_start(index), self.patch_size)
         row = self.rows.loc[lesion["scan_id"]].to_dict()
         sentence = describe_patch(row, [lesion["region"]], self.templates)
         return {
