@@ -252,6 +252,11 @@ def _stage_prompts(prompt_embeddings: pd.DataFrame, stage: str) -> tuple[pd.Data
     return rows, _matrix(rows, "text")
 
 
+def _logit_scale(stage_prompts: pd.DataFrame) -> float:
+    """The logit scale of the model that embedded these prompts (one stage's rows)."""
+    return float(stage_prompts["logit_scale"].iloc[0])
+
+
 def _region_prompts(prompt_embeddings: pd.DataFrame, stage: str, ensemble: bool) -> np.ndarray:
     rows, vectors = _stage_prompts(prompt_embeddings, stage)
     return class_embeddings(rows, vectors, REGIONS_TARGET, "positive", ensemble)
@@ -272,10 +277,7 @@ def _lesion_cubes(
     rows = _select(test_embeddings, stage, variant, "lesion")
     if rows.empty:
         return rows, None, None
-    logit_scale = None
-    if softmax:
-        stage_rows, _ = _stage_prompts(prompt_embeddings, stage)
-        logit_scale = float(stage_rows["logit_scale"].iloc[0])
+    logit_scale = _logit_scale(_stage_prompts(prompt_embeddings, stage)[0]) if softmax else None
     scores = zero_shot_scores(
         _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble), logit_scale
     )
@@ -305,7 +307,7 @@ def score_test_scans(
     for (stage, variant), group in patch_embeddings.groupby(["stage", "variant"], sort=False):
         rows, vectors = _stage_prompts(prompt_embeddings, stage)
         scorer = ScanScorer.from_settings(
-            zero_shot_spec, rows, vectors, float(rows["logit_scale"].iloc[0]), scoring, prompts
+            zero_shot_spec, rows, vectors, _logit_scale(rows), scoring, prompts
         )
         for scan_id, patches in group.groupby("scan_id", sort=False):
             embeddings = _matrix(patches, "image")
