@@ -9,15 +9,19 @@ from tests.pipelines.helpers import load_parameters, run_in_memory
 
 
 def run(raw_cohort):
-    images, labels, scans, lesions = raw_cohort
-    inputs = {
+    return run_in_memory(create_pipeline(), engineering_inputs(*raw_cohort))
+
+
+def engineering_inputs(images, labels, scans, lesions, ablated_images=None) -> dict:
+    """The pipeline's raw inputs; no raw twins by default (user data: the controls inpaint
+    the labelled lesions)."""
+    return {
         "raw_images": images,
         "raw_labels": labels,
         "raw_scans": scans,
         "raw_lesions": lesions,
-        "raw_ablated_images": {},  # user data: the controls inpaint the labelled lesions
+        "raw_ablated_images": ablated_images or {},
     }
-    return run_in_memory(create_pipeline(), inputs)
 
 
 def test_pipeline_writes_every_named_output(raw_cohort):
@@ -68,16 +72,7 @@ def test_skipped_scan_is_listed_and_absent_downstream(raw_cohort):
         raise OSError("truncated")
 
     images["S3.nii.gz"] = broken
-    out = run_in_memory(
-        create_pipeline(),
-        {
-            "raw_images": images,
-            "raw_labels": labels,
-            "raw_scans": scans,
-            "raw_lesions": lesions,
-            "raw_ablated_images": {},
-        },
-    )
+    out = run_in_memory(create_pipeline(), engineering_inputs(images, labels, scans, lesions))
     problems = out["catalog_problems"]
     assert problems.loc[problems["scan_id"] == "S3", "stage"].tolist() == ["nifti_catalog"]
     assert "S3" not in out["preprocessed_volumes"]
@@ -107,15 +102,9 @@ def test_twins_that_fail_are_listed_and_the_run_goes_on(raw_cohort):
     def truncated():
         raise OSError("unexpected end of gzip file")
 
+    twins = {name: truncated for name in images}
     out = run_in_memory(
-        create_pipeline(),
-        {
-            "raw_images": images,
-            "raw_labels": labels,
-            "raw_scans": scans,
-            "raw_lesions": lesions,
-            "raw_ablated_images": {name: truncated for name in images},
-        },
+        create_pipeline(), engineering_inputs(images, labels, scans, lesions, twins)
     )
     report = out["ablation_report"]
     assert len(report) and report["method"].str.contains("unexpected end of gzip file").all()

@@ -15,6 +15,7 @@ import torch
 from mriclip.datasets import OptunaStorageDataset
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline as data_engineering
 from mriclip.pipelines.tuning.nodes import tune_alignment
+from mriclip.pipelines.tuning.pipeline import create_pipeline as tuning
 from mriclip.tuning.study import make_storage
 from tests.conftest import make_raw_cohort
 from tests.pipelines.helpers import load_parameters, run_in_memory
@@ -77,15 +78,8 @@ def engineered():
         data_engineering(),
         {"raw_images": images, "raw_labels": labels, "raw_scans": scans, "raw_lesions": lesions},
     )
-    keys = (
-        "scan_sentences",
-        "splits",
-        "preprocessed_volumes",
-        "preprocessed_labels",
-        "lesion_table",
-        "region_prompts",
-    )
-    return {key: out[key] for key in keys}
+    # What the tuning pipeline reads from data engineering.
+    return {key: out[key] for key in tuning().inputs() & set(out)}
 
 
 def run_two_workers(engineered: dict, storage_url: str) -> optuna.Study:
