@@ -9,11 +9,10 @@ steps, and prints two zero-shot figures on the test split:
 - ``region``: macro AUC of the softmax over region prompts for a cube centred on each test
   lesion (the paper's lesion-level protocol).
 
-Each variant changes one thing from the first. The last one feeds the encoder three more
-channels, each voxel's coordinates on the preprocessed grid (in [-1, 1]): a measurement of
-how much of the region the cube's position gives away, which the pipeline does not (yet)
-do. Figures from one seed on ~34 test lesions are noisy (intervals of about +-0.1 on
-``region``); read large differences only.
+Each variant changes one or two things from the first; "no position channels" leaves out
+the three input channels with each voxel's grid coordinates (mriclip.imaging.position), which
+tell the encoder where in the head a cube lies. Figures from one seed on ~34 test lesions
+are noisy (intervals of about +-0.1 on ``region``); read large differences only.
 
     python benchmarks/alignment_choices.py [--steps 800]
 """
@@ -36,7 +35,7 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import create_clip_model, embed_texts
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
-from mriclip.training.samples import AlignmentSamples, LesionPatches, crop_with_padding
+from mriclip.training.samples import AlignmentSamples, LesionPatches
 
 DATA = Path("data")
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
@@ -46,47 +45,16 @@ AUGMENTATION = {  # the former CPU default
     "gamma_prob": 0.2,
 }  # fmt: skip
 VARIANTS = {
-    "default (siglip, max pooling, pretrained, no augmentation)": {},
+    "default (siglip, max pooling, position channels, pretrained)": {},
     "clip loss": {"loss": "clip", "tau": 0.07},
-    "mean_max pooling, random init": {"pooling": "mean_max", "init": "random"},
-    "max pooling, random init": {"init": "random"},
+    "random init": {"init": "random"},
+    "random init, no position channels": {"init": "random", "position": False},
+    "random init, mean_max pooling": {"init": "random", "pooling": "mean_max"},
     "augmentation (spatial + intensity)": {"augmentation": AUGMENTATION},
     "augmentation (intensity only)": {
         "augmentation": {**AUGMENTATION, "rotation_prob": 0.0, "scale_prob": 0.0}
     },
-    "+ grid coordinates as 3 input channels, random init": {"init": "random", "coordinates": True},
 }
-
-
-def coordinate_channels(start, size: int, shape) -> np.ndarray:
-    axes = [(np.arange(size) + s + 0.5) / n * 2 - 1 for s, n in zip(start, shape, strict=True)]
-    return np.stack(np.meshgrid(*axes, indexing="ij")).astype(np.float32)
-
-
-class PositionedSamples(AlignmentSamples):
-    """Training cubes with their voxels' grid coordinates as channels 1-3."""
-
-    def _patch(self, scan_id):
-        volume = self._volumes[scan_id]
-        start, regions = self._draw(scan_id, volume)
-        cube = crop_with_padding(volume, start, self.patch_size)[None]
-        return np.concatenate(
-            [cube, coordinate_channels(start, self.patch_size, volume.shape)]
-        ), regions
-
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        item["image"] = item["image"][0]
-        return item
-
-
-class PositionedLesions(LesionPatches):
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        shape = self._volumes[self.lesions.iloc[index]["scan_id"]].shape
-        channels = coordinate_channels(self.cube_start(index), self.patch_size, shape)
-        item["image"] = torch.cat([item["image"], torch.from_numpy(channels)])
-        return item
 
 
 def load_arrays(folder: Path) -> dict[str, np.ndarray]:
@@ -112,25 +80,26 @@ def run_variant(variant: dict, steps: int, data: dict, params: dict) -> dict:
         "lesion_patch_fraction": alignment["lesion_patch_fraction"],
         "matched_fraction": alignment["matched_fraction"],
     }
-    positioned = variant.get("coordinates", False)
-    samples = PositionedSamples if positioned else AlignmentSamples
-    lesion_cubes = PositionedLesions if positioned else LesionPatches
-    train_set = samples(
+    positioned = variant.get("position", True)
+    sampling["position_channels"] = positioned
+    train_set = AlignmentSamples(
         train, data["volumes"], data["lesions"], templates, seed=0, augment=augment, **sampling
     )
-    test_set = samples(
+    test_set = AlignmentSamples(
         test, data["volumes"], data["lesions"], templates, seed=1, paraphrase=False, **sampling
     )
     cubes = [test_set[i % len(test_set)] for i in range(400)]
     cube_images = torch.stack([cube["image"] for cube in cubes])
     has_lesion = np.array([cube["key"] != "" for cube in cubes])
     lesions = data["lesions"][data["lesions"]["scan_id"].isin(set(test["scan_id"]))]
-    centred = lesion_cubes(lesions, test, data["volumes"], templates, alignment["patch_size"])
+    centred = LesionPatches(
+        lesions, test, data["volumes"], templates, alignment["patch_size"], positioned
+    )
     centred_images = torch.stack([centred[i]["image"] for i in range(len(centred))])
     lesion_regions = np.array([centred[i]["key"] for i in range(len(centred))])
 
     kwargs = dict(params["image_encoder_kwargs"], pooling=variant.get("pooling", "max"))
-    kwargs["in_channels"] = 4 if positioned else 1
+    kwargs["position_channels"] = positioned
     if variant.get("init", "pretrained") == "pretrained":
         saved = torch.load(latest(DATA / "06_models/pretrained_encoder.pt"), weights_only=True)
         saved["config"]["pooling"] = kwargs["pooling"]

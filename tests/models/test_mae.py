@@ -91,3 +91,23 @@ def test_losses_against_direct_computation():
 def test_light_decoder_needs_power_of_two():
     with pytest.raises(ValueError, match="not a power of two"):
         LightDecoder(8, 12)
+
+
+def test_masking_spares_position_channels_and_the_decoder_rebuilds_the_image_only():
+    image = torch.randn(2, 4, 8, 8, 8)
+    mask = block_mask((8, 8, 8), 2, 4, 0.5, torch.Generator().manual_seed(0))
+    for fill in ("zeros", "noise"):
+        masked = apply_mask(image, mask, fill, torch.Generator().manual_seed(0), image_channels=1)
+        assert torch.equal(masked[:, 1:], image[:, 1:])
+        assert torch.equal(masked[:, :1][~mask], image[:, :1][~mask])
+        assert not torch.equal(masked[:, :1][mask], image[:, :1][mask])
+    encoder = build_image_encoder("resnet", **TINY["resnet"], position_channels=True)
+    autoencoder = MaskedAutoencoder(encoder)
+    assert autoencoder(torch.randn(2, 4, 16, 16, 16)).shape == (2, 1, 16, 16, 16)
+    # The baseline compares image channels only: equal to the one on the image channel alone.
+    target = image[:, :1]
+    masked = apply_mask(image, mask, "zeros", image_channels=1)
+    assert torch.equal(
+        unmasked_mean_baseline(target, masked, mask, True),
+        unmasked_mean_baseline(target, masked[:, :1], mask, True),
+    )

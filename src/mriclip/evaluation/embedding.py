@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mriclip.evaluation.scan_scoring import patch_grid
+from mriclip.imaging.position import with_position
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.loop import load_batch
@@ -52,15 +53,18 @@ def label_matrix(keys: Sequence[str], regions: Sequence[str]) -> np.ndarray:
 def embed_patches(
     model: ClipModel, volume: np.ndarray, starts: np.ndarray, patch_size: int, batch_size: int
 ) -> np.ndarray:
-    """(P, D) image embeddings of the ``patch_size``³ cubes of ``volume`` at ``starts``."""
+    """(P, D) image embeddings of the ``patch_size``³ cubes of ``volume`` at ``starts`` (with
+    their grid coordinates when the image encoder takes them)."""
     model.eval()
     device = next(model.parameters()).device
+    position = model.image_encoder.position_channels
     chunks = []
     for first in range(0, len(starts), batch_size):
-        cubes = np.stack(
-            [crop_with_padding(volume, s, patch_size) for s in starts[first : first + batch_size]]
-        )
-        images = torch.from_numpy(cubes)[:, None].to(device)
+        cubes = []
+        for start in starts[first : first + batch_size]:
+            cube = torch.from_numpy(crop_with_padding(volume, start, patch_size))[None]
+            cubes.append(with_position(cube, start, volume.shape) if position else cube)
+        images = torch.stack(cubes).to(device)
         chunks.append(model.encode_image(images).float().cpu().numpy())
     return np.concatenate(chunks)
 

@@ -7,7 +7,9 @@ Every encoder shares one interface (:class:`ImageEncoder`):
 - ``forward(x)``: ``(B, in_channels, D, H, W)`` -> ``(B, feature_dim)``, that map pooled
   (``pooling``: mean, max, or both concatenated);
 - ``map_channels``, ``feature_dim`` and ``downsample_factor`` attributes;
-- ``stages()``: the encoder's stages from input to output, for freezing the first ``k`` of them.
+- ``stages()``: the encoder's stages from input to output, for freezing the first ``k`` of them;
+- ``position_channels``: whether the input carries, after its ``in_channels`` image channels,
+  three channels with each voxel's grid coordinates (``input_channels`` counts both).
 
 Input size constraint: each spatial side must be a positive multiple of ``downsample_factor``
 (32 for ``swin``, 16 for ``mednext`` and ``resnet`` with their default depths), so 32³, 64³ and
@@ -52,6 +54,7 @@ SPATIAL_DIMS = 3
 #: How the deepest map becomes a vector: its mean (the paper's average pooling), its max (a
 #: small lesion is one strong local response, which a mean over the map dilutes), or both.
 POOLINGS = ("mean", "max", "mean_max")
+POSITION_CHANNELS = 3
 
 
 class ImageEncoder(nn.Module):
@@ -61,12 +64,16 @@ class ImageEncoder(nn.Module):
     map_channels: int
     downsample_factor: int
 
-    def __init__(self, in_channels: int, pooling: str = "mean") -> None:
+    def __init__(self, in_channels: int, pooling: str = "mean", position_channels: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown encoder pooling {pooling!r}; choose one of {POOLINGS}")
         self.in_channels = in_channels
         self.pooling = pooling
+        # Three more input channels, each voxel's place on the preprocessed grid
+        # (mriclip.imaging.position): a lesion's region is where it lies in the head.
+        self.position_channels = position_channels
+        self.input_channels = in_channels + (POSITION_CHANNELS if position_channels else 0)
         # build_image_encoder fills this so a trained encoder can be saved and rebuilt.
         self.build_config: dict = {}
 
@@ -93,11 +100,12 @@ class ImageEncoder(nn.Module):
         return torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ValueError unless ``x`` is (B, in_channels, D, H, W) with divisible sides."""
-        if x.ndim != 2 + SPATIAL_DIMS or x.shape[1] != self.in_channels:
+        """Raise ValueError unless ``x`` is (B, input_channels, D, H, W) with divisible sides."""
+        if x.ndim != 2 + SPATIAL_DIMS or x.shape[1] != self.input_channels:
+            position = " (image + 3 position channels)" if self.position_channels else ""
             raise ValueError(
-                f"{self.name} encoder expects input of shape (B, {self.in_channels}, D, H, W); "
-                f"got {tuple(x.shape)}"
+                f"{self.name} encoder expects input of shape (B, {self.input_channels}, D, H, "
+                f"W){position}; got {tuple(x.shape)}"
             )
         sides = tuple(x.shape[2:])
         factor = self.downsample_factor
@@ -129,8 +137,9 @@ class SwinEncoder(ImageEncoder):
         drop_path_rate: float = 0.0,
         use_checkpoint: bool = False,
         pooling: str = "mean",
+        position_channels: bool = False,
     ) -> None:
-        super().__init__(in_channels, pooling)
+        super().__init__(in_channels, pooling, position_channels)
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError("swin encoder has exactly 4 stages: give 4 depths and 4 num_heads")
         for stage, heads in enumerate(num_heads):
@@ -140,7 +149,7 @@ class SwinEncoder(ImageEncoder):
                     f"its {heads} heads; choose feature_size as a multiple of 12 with default heads"
                 )
         self.swin = SwinTransformer(
-            in_chans=in_channels,
+            in_chans=self.input_channels,
             embed_dim=feature_size,
             window_size=(window_size,) * SPATIAL_DIMS,
             patch_size=(patch_size,) * SPATIAL_DIMS,
@@ -185,8 +194,9 @@ class MedNeXtEncoder(ImageEncoder):
         blocks_bottleneck: int = 2,
         use_residual_connection: bool = True,
         pooling: str = "mean",
+        position_channels: bool = False,
     ) -> None:
-        super().__init__(in_channels, pooling)
+        super().__init__(in_channels, pooling, position_channels)
         block_options = {
             "expansion_ratio": expansion_ratio,
             "kernel_size": kernel_size,
@@ -194,7 +204,7 @@ class MedNeXtEncoder(ImageEncoder):
             "norm_type": "group",
             "dim": f"{SPATIAL_DIMS}d",
         }
-        self.stem = nn.Conv3d(in_channels, init_filters, kernel_size=1)
+        self.stem = nn.Conv3d(self.input_channels, init_filters, kernel_size=1)
         self.enc_stages = nn.ModuleList()
         self.down_blocks = nn.ModuleList()
         for level, n_blocks in enumerate(blocks_down):
@@ -237,11 +247,12 @@ class ResNetEncoder(ImageEncoder):
         norm: str = "instance",
         act: str = "leakyrelu",
         pooling: str = "mean",
+        position_channels: bool = False,
     ) -> None:
-        super().__init__(in_channels, pooling)
+        super().__init__(in_channels, pooling, position_channels)
         norm_layer = (norm, {"affine": True}) if norm == "instance" else norm
         units = []
-        channels_in = in_channels
+        channels_in = self.input_channels
         for level in range(levels):
             channels_out = filters * 2**level
             units.append(

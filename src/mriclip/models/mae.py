@@ -44,14 +44,25 @@ def block_mask(
 
 
 def apply_mask(
-    image: torch.Tensor, mask: torch.Tensor, fill: str = "zeros", generator=None
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    fill: str = "zeros",
+    generator=None,
+    image_channels: int | None = None,
 ) -> torch.Tensor:
+    """``image`` with the ``mask``ed voxels of its first ``image_channels`` channels (all by
+    default) filled; later channels (grid coordinates) stay, since where a block lies is not
+    what the model is asked to reconstruct."""
+    if fill not in ("zeros", "noise"):
+        raise ValueError(f"pretraining.mask_fill must be 'zeros' or 'noise', got {fill!r}")
+    channels = image.shape[1] if image_channels is None else image_channels
+    shown, kept = image[:, :channels], image[:, channels:]
     if fill == "zeros":
-        return image.masked_fill(mask, 0.0)
-    if fill == "noise":
-        noise = torch.randn(image.shape, generator=generator).to(image.device, image.dtype)
-        return torch.where(mask, noise, image)
-    raise ValueError(f"pretraining.mask_fill must be 'zeros' or 'noise', got {fill!r}")
+        shown = shown.masked_fill(mask, 0.0)
+    else:
+        noise = torch.randn(shown.shape, generator=generator).to(image.device, image.dtype)
+        shown = torch.where(mask, noise, shown)
+    return torch.cat([shown, kept], dim=1)
 
 
 class LightDecoder(nn.Module):
@@ -83,7 +94,10 @@ class MaskedAutoencoder(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-        self.decoder = LightDecoder(encoder.map_channels, encoder.downsample_factor)
+        # Reconstructs the image channels only, never the position channels.
+        self.decoder = LightDecoder(
+            encoder.map_channels, encoder.downsample_factor, encoder.in_channels
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder.forward_features(image))
@@ -104,6 +118,7 @@ def unmasked_mean_baseline(
 ) -> torch.Tensor:
     """The loss of copying the visible voxels and predicting the mean of the sample's visible
     voxels for every masked one: what a reconstruction must beat to have learnt anything."""
+    masked_input = masked_input[:, : target.shape[1]]  # without position channels
     visible = ~mask
     means = (masked_input * visible).sum(dim=(1, 2, 3, 4), keepdim=True) / visible.sum(
         dim=(1, 2, 3, 4), keepdim=True

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from mriclip.imaging.position import with_position
 from mriclip.models.mae import (
     MaskedAutoencoder,
     apply_mask,
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 
 class PretrainingSamples(Dataset):
-    """Random ``patch_size``³ crops of each volume; ``input`` is augmented spatially and in
-    intensity, ``target`` only spatially (with the same draw)."""
+    """Random ``patch_size``³ crops of each volume; ``image`` is augmented spatially and in
+    intensity, ``target`` only spatially (with the same draw). With ``position_channels``,
+    ``image`` also carries the crop's grid coordinates (:mod:`mriclip.imaging.position`)."""
 
     def __init__(
         self,
@@ -49,12 +51,14 @@ class PretrainingSamples(Dataset):
         spatial: Callable[[dict], dict] | None = None,
         intensity: Callable[[dict], dict] | None = None,
         seed: int = 0,
+        position_channels: bool = False,
     ) -> None:
         if not scan_ids:
             raise ValueError("pretraining got no volumes; run data_engineering first")
         self.volumes = VolumeSource(volumes)
         self.scan_ids, self.patch_size = list(scan_ids), patch_size
         self.spatial, self.intensity = spatial, intensity
+        self.position_channels = position_channels
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -73,10 +77,10 @@ class PretrainingSamples(Dataset):
             sample = self.spatial(sample)
         if self.intensity is not None:
             sample = {**sample, "input": self.intensity({"input": sample["input"]})["input"]}
-        return {
-            "image": plain_tensor(sample["input"]),
-            "target": plain_tensor(sample["target"]),
-        }
+        image = plain_tensor(sample["input"])
+        if self.position_channels:
+            image = with_position(image, start, volume.shape)
+        return {"image": image, "target": plain_tensor(sample["target"])}
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,9 @@ def reconstruction_metrics(
         mask = block_mask(
             tuple(target.shape[2:]), 1, config.mask_block_size, config.mask_ratio, generator, device
         )
-        masked = apply_mask(batch["image"].to(device), mask, config.mask_fill, generator)
+        masked = apply_mask(
+            batch["image"].to(device), mask, config.mask_fill, generator, target.shape[1]
+        )
         prediction = model(masked)
         losses.append(float(reconstruction_loss(prediction, target, mask, config.masked_only_loss)))
         baselines.append(
@@ -188,7 +194,9 @@ def train_masked_autoencoder(
             generator,
             device,
         )
-        masked = apply_mask(batch["image"].to(device), mask, config.mask_fill, generator)
+        masked = apply_mask(
+            batch["image"].to(device), mask, config.mask_fill, generator, target.shape[1]
+        )
         with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
             prediction = model(masked)
         loss = reconstruction_loss(prediction, target, mask, config.masked_only_loss)

@@ -22,6 +22,7 @@ import torch
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
+from mriclip.imaging.position import with_position
 from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
 
 MODES = ("patch", "volume")
@@ -107,6 +108,10 @@ class AlignmentSamples(Dataset):
 
     ``key`` is the set of regions in the image (";"-joined); ``content`` is the canonical
     sentence (no paraphrase): what the image shows, which label-aware targets compare.
+
+    With ``position_channels`` the image gets its voxels' grid coordinates as three more
+    channels (:mod:`mriclip.imaging.position`), after augmentation: they say where the cube was
+    cut, which augmentation does not change.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class AlignmentSamples(Dataset):
         min_visible_fraction: float = 0.5,
         patch_columns: Sequence[str] = (),
         matched_fraction: float = 0.8,
+        position_channels: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
@@ -156,6 +162,7 @@ class AlignmentSamples(Dataset):
         self.min_visible_fraction = min_visible_fraction
         self.patch_columns = tuple(patch_columns)
         self.matched_fraction = matched_fraction
+        self.position_channels = position_channels
         self.rng = np.random.default_rng(seed)
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
@@ -212,24 +219,23 @@ class AlignmentSamples(Dataset):
                 break
         return start, regions
 
-    def _patch(self, scan_id: str) -> tuple[np.ndarray, list[str]]:
-        volume = self._volumes[scan_id]
-        start, regions = self._draw(scan_id, volume)
-        return crop_with_padding(volume, start, self.patch_size), regions
-
     def __getitem__(self, index: int) -> dict:
         row = self.scans.iloc[index]
         scan_id = row["scan_id"]
+        volume = self._volumes[scan_id]
         if self.mode == "patch":
-            image, regions = self._patch(scan_id)
+            start, regions = self._draw(scan_id, volume)
+            image = crop_with_padding(volume, start, self.patch_size)
         else:
-            image = np.array(self._volumes[scan_id], dtype=np.float32)  # writable copy
+            start, image = (0, 0, 0), np.array(volume, dtype=np.float32)  # writable copy
             regions = scan_lesion_regions(row)
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
             # Seeded from the dataset's own generator, which checkpoints save: resume replays it.
             self.augment.set_random_state(int(self.rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
+        if self.position_channels:
+            tensor = with_position(tensor, start, volume.shape)
         rng = self.rng if self.paraphrase else None
         record = row.to_dict()
         if self.mode == "patch":
@@ -268,11 +274,13 @@ class LesionPatches(Dataset):
         volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray],
         templates: SentenceTemplates,
         patch_size: int,
+        position_channels: bool = False,
     ) -> None:
         self.lesions = lesions.reset_index(drop=True)
         self.rows = scans.set_index("scan_id")
         self._volumes = VolumeSource(volumes)
         self.templates, self.patch_size = templates, patch_size
+        self.position_channels = position_channels
         self.rng = np.random.default_rng(0)  # unused: items are deterministic
 
     def __len__(self) -> int:
@@ -286,11 +294,14 @@ class LesionPatches(Dataset):
     def __getitem__(self, index: int) -> dict:
         lesion = self.lesions.iloc[index]
         volume = self._volumes[lesion["scan_id"]]
-        image = crop_with_padding(volume, self.cube_start(index), self.patch_size)
+        start = self.cube_start(index)
+        image = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
+        if self.position_channels:
+            image = with_position(image, start, volume.shape)
         row = self.rows.loc[lesion["scan_id"]].to_dict()
         sentence = describe_patch(row, [lesion["region"]], self.templates)
         return {
-            "image": torch.from_numpy(image)[None],
+            "image": image,
             "sentence": sentence,
             "key": lesion["region"],
             "content": sentence,

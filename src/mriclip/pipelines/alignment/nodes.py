@@ -72,7 +72,15 @@ def with_lesion_maps(
 
 
 def alignment_samples(
-    scans, volumes, labels, lesion_table, sentences, params, seed, training: bool
+    scans,
+    volumes,
+    labels,
+    lesion_table,
+    sentences,
+    params,
+    seed,
+    training: bool,
+    position_channels: bool = False,
 ) -> AlignmentSamples:
     augment = None
     augmentation = AugmentationConfig(**params["augmentation"])
@@ -94,6 +102,7 @@ def alignment_samples(
         min_visible_fraction=params["min_visible_fraction"],
         patch_columns=params["patch_columns"],
         matched_fraction=params["matched_fraction"],
+        position_channels=position_channels,
     )
 
 
@@ -138,14 +147,19 @@ def train_on_fold(
     logger.info(
         "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
     )
-    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
-    train_set = alignment_samples(train_scans, *args, seed=seed, training=True)
-    val_set = None
-    if len(val_scans) > 1:
-        val_set = alignment_samples(val_scans, *args, seed=seed + 1, training=False)
     encoder = initial_image_encoder(
         params["image_init"], params["image_encoder"], pretrained_encoder
     )
+    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
+    position = encoder.position_channels
+    train_set = alignment_samples(
+        train_scans, *args, seed=seed, training=True, position_channels=position
+    )
+    val_set = None
+    if len(val_scans) > 1:
+        val_set = alignment_samples(
+            val_scans, *args, seed=seed + 1, training=False, position_channels=position
+        )
     model = create_clip_model(encoder, params["text_encoder"], params["clip"])
     validate = validation_metrics(val_set, region_prompts, regions) if val_set else None
     config = AlignmentConfig(**params["training"], seed=seed)

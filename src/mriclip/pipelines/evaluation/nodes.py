@@ -106,13 +106,20 @@ def _embed_levels(
     scans = scans[[scan_id in volumes for scan_id in scans["scan_id"]]]
     if scans.empty:
         return []
+    position = model.image_encoder.position_channels
     volume_items = AlignmentSamples(
-        scans, volumes, lesion_table, templates, mode="volume", paraphrase=False
+        scans,
+        volumes,
+        lesion_table,
+        templates,
+        mode="volume",
+        paraphrase=False,
+        position_channels=position,
     )
     tables = [_embedding_rows(embed_dataset(model, volume_items), "scan", split, stage, variant)]
     lesions = lesion_table[lesion_table["scan_id"].isin(set(scans["scan_id"]))]
     if len(lesions):
-        patches = LesionPatches(lesions, scans, volumes, templates, patch_size)
+        patches = LesionPatches(lesions, scans, volumes, templates, patch_size, position)
         tables.append(
             _embedding_rows(embed_dataset(model, patches), "lesion", split, stage, variant)
         )

@@ -41,15 +41,21 @@ def preprocess_unlabelled(
 
 
 def _samples(
-    volumes: dict, scan_ids: list[str], params: dict, seed: int, augment: bool = True
+    volumes: dict,
+    scan_ids: list[str],
+    params: dict,
+    seed: int,
+    position_channels: bool,
+    augment: bool = True,
 ) -> PretrainingSamples:
-    if not augment:
-        return PretrainingSamples(volumes, scan_ids, params["patch_size"], seed=seed)
-    augmentation = AugmentationConfig(**params["augmentation"])
-    keys = ["input", "target"]
-    spatial = spatial_augmentation(augmentation, keys).set_random_state(seed)
-    intensity = intensity_augmentation(augmentation, ["input"]).set_random_state(seed + 1)
-    return PretrainingSamples(volumes, scan_ids, params["patch_size"], spatial, intensity, seed)
+    spatial = intensity = None
+    if augment:
+        augmentation = AugmentationConfig(**params["augmentation"])
+        spatial = spatial_augmentation(augmentation, ["input", "target"]).set_random_state(seed)
+        intensity = intensity_augmentation(augmentation, ["input"]).set_random_state(seed + 1)
+    return PretrainingSamples(
+        volumes, scan_ids, params["patch_size"], spatial, intensity, seed, position_channels
+    )
 
 
 def pretrain_encoder(
@@ -69,8 +75,11 @@ def pretrain_encoder(
     config = PretrainingConfig(**params["training"], seed=seed)
     encoder = build_image_encoder(params["encoder"]["name"], **params["encoder"]["kwargs"])
     model = MaskedAutoencoder(encoder)
-    train_set = _samples(volumes, train_ids, params, seed)
-    val_set = _samples(volumes, held_out, params, seed + 7, augment=False) if held_out else None
+    position = encoder.position_channels
+    train_set = _samples(volumes, train_ids, params, seed, position)
+    val_set = None
+    if held_out:
+        val_set = _samples(volumes, held_out, params, seed + 7, position, augment=False)
     model, history = train_masked_autoencoder(model, train_set, val_set, config)
     summary = {"n_train_volumes": len(train_ids), "n_held_out_volumes": len(held_out)}
     if val_set is not None:  # the loop validates at its last step
@@ -100,7 +109,8 @@ def plot_reconstructions(
     held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])[
         : params["n_figure_volumes"]
     ]
-    samples = _samples(preprocessed_volumes, held_out, params, seed, augment=False)
+    position = model.encoder.position_channels
+    samples = _samples(preprocessed_volumes, held_out, params, seed, position, augment=False)
     training = params["training"]
     generator = torch.Generator().manual_seed(seed)
     figure = Figure(figsize=(7.5, 2.6 * len(held_out)))
@@ -114,7 +124,9 @@ def plot_reconstructions(
             training["mask_ratio"],
             generator,
         )
-        masked = apply_mask(image, mask, training["mask_fill"], generator)
+        masked = apply_mask(
+            image, mask, training["mask_fill"], generator, model.encoder.in_channels
+        )
         with torch.no_grad():
             reconstruction = model(masked)
         middle = image.shape[-1] // 2
