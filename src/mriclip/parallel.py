@@ -88,10 +88,10 @@ def _on_dask(function, items, address):
             f"a Dask scheduler ({address}) is named but dask.distributed is not installed: "
             "pip install 'mriclip[dask]', or set the scheduler to null"
         ) from error
-    with Client(address, set_as_default=False) as client:
+    with Client(address, set_as_default=False) as client:  # leave the user's default alone
         logger.info("sending %d items to the Dask cluster at %s", len(items), address)
         futures = {client.submit(function, item, pure=False): key for key, item in items.items()}
-        for future in dask_as_completed(futures):
+        for future in dask_as_completed(futures, loop=client.loop):
             yield _outcome(futures[future], future)
             future.release()  # the cluster may forget the result once it is here
 
