@@ -151,7 +151,7 @@ def _preprocess(task: ScanTask, prints: dict) -> dict:
     return record
 
 
-def one_thread_share(workers: int) -> None:
+def share_cores(workers: int) -> None:
     """Pool initializer: each of ``workers`` processes gets its share of the cores, so the
     pool does not run workers x cores threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -171,7 +171,7 @@ def preprocess_collection(
     tasks = {source.scan_id: ScanTask(source, config, settings, store) for source in sources}
     results: dict[str, Any] = {}
     for outcome in map_as_completed(
-        run_task, tasks, workers, dask_scheduler, one_thread_share, desc="preprocess"
+        run_task, tasks, workers, dask_scheduler, share_cores, desc="preprocess"
     ):
         if outcome.error is not None:  # the worker itself failed, not the scan
             error = outcome.error
