@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -41,9 +43,14 @@ def make_head(
     return volume.astype(np.float32), label
 
 
+def _loaded(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    return image
+
+
 def make_raw_cohort(patients: list[str]):
     """One scan per entry of ``patients`` (repeat a patient for several courses): loaders,
-    scans and lesions tables in the data contract, two lesions per scan."""
+    scans and lesions tables in the data contract, two lesions per scan. The loaders pickle,
+    as a catalog's do, so preprocessing workers in other processes can call them."""
     images, labels, scans, lesions = {}, {}, [], []
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     for index, patient_id in enumerate(patients):
@@ -51,8 +58,8 @@ def make_raw_cohort(patients: list[str]):
         volume, label = make_head(seed=index, lesions=((20, 24, 20, 3), (12, 14, 22, 2)))
         image = nib.Nifti1Image(volume, affine)
         label_image = nib.Nifti1Image(label, affine)
-        images[f"{scan_id}.nii.gz"] = lambda image=image: image
-        labels[f"{scan_id}.nii.gz"] = lambda image=label_image: image
+        images[f"{scan_id}.nii.gz"] = partial(_loaded, image)
+        labels[f"{scan_id}.nii.gz"] = partial(_loaded, label_image)
         scans.append(
             {"scan_id": scan_id, "patient_id": patient_id, "age": 40 + index, "sex": "female"}
         )

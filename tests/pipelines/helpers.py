@@ -2,6 +2,7 @@
 the project to run it through Kedro itself."""
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -9,9 +10,12 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from mriclip import settings
-from mriclip.datasets import BIDSDataset
+from mriclip.datasets import BIDSDataset, ScanStore
 
 PROJECT = Path(__file__).resolve().parents[2]
+CACHES = ("preprocessing_cache", "unlabelled_preprocessing_cache")
+# The caches of in-memory runs; their outputs load from there until the test session ends.
+_CACHE_ROOT = tempfile.TemporaryDirectory(prefix="mriclip-test-caches-")
 
 
 class KeptDataset(MemoryDataset):
@@ -32,12 +36,16 @@ def run_in_memory(pipeline, inputs: dict, env: str = "test", overrides: dict | N
 
     Runs on the file layout need no BIDS folder: unless given, ``bids_dataset`` is one that
     does not exist (loading it reads nothing; only data_engineering.source: bids opens it).
-    Likewise ``raw_ablated_images`` is an absent folder (no raw twins) unless given."""
+    Likewise ``raw_ablated_images`` is an absent folder (no raw twins) unless given, and each
+    preprocessing cache a fresh folder (so nothing is reused) unless given."""
     parameters = {**load_parameters(env), **(overrides or {})}
     if "bids_dataset" in pipeline.inputs() and "bids_dataset" not in inputs:
         inputs = {**inputs, "bids_dataset": BIDSDataset(path="no-bids-dataset").load()}
     if "raw_ablated_images" in pipeline.inputs() and "raw_ablated_images" not in inputs:
         inputs = {**inputs, "raw_ablated_images": {}}
+    for cache in CACHES:
+        if cache in pipeline.inputs() and cache not in inputs:
+            inputs = {**inputs, cache: ScanStore(tempfile.mkdtemp(dir=_CACHE_ROOT.name))}
     datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
     for name in pipeline.inputs():
         if name == "parameters":

@@ -29,7 +29,9 @@ def test_pipeline_writes_every_named_output(raw_cohort):
     assert (out["nifti_catalog"]["status"] == "ok").all()
     assert out["catalog_problems"].empty
     assert list(out["catalog_problems"].columns) == ["stage", "scan_id", "item", "problem", "fix"]
-    volumes, labels = out["preprocessed_volumes"], out["preprocessed_labels"]
+    # loaders, saved lazily one at a time by the catalog: the node holds no volume
+    volumes = {scan_id: load() for scan_id, load in out["preprocessed_volumes"].items()}
+    labels = {scan_id: load() for scan_id, load in out["preprocessed_labels"].items()}
     assert sorted(volumes) == sorted(labels) == [f"S{i}" for i in range(6)]
     assert all(v.shape == (32, 32, 32) and v.dtype == np.float32 for v in volumes.values())
     report = out["preprocessing_report"]

@@ -7,7 +7,7 @@ import nibabel
 import pandas as pd
 import pytest
 
-from mriclip.datasets import NiftiDataset
+from mriclip.datasets import NiftiDataset, ScanStore
 from mriclip.imaging.validation import InputDataError
 from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
@@ -63,7 +63,7 @@ def test_every_nibabel_file_is_used_or_listed_with_its_reason():
     for scan_id, (name, reason) in FILES.items():
         if reason is None:
             assert scan_id in out["preprocessed_volumes"], name
-            assert out["preprocessed_volumes"][scan_id].shape == (32, 32, 32)
+            assert out["preprocessed_volumes"][scan_id]().shape == (32, 32, 32)
         else:
             assert reason in catalog_problems.loc[scan_id, "problem"], name
             assert scan_id not in out["preprocessed_volumes"]
@@ -98,7 +98,7 @@ def test_on_invalid_raise_stops_with_the_full_list():
     assert "scans.csv scan_id 'r99'" in message
 
 
-def test_a_scan_that_fails_in_preprocessing_is_a_problem_row_and_the_run_goes_on():
+def test_a_scan_that_fails_in_preprocessing_is_a_problem_row_and_the_run_goes_on(tmp_path):
     """standard.nii.gz past validation (as before the field-of-view rule) makes MONAI's resize
     divide by zero; that scan becomes a problem naming the error, the others go on."""
     parameters = load_parameters("test")["data_engineering"]
@@ -111,11 +111,16 @@ def test_a_scan_that_fails_in_preprocessing_is_a_problem_row_and_the_run_goes_on
         {"scan_id": list(names), "image_file": list(images), "label_file": None, "status": "ok"}
     )
     lesions = pd.DataFrame({"scan_id": ["r06"], "lesion_id": [None], "region": ["frontal"]})
-    volumes, _, report, _, problems = preprocess_volumes(images, {}, catalog, lesions, parameters)
+    cache = ScanStore(str(tmp_path))
+    volumes, _, report, _, problems = preprocess_volumes(
+        images, {}, catalog, lesions, cache, parameters
+    )
     assert list(volumes) == ["r00"] and report["scan_id"].tolist() == ["r00"]
     failed = problems.set_index("scan_id").loc["r06"]
     assert failed["stage"] == "preprocessing" and failed["item"] == "r06.nii"
     assert failed["problem"].startswith("preprocessing failed: RuntimeError: applying transform")
     assert "caused by ZeroDivisionError: division by zero" in failed["problem"]
     with pytest.raises(InputDataError, match="r06.nii: preprocessing failed"):
-        preprocess_volumes(images, {}, catalog, lesions, {**parameters, "on_invalid": "raise"})
+        preprocess_volumes(
+            images, {}, catalog, lesions, cache, {**parameters, "on_invalid": "raise"}
+        )

@@ -54,6 +54,9 @@ def test_inputs_read_across_pipelines_keep_their_names(registry):
         "raw_scans_on_disk",
         "bids_dataset",
         "unlabelled_images",
+        # kept between runs, so a re-run redoes only the scans that changed
+        "preprocessing_cache",
+        "unlabelled_preprocessing_cache",
         "parameters",
         "run_metadata",
         *(d for d in default.inputs() if d.startswith("params:")),

@@ -1,5 +1,5 @@
 """Kedro datasets that kedro-datasets lacks: NIfTI volumes, BIDS folders, memory-mapped
-arrays, checkpoints, optional tables, folders of scans with kedro-viz previews."""
+arrays, checkpoints, optional tables, folders of scans with kedro-viz previews, per-scan stores."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
 from mriclip.datasets.bids_dataset import BIDSDataset
@@ -13,6 +13,7 @@ from mriclip.datasets.optional_partitioned_dataset import (
     PartitionedDataset,
 )
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
+from mriclip.datasets.scan_store import ScanStore, ScanStoreDataset
 
 __all__ = [
     "BIDSDataset",
@@ -24,5 +25,7 @@ __all__ = [
     "OptionalPartitionedDataset",
     "OptunaStorageDataset",
     "PartitionedDataset",
+    "ScanStore",
+    "ScanStoreDataset",
     "TorchCheckpointDataset",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -75,6 +76,15 @@ class FsspecVersionedDataset(AbstractVersionedDataset):
             local = os.path.join(folder, PurePosixPath(path).name)
             self._fs.get(path, local)
             yield local
+
+    def file_sha256(self) -> str:
+        """SHA-256 of the stored file's bytes (the version ``load`` reads): a fingerprint of the
+        source that costs a read, not a decode."""
+        digest = hashlib.sha256()
+        with self._fs.open(self.load_path, mode="rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     def _write_bytes(self, path: str, raw: bytes) -> None:
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)

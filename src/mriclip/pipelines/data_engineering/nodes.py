@@ -12,12 +12,8 @@ from tqdm.auto import tqdm
 
 from mriclip.imaging.ablation import inpaint_lesions
 from mriclip.imaging.bids import BidsRoot, read_bids
-from mriclip.imaging.preprocessing import (
-    PreprocessingConfig,
-    lesion_geometry,
-    preprocess_scan,
-    preprocess_twin,
-)
+from mriclip.imaging.collection import ScanSource, Store, preprocess_collection
+from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_twin
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
     GridRule,
@@ -25,7 +21,6 @@ from mriclip.imaging.validation import (
     as_3d,
     build_nifti_catalog,
     collect_lesions,
-    describe_error,
     lesion_name,
     require_file_layout,
 )
@@ -85,88 +80,117 @@ def preprocess_volumes(
     raw_labels: dict[str, Callable],
     nifti_catalog: pd.DataFrame,
     validated_lesions: pd.DataFrame,
+    preprocessing_cache: Store,
     params: dict,
 ) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Preprocess every usable scan; returns volumes, label maps (one ``.npy`` each), the
-    per-scan report, the lesion table on the new grid, and the problems met."""
+    """Preprocess every usable scan over ``workers`` processes (or the Dask cluster at
+    ``dask_scheduler``), redoing only scans whose files or settings changed since the
+    cache's run (mriclip.imaging.collection). Returns loaders of the volumes and label maps
+    (saved lazily, one ``.npy`` each), the per-scan report, the lesion table on the new grid,
+    and the problems met."""
     config = PreprocessingConfig(**params["preprocessing"])
+    usable = nifti_catalog[nifti_catalog["status"] == "ok"]
+    sources = [
+        ScanSource(
+            scan.scan_id,
+            raw_images[scan.image_file],
+            raw_labels[scan.label_file] if isinstance(scan.label_file, str) else None,
+        )
+        for scan in usable.itertuples()
+    ]
+    done = preprocess_collection(
+        sources, config, preprocessing_cache, params["workers"], params["dask_scheduler"]
+    )
     problems = ProblemLog("preprocessing")
     # Lesions without a centre are listed but never stop a run: volume mode does not need them.
     uncentred = ProblemLog("lesion_centres")
-    volumes, labels, reports, lesion_rows = {}, {}, [], []
-    usable = nifti_catalog[nifti_catalog["status"] == "ok"]
-    for scan in tqdm(
-        usable.itertuples(), total=len(usable), desc="preprocess", unit="scan", disable=None
-    ):
-        try:
-            image = raw_images[scan.image_file]()
-            has_label = isinstance(scan.label_file, str)
-            label = as_3d(raw_labels[scan.label_file]()) if has_label else None
-            volume, label_out, metadata = preprocess_scan(image, as_3d(image), label, config)
-        except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
-            logger.debug("preprocessing %s failed", scan.scan_id, exc_info=True)
+    lesions_of = dict(tuple(validated_lesions.groupby("scan_id", sort=False)))
+    no_lesions = validated_lesions.iloc[:0]
+    reports, lesion_rows = [], []
+    for scan in usable.itertuples():
+        if scan.scan_id in done.failures:
             problems.add(
                 scan.scan_id,
                 scan.image_file,
-                f"preprocessing failed: {describe_error(error)}",
+                f"preprocessing failed: {done.failures[scan.scan_id]}",
                 "inspect the scan (empty, a slab, or an unusual header?) or remove it; "
                 "the log has the traceback at DEBUG level",
             )
             continue
-        volumes[scan.scan_id] = volume
-        reports.append({"scan_id": scan.scan_id, **metadata})
-        scan_lesions = validated_lesions[validated_lesions["scan_id"] == scan.scan_id]
-        if label_out is None:
-            for lesion in scan_lesions.itertuples():
-                uncentred.add(
-                    scan.scan_id,
-                    lesion_name(lesion, scan.scan_id),
-                    "listed but the scan has no label map, so the lesion has no "
-                    "centre (its region still enters the scan's sentence)",
-                    "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
-                )
-            continue
-        labels[scan.scan_id] = label_out
-        geometry = lesion_geometry(label_out)
-        for lesion in scan_lesions.itertuples():
-            if pd.isna(lesion.lesion_id):
-                uncentred.add(
-                    scan.scan_id,
-                    lesion_name(lesion, scan.scan_id),
-                    "no lesion_id (regions column), so the lesion has no centre "
-                    "(its region still enters the scan's sentence)",
-                    "give lesions.csv rows with the label-map ids for patch mode",
-                )
-                continue
-            if int(lesion.lesion_id) not in geometry:
-                problems.add(
-                    scan.scan_id,
-                    lesion_name(lesion, scan.scan_id),
-                    "lesion id absent from the label map after preprocessing (missing "
-                    "in the file, or smaller than one voxel on the target grid)",
-                    "check lesions.csv against the label map, or use a finer grid",
-                )
-                continue
-            centre, n_voxels = geometry[int(lesion.lesion_id)]
-            lesion_rows.append(
-                {
-                    "scan_id": scan.scan_id,
-                    "lesion_id": int(lesion.lesion_id),
-                    "region": lesion.region,
-                    "center_x": centre[0],
-                    "center_y": centre[1],
-                    "center_z": centre[2],
-                    "n_voxels": n_voxels,
-                }
-            )
+        record = done.records[scan.scan_id]
+        reports.append({"scan_id": scan.scan_id, **record["report"]})
+        scan_lesions = lesions_of.get(scan.scan_id, no_lesions)
+        lesion_rows += _centred_lesions(
+            scan.scan_id, record["lesions"], scan_lesions, problems, uncentred
+        )
     problems.raise_if_any(params["on_invalid"])
     lesion_table = pd.DataFrame(
         lesion_rows,
         columns=["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"],
     )
-    logger.info("preprocessed %d scans to %s", len(volumes), tuple(config.target_shape))
+    logger.info("preprocessed %d scans to %s", len(done.records), tuple(config.target_shape))
     all_problems = pd.concat([problems.table(), uncentred.table()], ignore_index=True)
-    return volumes, labels, pd.DataFrame(reports), lesion_table, all_problems
+    return (
+        done.loaders("volume"),
+        done.loaders("label"),
+        pd.DataFrame(reports),
+        lesion_table,
+        all_problems,
+    )
+
+
+def _centred_lesions(
+    scan_id: str,
+    geometry: dict[str, list] | None,
+    scan_lesions: pd.DataFrame,
+    problems: ProblemLog,
+    uncentred: ProblemLog,
+) -> list[dict]:
+    """Lesion-table rows of one scan from its label map's ``geometry`` (lesion id -> centre
+    and voxel count; None without a label map); lesions that cannot be placed are listed."""
+    if geometry is None:
+        for lesion in scan_lesions.itertuples():
+            uncentred.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "listed but the scan has no label map, so the lesion has no "
+                "centre (its region still enters the scan's sentence)",
+                "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
+            )
+        return []
+    rows = []
+    for lesion in scan_lesions.itertuples():
+        if pd.isna(lesion.lesion_id):
+            uncentred.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "no lesion_id (regions column), so the lesion has no centre "
+                "(its region still enters the scan's sentence)",
+                "give lesions.csv rows with the label-map ids for patch mode",
+            )
+            continue
+        if str(int(lesion.lesion_id)) not in geometry:
+            problems.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "lesion id absent from the label map after preprocessing (missing "
+                "in the file, or smaller than one voxel on the target grid)",
+                "check lesions.csv against the label map, or use a finer grid",
+            )
+            continue
+        *centre, n_voxels = geometry[str(int(lesion.lesion_id))]
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "lesion_id": int(lesion.lesion_id),
+                "region": lesion.region,
+                "center_x": centre[0],
+                "center_y": centre[1],
+                "center_z": centre[2],
+                "n_voxels": n_voxels,
+            }
+        )
+    return rows
 
 
 def _ordered_regions(regions_of_scan: list[str], vocabulary: list[str]) -> list[str]:

@@ -47,6 +47,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "input_labels",
                     "nifti_catalog",
                     "validated_lesions",
+                    "preprocessing_cache",
                     "params:data_engineering",
                 ],
                 [

@@ -14,6 +14,7 @@ from mriclip.imaging.augmentation import (
     intensity_augmentation,
     spatial_augmentation,
 )
+from mriclip.imaging.collection import Store
 from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
@@ -27,13 +28,16 @@ from mriclip.training.pretraining import (
 
 
 def preprocess_unlabelled(
-    unlabelled_images: dict[str, Callable], data_engineering: dict
+    unlabelled_images: dict[str, Callable],
+    unlabelled_preprocessing_cache: Store,
+    data_engineering: dict,
 ) -> tuple[dict, pd.DataFrame]:
-    """Validate and preprocess extra unlabelled scans exactly like the labelled ones."""
+    """Validate and preprocess extra unlabelled scans exactly like the labelled ones (in
+    parallel, reusing unchanged scans from the cache); the volumes are loaders, saved lazily."""
     catalog, problems = build_unlabelled_catalog(unlabelled_images, data_engineering["on_invalid"])
     no_lesions = pd.DataFrame(columns=["scan_id", "lesion_id", "region"])
     volumes, _, _, _, more_problems = preprocess_volumes(
-        unlabelled_images, {}, catalog, no_lesions, data_engineering
+        unlabelled_images, {}, catalog, no_lesions, unlabelled_preprocessing_cache, data_engineering
     )
     return {f"unlabelled_{k}": v for k, v in volumes.items()}, pd.concat(
         [problems, more_problems], ignore_index=True

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.preprocess_unlabelled,
-                ["unlabelled_images", "params:data_engineering"],
+                ["unlabelled_images", "unlabelled_preprocessing_cache", "params:data_engineering"],
                 ["unlabelled_volumes", "unlabelled_problems"],
                 name="preprocess_unlabelled",
                 tags=["slow"],

@@ -1,0 +1,198 @@
+"""Preprocessing a whole collection of scans: streaming, parallel and incremental.
+
+The per-scan result is cached on disk in a store the catalog knows (a
+``mriclip.datasets.ScanStore``, catalog entry ``preprocessing_cache``):
+
+1. Each scan is one task, run in this process, over ``workers`` processes or on a Dask
+   cluster (:mod:`mriclip.parallel`). The task fingerprints its source files (sha256 of the
+   image and the label map as stored) and the preprocessing settings; when the store already
+   holds that fingerprint, the task returns the stored record and does nothing else.
+   Otherwise it preprocesses the scan, writes the volume and label map into the store and
+   returns the record: the per-scan report and lesion geometry, a few hundred bytes.
+2. Only records come back, so memory does not grow with the number of scans: no volume
+   travels between processes, and the caller holds none. An error inside a task comes back
+   as its text, to be listed as a problem; the other scans go on.
+3. The caller gets loaders of the stored arrays. A node returns them to a
+   ``PartitionedDataset``, whose lazy saving loads and writes one at a time.
+
+Each scan is processed once per change: a re-run reads two files per scan to hash them and
+copies the stored arrays to the output. The price is disk: the store holds a second copy of
+the preprocessed collection (delete it any time; the next run redoes every scan). The store
+keeps only the scans of the last run. A change of this module's output (not of a setting)
+must bump ``RECORD_VERSION``, which redoes every scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
+from mriclip.imaging.validation import as_3d, content_sha256, describe_error
+from mriclip.parallel import map_as_completed
+
+logger = logging.getLogger(__name__)
+
+#: Part of every fingerprint: bump it when preprocessing makes different arrays or records.
+RECORD_VERSION = 1
+
+
+class Store(Protocol):
+    """What the collection needs of a store (``mriclip.datasets.ScanStore``)."""
+
+    def record(self, scan_id: str) -> dict | None: ...
+    def write(self, scan_id: str, arrays: dict[str, np.ndarray], record: dict) -> None: ...
+    def loader(self, scan_id: str, name: str) -> Callable[[], np.ndarray]: ...
+    def retain(self, scan_ids: list[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanSource:
+    """Where one scan comes from: loaders of its image and (optional) label map."""
+
+    scan_id: str
+    load_image: Callable
+    load_label: Callable | None = None
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    source: ScanSource
+    config: PreprocessingConfig
+    settings_sha256: str
+    store: Store
+
+
+@dataclass
+class PreprocessedCollection:
+    """Records of the scans done (in the order given), the error text of those that failed,
+    and the store that holds the arrays."""
+
+    records: dict[str, dict]
+    failures: dict[str, str]
+    store: Store
+
+    def loaders(self, name: str) -> dict[str, Callable[[], np.ndarray]]:
+        """Scan id -> loader of the stored ``name`` array ("volume" or "label")."""
+        return {
+            scan_id: self.store.loader(scan_id, name)
+            for scan_id, record in self.records.items()
+            if name in record["arrays"]
+        }
+
+
+def settings_sha256(config: PreprocessingConfig) -> str:
+    settings = json.dumps({"version": RECORD_VERSION, **asdict(config)}, sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def source_sha256(load: Callable) -> str:
+    """SHA-256 of the file a loader reads (a catalog dataset's bound ``load``); for a loader
+    that is no file dataset, of the loaded image's voxels and affine."""
+    dataset = getattr(load, "__self__", None)
+    if hasattr(dataset, "file_sha256"):
+        return dataset.file_sha256()
+    image = load()
+    return content_sha256(np.asanyarray(image.dataobj), image.affine)
+
+
+def fingerprint(source: ScanSource, settings: str) -> dict[str, str | None]:
+    return {
+        "image_sha256": source_sha256(source.load_image),
+        "label_sha256": None if source.load_label is None else source_sha256(source.load_label),
+        "settings_sha256": settings,
+    }
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """Why a scan failed, as text: an exception object may not travel back from a worker."""
+
+    message: str
+    traceback: str
+
+
+def run_task(task: ScanTask) -> tuple[dict, bool] | TaskFailure:
+    """``(record, reused)`` for one scan, or why it failed."""
+    try:
+        prints = fingerprint(task.source, task.settings_sha256)
+        stored = task.store.record(task.source.scan_id)
+        if stored is not None and stored["fingerprint"] == prints:
+            return stored, True
+        return _preprocess(task, prints), False
+    except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
+        return TaskFailure(describe_error(error), traceback.format_exc())
+
+
+def _preprocess(task: ScanTask, prints: dict) -> dict:
+    source = task.source
+    image = source.load_image()
+    label = None if source.load_label is None else as_3d(source.load_label())
+    volume, label_out, report = preprocess_scan(image, as_3d(image), label, task.config)
+    arrays = {"volume": volume}
+    record = {"fingerprint": prints, "report": report, "lesions": None}
+    if label_out is not None:
+        arrays["label"] = label_out
+        record["lesions"] = {
+            str(lesion_id): [*centre, n_voxels]
+            for lesion_id, (centre, n_voxels) in lesion_geometry(label_out).items()
+        }
+    record["arrays"] = sorted(arrays)
+    task.store.write(source.scan_id, arrays, record)
+    return record
+
+
+def share_cores(workers: int) -> None:
+    """Pool initializer: each of ``workers`` processes gets its share of the cores, so the
+    pool does not run workers x cores threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) // workers))
+
+
+def preprocess_collection(
+    sources: list[ScanSource],
+    config: PreprocessingConfig,
+    store: Store,
+    workers: int,
+    dask_scheduler: str | None,
+) -> PreprocessedCollection:
+    """Preprocess every scan of ``sources`` that ``store`` does not hold with the same
+    fingerprint; see the module docstring."""
+    settings = settings_sha256(config)
+    tasks = {source.scan_id: ScanTask(source, config, settings, store) for source in sources}
+    results: dict[str, Any] = {}
+    for outcome in map_as_completed(
+        run_task, tasks, workers, dask_scheduler, share_cores, desc="preprocess"
+    ):
+        if outcome.error is not None:  # the worker itself failed, not the scan
+            error = outcome.error
+            details = "".join(traceback.format_exception(error))
+            results[outcome.key] = TaskFailure(describe_error(error), details)
+        else:
+            results[outcome.key] = outcome.result
+    records, failures, n_reused = {}, {}, 0
+    for source in sources:
+        result = results[source.scan_id]
+        if isinstance(result, TaskFailure):
+            logger.debug("preprocessing %s failed:\n%s", source.scan_id, result.traceback)
+            failures[source.scan_id] = result.message
+        else:
+            records[source.scan_id] = result[0]
+            n_reused += result[1]
+    store.retain(list(records))
+    logger.info(
+        "preprocessing: %d scans reused unchanged, %d processed, %d failed",
+        n_reused,
+        len(records) - n_reused,
+        len(failures),
+    )
+    return PreprocessedCollection(records, failures, store)
