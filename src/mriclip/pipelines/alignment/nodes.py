@@ -20,6 +20,7 @@ from mriclip.models.factory import (
 )
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
+from mriclip.training.engine import configs_from_params
 from mriclip.training.runtime import seed_everything
 from mriclip.training.samples import AlignmentSamples
 
@@ -162,8 +163,10 @@ def train_on_fold(
         )
     model = create_clip_model(encoder, params["text_encoder"], params["clip"])
     validate = validation_metrics(val_set, region_prompts, regions) if val_set else None
-    config = AlignmentConfig(**params["training"], seed=seed)
-    return train_alignment(model, train_set, val_set, config, validate, on_validation)
+    training, config = configs_from_params(
+        params["training"], AlignmentConfig, seed, "alignment.training"
+    )
+    return train_alignment(model, train_set, val_set, training, config, validate, on_validation)
 
 
 def train_clip_model(
