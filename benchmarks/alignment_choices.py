@@ -35,6 +35,7 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import create_clip_model, embed_texts
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
+from mriclip.training.engine import configs_from_params
 from mriclip.training.samples import AlignmentSamples, LesionPatches
 
 DATA = Path("data")
@@ -88,7 +89,7 @@ def run_variant(variant: dict, steps: int, data: dict, params: dict) -> dict:
     test_set = AlignmentSamples(
         test, data["volumes"], data["lesions"], templates, seed=1, paraphrase=False, **sampling
     )
-    cubes = [test_set[i % len(test_set)] for i in range(400)]
+    cubes = [test_set[divmod(i, len(test_set))] for i in range(400)]  # (epoch, index) keys
     cube_images = torch.stack([cube["image"] for cube in cubes])
     has_lesion = np.array([cube["key"] != "" for cube in cubes])
     lesions = data["lesions"][data["lesions"]["scan_id"].isin(set(test["scan_id"]))]
@@ -110,14 +111,15 @@ def run_variant(variant: dict, steps: int, data: dict, params: dict) -> dict:
     clip["init_temperature"] = variant.get("tau", 0.1)
     model = create_clip_model(encoder, alignment["text_encoder"], clip)
     # The pipeline's loop and settings (locked text tower included), without validation.
-    config = AlignmentConfig(
-        **{**alignment["training"], "steps": steps, "val_every": steps, "keep": "last",
-           "checkpoint_every": steps, "checkpoint_dir": None, "seed": 0}
+    configs = configs_from_params(
+        {**alignment["training"], "steps": steps, "val_every": steps, "keep": "last",
+         "checkpoint_every": steps, "checkpoint_dir": None},
+        AlignmentConfig, 0, "alignment.training",
     )  # fmt: skip
     prompts = [f"There is a lesion in the {region} section." for region in REGIONS]
     prompts.append(templates.no_lesion_in_patch[0])
     start = time.perf_counter()
-    model, _ = train_alignment(model, train_set, None, config)
+    model, _ = train_alignment(model, train_set, None, *configs)
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():

@@ -1,14 +1,21 @@
-"""Shared fixtures: a tiny synthetic raw cohort in the user data contract."""
+"""Shared fixtures: a tiny synthetic raw cohort in the user data contract; conf/base's
+training parameters."""
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from mriclip.training.loop import BatchStream, batch_loader
+
+BASE_CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
 
 
@@ -23,6 +30,36 @@ def no_mlflow_run_left_open():
         return
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+def training_params(pipeline: str, **changes) -> dict:
+    """conf/base's ``<pipeline>.training`` parameters (every key, at its default), changed."""
+    parameters = yaml.safe_load((BASE_CONF / f"parameters_{pipeline}.yml").read_text())
+    return {**parameters[pipeline]["training"], **changes}
+
+
+def first_batches(dataset, workers: int, n: int = 8) -> list[dict]:
+    """The first ``n`` batches (of 2 items) the training loop's loader reads from
+    ``dataset`` with ``workers`` data workers."""
+    stream = BatchStream(len(dataset), 2, seed=0)
+    return list(itertools.islice(batch_loader(dataset, stream, workers, False, 0), n))
+
+
+def crashing_in_epoch(dataset_class: type) -> type:
+    """``dataset_class`` whose items of epoch ``crash_epoch`` raise: a crash mid-training, in
+    whichever process (training or data worker) reads them."""
+
+    class Crashing(dataset_class):
+        def __init__(self, *args, crash_epoch: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.crash_epoch = crash_epoch
+
+        def __getitem__(self, key):
+            if isinstance(key, tuple) and key[0] == self.crash_epoch:
+                raise RuntimeError("simulated crash")
+            return super().__getitem__(key)
+
+    return Crashing
 
 
 def make_head(

@@ -97,8 +97,8 @@ def test_training_and_lesion_cubes_carry_the_coordinates_of_their_voxels(cohort)
         position_channels=True, seed=3,
     )  # fmt: skip
     starts = set()
-    for _ in range(6):
-        image = samples[0]["image"].numpy()
+    for epoch in range(6):
+        image = samples[(epoch, 0)]["image"].numpy()
         assert image.shape == (4, 8, 8, 8)
         start = locate(image, volumes["S0"])
         starts.add(start)

@@ -47,19 +47,19 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
     volumes = TestSplitGuard(data["preprocessed_volumes"], test_ids)
     labels = TestSplitGuard(data["preprocessed_labels"], test_ids)
     best, tuned, trials, *figures = tune_alignment(
-        data["scan_sentences"],
-        splits,
-        volumes,
-        labels,
-        data["lesion_table"],
-        data["region_prompts"],
-        None,
         f"sqlite:///{tmp_path}/t.db",
-        parameters["sentences"],
-        parameters["regions"],
         alignment,
         tuning,
         0,
+        scan_sentences=data["scan_sentences"],
+        splits=splits,
+        preprocessed_volumes=volumes,
+        preprocessed_labels=labels,
+        lesion_table=data["lesion_table"],
+        region_prompts=data["region_prompts"],
+        pretrained_encoder=None,
+        sentences=parameters["sentences"],
+        regions=parameters["regions"],
     )
     assert trials["state"].tolist() == ["COMPLETE"]
     assert volumes.read and volumes.read.isdisjoint(test_ids)

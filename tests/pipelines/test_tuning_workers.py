@@ -55,19 +55,14 @@ def tuning_worker(data: dict, storage_url: str, study_name: str, barrier) -> Non
     tuning = {**parameters["tuning"], "n_trials": TRIALS_PER_WORKER, "study_name": study_name}
     barrier.wait(timeout=300)  # both workers start their trials together
     tune_alignment(
-        data["scan_sentences"],
-        data["splits"],
-        data["preprocessed_volumes"],
-        data["preprocessed_labels"],
-        data["lesion_table"],
-        data["region_prompts"],
-        None,
         OptunaStorageDataset(credentials={"url": storage_url}).load(),
-        parameters["sentences"],
-        parameters["regions"],
         {**parameters["alignment"], "image_init": "random"},
         tuning,
         0,
+        **data,
+        pretrained_encoder=None,
+        sentences=parameters["sentences"],
+        regions=parameters["regions"],
     )
 
 

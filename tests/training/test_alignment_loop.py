@@ -10,8 +10,10 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.text.encoder import TextEncoder
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
+from mriclip.training.engine import configs_from_params
 from mriclip.training.loop import NonFiniteLossError
 from mriclip.training.samples import AlignmentSamples
+from tests.conftest import crashing_in_epoch, training_params
 
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
 
@@ -48,19 +50,8 @@ def samples(seed: int = 0, n: int = 8, kind=AlignmentSamples, **extra) -> Alignm
     return kind(scans, volumes, empty, SentenceTemplates(), mode="volume", seed=seed, **extra)
 
 
-class CrashAt(AlignmentSamples):
-    def __init__(self, *args, crash_at, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reads, self.crash_at = 0, crash_at
-
-    def __getitem__(self, index):
-        self.reads += 1
-        if self.reads == self.crash_at:
-            raise RuntimeError("simulated crash")
-        return super().__getitem__(index)
-
-
-def config(folder, **changes) -> AlignmentConfig:
+def config(folder, **changes):
+    """(TrainingConfig, AlignmentConfig): conf/base's with these changes."""
     base = {
         "steps": 4,
         "micro_batch_size": 2,
@@ -74,7 +65,8 @@ def config(folder, **changes) -> AlignmentConfig:
         "lr_text": 1e-3,
         "lr_heads": 1e-2,
     }
-    return AlignmentConfig(**{**base, **changes})
+    params = training_params("alignment", **{**base, **changes})
+    return configs_from_params(params, AlignmentConfig, 0, "alignment.training")
 
 
 def augmentation():
@@ -82,21 +74,24 @@ def augmentation():
     return full_augmentation(noisy, ["image"], seed=3)
 
 
-@pytest.mark.parametrize("augmented", [False, True])
-def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path, augmented):
+@pytest.mark.parametrize(("augmented", "workers"), [(False, 0), (True, 0), (True, 2)])
+def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path, augmented, workers):
+    """An uninterrupted run in this process, and one read by ``workers`` data workers that
+    crashes and resumes: the same history and weights."""
+
     def data(**extra):
         return samples(augment=augmentation() if augmented else None, **extra)
 
-    straight, history = train_alignment(tiny_model(), data(), None, config(tmp_path / "a"))
-    crashing = data(kind=CrashAt, crash_at=4 * 2 + 1)  # in step 3 (4 items per step)
+    straight, history = train_alignment(tiny_model(), data(), None, *config(tmp_path / "a"))
+    crashing = data(kind=crashing_in_epoch(AlignmentSamples), crash_epoch=1)  # in step 3
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_alignment(tiny_model(), crashing, None, config(tmp_path / "b"))
+        train_alignment(tiny_model(), crashing, None, *config(tmp_path / "b", num_workers=workers))
     with pytest.raises(ValueError, match=r"other settings \(\['lr_vision'\]\)"):
         train_alignment(
-            tiny_model(), data(), None, config(tmp_path / "b", resume=True, lr_vision=0.5)
+            tiny_model(), data(), None, *config(tmp_path / "b", resume=True, lr_vision=0.5)
         )
     resumed, resumed_history = train_alignment(
-        tiny_model(), data(), None, config(tmp_path / "b", resume=True)
+        tiny_model(), data(), None, *config(tmp_path / "b", resume=True, num_workers=workers)
     )
     assert resumed_history["step"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(resumed_history["loss"], history["loss"], rtol=1e-6)
@@ -111,7 +106,7 @@ def test_validation_rows_and_best_model_is_kept(tmp_path):
         tiny_model(),
         samples(),
         samples(seed=5),
-        config(tmp_path),
+        *config(tmp_path),
         validate=lambda m: {"dummy": 1.0},
     )
     validated = history.dropna(subset=["val_loss"])
@@ -129,15 +124,18 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
     model = tiny_model()
     model.contrastive_loss = lambda image, text, mask=None: (image * float("nan")).sum()
     with pytest.raises(NonFiniteLossError, match="at step 1"):
-        train_alignment(model, samples(), None, config(tmp_path))
+        train_alignment(model, samples(), None, *config(tmp_path))
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("steps", 0, "alignment.steps must be >= 1"),
-        ("positive_key", "labels", "positive_key must be"),
-        ("keep", "first", "keep must be"),
+        ("steps", 0, "alignment.training.steps must be >= 1"),
+        ("micro_batch_size", 0, "alignment.training.micro_batch_size must be >= 1"),
+        ("num_workers", -1, "alignment.training.num_workers must be >= 0"),
+        ("positive_key", "labels", "alignment.training.positive_key must be"),
+        ("keep", "first", "alignment.training.keep must be"),
+        ("lr_visoin", 1e-3, r"unknown key\(s\) \['lr_visoin'\]"),
     ],
 )
 def test_bad_parameters(tmp_path, field, value, message):

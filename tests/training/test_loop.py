@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -8,14 +9,16 @@ from mriclip.training.schedule import param_groups, warmup_cosine
 
 
 def test_batch_stream_covers_each_epoch_and_resumes_exactly():
-    stream = BatchStream(10, 3, seed=0)
-    epoch = [i for _ in range(3) for i in stream.next_batch()]
-    assert len(set(epoch)) == 9  # one epoch without repeats, ragged tail dropped
-    state = stream.state_dict()
-    expected = [stream.next_batch() for _ in range(7)]
-    resumed = BatchStream(10, 3, seed=99)
-    resumed.load_state_dict(state)
-    assert [resumed.next_batch() for _ in range(7)] == expected
+    batches = iter(BatchStream(10, 3, seed=0))
+    epoch = [key for _ in range(3) for key in next(batches)]
+    assert {e for e, _ in epoch} == {0}
+    assert len({i for _, i in epoch}) == 9  # one epoch without repeats, ragged tail dropped
+    expected = [next(batches) for _ in range(7)]
+    assert [e for batch in expected for e, _ in batch] == [1] * 9 + [2] * 9 + [3] * 3
+    assert [i for _, i in expected[0]] != [i for _, i in epoch[:3]]  # reshuffled each epoch
+    resumed = BatchStream(10, 3, seed=0, start=3)  # a run resumed after three batches
+    assert list(itertools.islice(resumed, 7)) == expected
+    assert list(itertools.islice(BatchStream(10, 3, seed=1), 3)) != [epoch[:3], *expected[:2]]
     with pytest.raises(ValueError, match="exceeds the 2 training items"):
         BatchStream(2, 3, seed=0)
 

@@ -1,9 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.samples import AlignmentSamples, crop_with_padding
+from tests.conftest import first_batches
 
 
 def test_crop_with_padding_matches_numpy_pad():
@@ -72,8 +75,8 @@ def test_patch_sentences_describe_exactly_the_lesions_inside(cohort):
     _, volumes, labels, lesions = cohort
     samples = patch_samples(cohort, lesion_patch_fraction=0.5, patch_columns=["diagnosis"])
     by_key = {}
-    for _ in range(200):
-        item = samples[0]
+    for epoch in range(200):
+        item = samples[(epoch, 0)]
         assert item["image"].shape == (1, 16, 16, 16)
         by_key.setdefault(item["key"], []).append(item)
         # Independent truth: the lesion voxels inside the cube, from the image itself.
@@ -92,18 +95,20 @@ def test_patch_sentences_describe_exactly_the_lesions_inside(cohort):
 def test_lesion_patch_fraction_sets_how_often_a_lesion_is_in_view(cohort):
     for fraction in (0.0, 1.0):
         samples = patch_samples(cohort, lesion_patch_fraction=fraction, seed=3)
-        keys = [samples[1]["key"] for _ in range(100)]
+        keys = [samples[(epoch, 1)]["key"] for epoch in range(100)]
         if fraction == 1.0:
             assert all(key == "temporal" for key in keys)
         else:  # a 16-cube anywhere in a 40-volume mostly misses a 2-voxel lesion
             assert keys.count("") > 50
     free = patch_samples(cohort, lesion_patch_fraction=1.0)
-    assert {free[2]["key"] for _ in range(20)} == {""}  # a lesion-free scan: lesion-free cubes
+    assert {free[(epoch, 2)]["key"] for epoch in range(20)} == {
+        ""
+    }  # a lesion-free scan: lesion-free cubes
 
 
 def test_paraphrases_vary_but_content_does_not(cohort):
     samples = patch_samples(cohort, lesion_patch_fraction=1.0, paraphrase=True)
-    items = [samples[1] for _ in range(40)]
+    items = [samples[(epoch, 1)] for epoch in range(40)]
     assert len({item["sentence"] for item in items}) > 1
     assert {item["content"] for item in items} == {
         "A tumor has been identified in the temporal area of the brain."
@@ -151,8 +156,36 @@ def test_lesion_free_cubes_sit_where_lesions_of_other_scans_are(cohort):
         labels=labels, lesion_patch_fraction=0.0, matched_fraction=1.0,
     )  # fmt: skip
     corners = set()
-    for _ in range(60):
-        corner = int(samples[2]["image"][0, 0, 0, 0]) - 1
+    for epoch in range(60):
+        corner = int(samples[(epoch, 2)]["image"][0, 0, 0, 0]) - 1
         corners.add((corner // 10000, corner // 100 % 100, corner % 100))
     places = lesions[["center_x", "center_y", "center_z"]].to_numpy() - 8
     assert corners == {tuple(int(v) for v in place) for place in places}
+
+
+def augmented_patches(cohort) -> AlignmentSamples:
+    noisy = AugmentationConfig(additive_noise_prob=1.0, rotation_prob=1.0, gamma_prob=0.5)
+    augment = full_augmentation(noisy, ["image"], seed=0)
+    return patch_samples(cohort, jitter=0.25, paraphrase=True, augment=augment)
+
+
+def test_an_item_is_a_function_of_its_key(cohort):
+    samples = augmented_patches(cohort)
+    first, again = samples[(3, 1)], samples[(3, 1)]
+    assert torch.equal(first["image"], again["image"]) and first["sentence"] == again["sentence"]
+    assert torch.equal(samples[1]["image"], samples[(0, 1)]["image"])  # an index: epoch 0
+    assert not torch.equal(samples[(4, 1)]["image"], first["image"])
+
+
+def test_batches_are_the_same_with_0_or_2_workers(cohort):
+    """Cube, augmentation and paraphrase come from the item's key, not from the process."""
+    samples = augmented_patches(cohort)
+
+    alone, parallel = first_batches(samples, 0, 8), first_batches(samples, 2, 8)
+    for one, other in zip(alone, parallel, strict=True):
+        torch.testing.assert_close(one["image"], other["image"], rtol=0, atol=0)
+        for key in ("sentence", "key", "content", "scan_id"):
+            assert one[key] == other[key]
+    # Each epoch draws other cubes and sentences for the same scans.
+    assert len({float(batch["image"].sum()) for batch in alone}) == len(alone)
+    assert len({sentence for batch in alone for sentence in batch["sentence"]}) > 3

@@ -1,18 +1,23 @@
-"""Pieces every training loop shares: a resumable batch stream, checkpoints, guards."""
+"""The parts of the training loop (:mod:`mriclip.training.engine`): the batch stream and its
+data loader, checkpoints, RNG snapshots, guards."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 logger = logging.getLogger(__name__)
+
+ItemKey = int | tuple[int, int]
+"""What a training dataset is indexed with: ``(epoch, index)``, or a plain index (epoch 0)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -27,36 +32,43 @@ def check_finite(loss: float, step: int) -> None:
         )
 
 
+def item_rng(seed: int, key: ItemKey) -> tuple[int, np.random.Generator]:
+    """The item index of ``key`` and the generator its randomness comes from.
+
+    The generator depends on (seed, epoch, index) only, so an item is the same whichever
+    process loads it and whatever was loaded before: 0 or k workers, fresh or resumed run."""
+    epoch, index = key if isinstance(key, tuple) else (0, key)
+    return index, np.random.default_rng([seed, epoch, index])
+
+
 class BatchStream:
-    """Endless shuffled batches of dataset indices, epoch by epoch, with a saveable state.
+    """Endless shuffled batches of ``(epoch, index)`` keys, epoch by epoch (the ragged tail of
+    each epoch dropped).
 
-    Resuming from ``state_dict()`` continues with exactly the batches that would have come."""
+    Epoch ``e``'s order is a permutation drawn from (seed, e), so batch number ``b`` is the
+    same whatever came before: a run resumed at batch ``b`` (``start``) sees exactly the
+    batches an uninterrupted one would, with no state to save."""
 
-    def __init__(self, n_items: int, batch_size: int, seed: int) -> None:
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int = 0) -> None:
         if n_items < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the {n_items} training items")
-        self.n_items, self.batch_size = n_items, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(n_items)
-        self.position = 0
+        self.n_items, self.batch_size, self.seed, self.start = n_items, batch_size, seed, start
+        self.per_epoch = n_items // batch_size
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
-    def next_batch(self) -> list[int]:
-        if self.position + self.batch_size > self.n_items:  # drop the ragged tail, reshuffle
-            self.order, self.position = self.rng.permutation(self.n_items), 0
-        batch = self.order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return batch.tolist()
+    def batch(self, number: int) -> list[tuple[int, int]]:
+        epoch, position = divmod(number, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+        chunk = self._order[position * self.batch_size : (position + 1) * self.batch_size]
+        return [(epoch, int(index)) for index in chunk]
 
-    def state_dict(self) -> dict:
-        return {
-            "rng": self.rng.bit_generator.state,
-            "order": torch.from_numpy(self.order.copy()),
-            "position": self.position,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.order, self.position = state["order"].numpy(), int(state["position"])
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        number = self.start
+        while True:
+            yield self.batch(number)
+            number += 1
 
 
 def collate(items: list[dict]) -> dict:
@@ -69,8 +81,44 @@ def collate(items: list[dict]) -> dict:
     }
 
 
-def load_batch(dataset: Dataset, indices: list[int]) -> dict:
+def load_batch(dataset: Dataset, indices: list[ItemKey]) -> dict:
     return collate([dataset[i] for i in indices])
+
+
+def batch_loader(
+    dataset: Dataset, stream: BatchStream, num_workers: int, pin_memory: bool, seed: int
+) -> DataLoader:
+    """A ``DataLoader`` of ``stream``'s batches, read by ``num_workers`` processes (0: in
+    this one). The loop makes one iterator for the whole run, so its workers start once and
+    stay, each keeping the loader's default two batches in flight."""
+    return DataLoader(
+        dataset if num_workers else OneThreadItems(dataset),
+        batch_sampler=stream,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        # Starting an iterator draws a base seed. From its own generator it leaves the global
+        # torch RNG (dropout's, which checkpoints restore) where it was.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class OneThreadItems(Dataset):
+    """``dataset``'s items computed on one thread, as DataLoader workers compute them: BLAS
+    rounding depends on the thread count, and with two threads rotated cubes differed from
+    the workers' in the last bit. (Raising the workers' count instead can hang OpenMP in a
+    forked process.)"""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.dataset[key]
+        finally:
+            torch.set_num_threads(threads)
 
 
 def rng_state() -> dict:
@@ -131,55 +179,3 @@ def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> in
         for parameter in stage.parameters():
             parameter.requires_grad_(False)
     return n_frozen
-
-
-def training_snapshot(
-    step: int,
-    history: list[dict],
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    stream: BatchStream,
-    dataset,
-    **extra,
-) -> dict:
-    """Everything a crashed run needs to continue exactly where it stopped."""
-    return {
-        "step": step,
-        "history": history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "stream": stream.state_dict(),
-        "rng": rng_state(),
-        "dataset_rng": dataset.rng.bit_generator.state,
-        **extra,
-    }
-
-
-def restore_snapshot(
-    snapshot: dict,
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    stream: BatchStream,
-    dataset,
-    config: dict,
-) -> tuple[list[dict], int]:
-    """Load a ``training_snapshot`` saved under the same ``config`` (``resume`` aside);
-    returns (history so far, step reached)."""
-    saved = {k: v for k, v in snapshot["config"].items() if k != "resume"}
-    current = {k: v for k, v in config.items() if k != "resume"}
-    if saved != current:
-        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-        raise ValueError(
-            f"the checkpoint to resume was saved with other settings ({changed}); resume with "
-            "the same parameters, or use another checkpoint_dir / resume: false"
-        )
-    model.load_state_dict(snapshot["model"])
-    optimizer.load_state_dict(snapshot["optimizer"])
-    scheduler.load_state_dict(snapshot["scheduler"])
-    stream.load_state_dict(snapshot["stream"])
-    restore_rng_state(snapshot["rng"])
-    dataset.rng.bit_generator.state = snapshot["dataset_rng"]
-    return list(snapshot["history"]), int(snapshot["step"])

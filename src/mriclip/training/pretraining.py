@@ -1,11 +1,10 @@
-"""Masked-autoencoder pretraining loop (AMAES): random crops of unlabelled volumes, "fullaug"
-(spatial augmentation on input and target, intensity augmentation on the input only),
-block masking, MSE, AdamW with warm-up + cosine, periodic resumable checkpoints."""
+"""Masked-autoencoder pretraining (AMAES) as a task of the training loop
+(:mod:`mriclip.training.engine`): random crops of unlabelled volumes, "fullaug" (spatial
+augmentation on input and target, intensity augmentation on the input only), block masking,
+MSE, and validation beside the unmasked-mean baseline."""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from mriclip.imaging.position import with_position
 from mriclip.models.mae import (
@@ -23,25 +21,18 @@ from mriclip.models.mae import (
     reconstruction_loss,
     unmasked_mean_baseline,
 )
-from mriclip.training.loop import (
-    BatchStream,
-    Checkpointer,
-    check_finite,
-    load_batch,
-    restore_snapshot,
-    training_snapshot,
-)
-from mriclip.training.runtime import autocast_dtype, pick_device
+from mriclip.training.engine import Task, TrainingConfig, train
+from mriclip.training.loop import ItemKey, item_rng, load_batch
 from mriclip.training.samples import VolumeSource, crop_with_padding, plain_tensor
-from mriclip.training.schedule import param_groups, warmup_cosine
-
-logger = logging.getLogger(__name__)
 
 
 class PretrainingSamples(Dataset):
     """Random ``patch_size``³ crops of each volume; ``image`` is augmented spatially and in
     intensity, ``target`` only spatially (with the same draw). With ``position_channels``,
-    ``image`` also carries the crop's grid coordinates (:mod:`mriclip.imaging.position`)."""
+    ``image`` also carries the crop's grid coordinates (:mod:`mriclip.imaging.position`).
+
+    Indexed by an ``(epoch, index)`` key (see ``loop.item_rng``): the crop and augmentation
+    come from (seed, epoch, index), so a key always gives the same item."""
 
     def __init__(
         self,
@@ -59,20 +50,21 @@ class PretrainingSamples(Dataset):
         self.scan_ids, self.patch_size = list(scan_ids), patch_size
         self.spatial, self.intensity = spatial, intensity
         self.position_channels = position_channels
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.scan_ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: ItemKey) -> dict:
+        index, rng = item_rng(self.seed, key)
         volume = self.volumes[self.scan_ids[index]]
         high = [max(1, size - self.patch_size + 1) for size in volume.shape]
-        start = [int(self.rng.integers(0, h)) for h in high]
+        start = [int(rng.integers(0, h)) for h in high]
         crop = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
         sample = {"input": crop, "target": crop.clone()}
-        for transform in (self.spatial, self.intensity):  # reseeded so resume replays them
+        for transform in (self.spatial, self.intensity):
             if transform is not None:
-                transform.set_random_state(int(self.rng.integers(2**31)))
+                transform.set_random_state(int(rng.integers(2**31)))
         if self.spatial is not None:
             sample = self.spatial(sample)
         if self.intensity is not None:
@@ -85,157 +77,98 @@ class PretrainingSamples(Dataset):
 
 @dataclass(frozen=True)
 class PretrainingConfig:
-    steps: int = 200
-    batch_size: int = 4
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    mask_ratio: float = 0.6
-    mask_block_size: int = 4
-    mask_fill: str = "zeros"  # zeros | noise
-    masked_only_loss: bool = False  # AMAES default: MSE on the whole volume
-    grad_clip_norm: float | None = 1.0
-    val_every: int = 50
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 50
-    resume: bool = False
-    device: str = "auto"
-    mixed_precision: bool = True
-    seed: int = 0
+    """The pretraining task's own ``pretraining.training`` parameters (conf/base has them)."""
+
+    batch_size: int
+    lr: float
+    mask_ratio: float
+    mask_block_size: int
+    mask_fill: str  # zeros | noise
+    masked_only_loss: bool  # AMAES: false, MSE on the whole volume
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "mask_block_size"):
+        for name in ("batch_size", "mask_block_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"pretraining.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.mask_ratio < 1:
-            raise ValueError(f"pretraining.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.mask_fill not in ("zeros", "noise"):
-            raise ValueError(
-                f"pretraining.mask_fill must be zeros or noise, got {self.mask_fill!r}"
-            )
+            raise ValueError(f"mask_fill must be zeros or noise, got {self.mask_fill!r}")
 
 
-@torch.no_grad()
-def reconstruction_metrics(
-    model: MaskedAutoencoder,
-    dataset: Dataset,
-    config: PretrainingConfig,
-    device: torch.device,
-    seed: int = 1234,
-) -> dict:
-    """Mean loss on ``dataset`` with the same crops and masks every time, beside the
-    unmasked-mean baseline."""
-    model.eval()
-    dataset.rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
-    losses, baselines = [], []
-    for index in range(len(dataset)):
-        batch = load_batch(dataset, [index])
-        target = batch["target"].to(device)
+class MaskedAutoencoderTask(Task):
+    """Masks come from the task's own generator, which checkpoints save; validation draws
+    its masks from a fresh one, so every validation sees the same."""
+
+    name = "pretraining"
+
+    def __init__(
+        self, model: MaskedAutoencoder, config: PretrainingConfig, seed: int, batch_size: int
+    ) -> None:
+        self.model, self.config, self.seed, self.batch_size = model, config, seed, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def settings(self) -> dict:
+        return asdict(self.config)
+
+    def param_groups(self) -> dict:
+        return {"model": (self.model, self.config.lr)}
+
+    def _masked(self, batch: dict, device: torch.device, generator: torch.Generator):
+        target = batch["target"].to(device, non_blocking=True)
         mask = block_mask(
-            tuple(target.shape[2:]), 1, config.mask_block_size, config.mask_ratio, generator, device
+            tuple(target.shape[2:]),
+            target.shape[0],
+            self.config.mask_block_size,
+            self.config.mask_ratio,
+            generator,
+            device,
         )
-        masked = apply_mask(
-            batch["image"].to(device), mask, config.mask_fill, generator, target.shape[1]
-        )
-        prediction = model(masked)
-        losses.append(float(reconstruction_loss(prediction, target, mask, config.masked_only_loss)))
-        baselines.append(
-            float(unmasked_mean_baseline(target, masked, mask, config.masked_only_loss))
-        )
-    model.train()
-    return {
-        "reconstruction_loss": float(np.mean(losses)),
-        "unmasked_mean_loss": float(np.mean(baselines)),
-    }
+        image = batch["image"].to(device, non_blocking=True)
+        masked = apply_mask(image, mask, self.config.mask_fill, generator, target.shape[1])
+        return masked, target, mask
+
+    def train_step(self, batches: list[dict], device: torch.device, cast) -> float:
+        (batch,) = batches
+        masked, target, mask = self._masked(batch, device, self.generator)
+        with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
+            prediction = self.model(masked)
+        loss = reconstruction_loss(prediction, target, mask, self.config.masked_only_loss)
+        loss.backward()
+        return loss.item()
+
+    @torch.no_grad()
+    def validate(self, val_set: Dataset, device: torch.device) -> dict:
+        """Mean loss on ``val_set`` (its items never vary), beside the unmasked-mean baseline."""
+        generator = torch.Generator().manual_seed(self.seed)
+        losses, baselines = [], []
+        only_masked = self.config.masked_only_loss
+        for index in range(len(val_set)):
+            masked, target, mask = self._masked(load_batch(val_set, [index]), device, generator)
+            prediction = self.model(masked)
+            losses.append(float(reconstruction_loss(prediction, target, mask, only_masked)))
+            baselines.append(float(unmasked_mean_baseline(target, masked, mask, only_masked)))
+        return {
+            "val_reconstruction_loss": float(np.mean(losses)),
+            "val_unmasked_mean_loss": float(np.mean(baselines)),
+        }
+
+    def state_dict(self) -> dict:
+        return {"mask_rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["mask_rng"])
 
 
 def train_masked_autoencoder(
     model: MaskedAutoencoder,
     train_set: PretrainingSamples,
     val_set: PretrainingSamples | None,
+    training: TrainingConfig,
     config: PretrainingConfig,
 ) -> tuple[MaskedAutoencoder, pd.DataFrame]:
-    device = pick_device(config.device)
-    model.to(device)
-    optimizer = torch.optim.AdamW(param_groups({"model": (model, config.lr)}, config.weight_decay))
-    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
-    stream = BatchStream(len(train_set), min(config.batch_size, len(train_set)), config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    checkpoints = Checkpointer(config.checkpoint_dir)
-    history: list[dict] = []
-    start_step = 0
-    resumed = checkpoints.load("last") if config.resume else None
-    if resumed is not None:
-        history, start_step = restore_snapshot(
-            resumed, model, optimizer, scheduler, stream, train_set, asdict(config)
-        )
-        generator.set_state(resumed["mask_rng"])
-
-    cast = autocast_dtype(device, config.mixed_precision)
-    model.train()
-    progress = tqdm(
-        range(start_step, config.steps),
-        initial=start_step,
-        total=config.steps,
-        desc="pretraining",
-        unit="step",
-        disable=None,
-    )
-    for step in progress:
-        tick = time.perf_counter()
-        batch = load_batch(train_set, stream.next_batch())
-        target = batch["target"].to(device)
-        mask = block_mask(
-            tuple(target.shape[2:]),
-            target.shape[0],
-            config.mask_block_size,
-            config.mask_ratio,
-            generator,
-            device,
-        )
-        masked = apply_mask(
-            batch["image"].to(device), mask, config.mask_fill, generator, target.shape[1]
-        )
-        with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
-            prediction = model(masked)
-        loss = reconstruction_loss(prediction, target, mask, config.masked_only_loss)
-        check_finite(loss.item(), step + 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-        optimizer.step()
-        scheduler.step()
-        row = {
-            "step": step + 1,
-            "loss": float(loss),
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": target.shape[0] / (time.perf_counter() - tick),
-        }
-        last_step = step + 1 == config.steps
-        if val_set is not None and ((step + 1) % config.val_every == 0 or last_step):
-            row.update(
-                {
-                    f"val_{k}": v
-                    for k, v in reconstruction_metrics(model, val_set, config, device).items()
-                }
-            )
-        history.append(row)
-        progress.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}")
-        if (step + 1) % config.checkpoint_every == 0 or last_step:
-            checkpoints.save(
-                "last",
-                training_snapshot(
-                    step + 1,
-                    history,
-                    model,
-                    optimizer,
-                    scheduler,
-                    stream,
-                    train_set,
-                    mask_rng=generator.get_state(),
-                    config=asdict(config),
-                ),
-            )
-    return model.cpu(), pd.DataFrame(history)
+    """Train ``model`` in place; returns it (on the CPU) and the history. A cohort smaller
+    than the batch size trains on batches of the whole cohort."""
+    batch_size = min(config.batch_size, len(train_set))
+    task = MaskedAutoencoderTask(model, config, training.seed, batch_size)
+    return model, train(task, train_set, val_set, training)

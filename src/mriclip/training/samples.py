@@ -7,9 +7,10 @@ Two modes, as a parameter:
   like and not only where cubes sit in the head (see :class:`AlignmentSamples`).
 - ``volume``: the whole preprocessed volume with its scan's sentence (lesion counts kept).
 
-Sentences are drawn with random paraphrases each time an item is read; ``content`` is the
-canonical sentence, which label-aware losses use to avoid treating pairs that say the same
-thing as negatives.
+Sentences are drawn with random paraphrases; ``content`` is the canonical sentence, which
+label-aware losses use to avoid treating pairs that say the same thing as negatives. Every
+random choice of an item (cube, augmentation, paraphrase) comes from (seed, epoch, index)
+(see ``loop.item_rng``), so data-loading workers and resumed runs make the same items.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 
 from mriclip.imaging.position import with_position
 from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
+from mriclip.training.loop import ItemKey, item_rng
 
 MODES = ("patch", "volume")
 # Attempts at a patch centre in the head, or at a cube that cuts no lesion, before the last
@@ -83,6 +85,11 @@ class VolumeSource:
             self._opened[scan_id] = item() if callable(item) else item
         return self._opened[scan_id]
 
+    def __getstate__(self) -> dict:
+        # A worker process started by pickling (macOS, Windows) opens volumes itself: a
+        # pickled memmap would be a copy of the whole array.
+        return {**self.__dict__, "_opened": {}}
+
 
 def plain_tensor(image) -> torch.Tensor:
     """A float32 ``torch.Tensor``, not MONAI's ``MetaTensor``: its per-operation metadata
@@ -112,6 +119,9 @@ class AlignmentSamples(Dataset):
     With ``position_channels`` the image gets its voxels' grid coordinates as three more
     channels (:mod:`mriclip.imaging.position`), after augmentation: they say where the cube was
     cut, which augmentation does not change.
+
+    Indexed by an ``(epoch, index)`` key or a plain index (epoch 0, what validation reads):
+    the same key always gives the same item.
     """
 
     def __init__(
@@ -163,7 +173,7 @@ class AlignmentSamples(Dataset):
         self.patch_columns = tuple(patch_columns)
         self.matched_fraction = matched_fraction
         self.position_channels = position_channels
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
         centres = mine.reindex(columns=["center_x", "center_y", "center_z"])  # none in volume mode
@@ -193,56 +203,62 @@ class AlignmentSamples(Dataset):
         )
         return lesions.loc[visible, "region"].tolist(), bool(cut.any())
 
-    def _patch_start(self, scan_id: str, volume: np.ndarray) -> np.ndarray:
+    def _patch_start(
+        self, scan_id: str, volume: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         lesions = self.lesions.get(scan_id)
-        if lesions is not None and self.rng.random() < self.lesion_patch_fraction:
-            lesion = lesions.iloc[int(self.rng.integers(len(lesions)))]
+        if lesions is not None and rng.random() < self.lesion_patch_fraction:
+            lesion = lesions.iloc[int(rng.integers(len(lesions)))]
             centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
-            centre = centre + self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
-        elif len(self.lesion_places) and self.rng.random() < self.matched_fraction:
-            place = self.lesion_places[int(self.rng.integers(len(self.lesion_places)))]
-            centre = place + self.rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
+            centre = centre + rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
+        elif len(self.lesion_places) and rng.random() < self.matched_fraction:
+            place = self.lesion_places[int(rng.integers(len(self.lesion_places)))]
+            centre = place + rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
         else:  # anywhere in the head: background is exactly 0 after preprocessing
             for _ in range(_MAX_DRAWS):
-                centre = self.rng.integers(0, volume.shape)
+                centre = rng.integers(0, volume.shape)
                 if volume[tuple(centre)] != 0:
                     break
         return np.round(np.asarray(centre, dtype=float) - self.patch_size / 2).astype(int)
 
-    def _draw(self, scan_id: str, volume: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def _draw(
+        self, scan_id: str, volume: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, list[str]]:
         """A cube start that cuts no lesion (after ``_MAX_DRAWS`` tries, the last one) and the
         regions of the lesions the cube shows."""
         for _ in range(_MAX_DRAWS):
-            start = self._patch_start(scan_id, volume)
+            start = self._patch_start(scan_id, volume, rng)
             regions, cut = self._visible_lesions(scan_id, start)
             if not cut:
                 break
         return start, regions
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: ItemKey) -> dict:
+        index, rng = item_rng(self.seed, key)
         row = self.scans.iloc[index]
         scan_id = row["scan_id"]
         volume = self._volumes[scan_id]
         if self.mode == "patch":
-            start, regions = self._draw(scan_id, volume)
+            start, regions = self._draw(scan_id, volume, rng)
             image = crop_with_padding(volume, start, self.patch_size)
         else:
             start, image = (0, 0, 0), np.array(volume, dtype=np.float32)  # writable copy
             regions = scan_lesion_regions(row)
         tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         if self.augment is not None:
-            # Seeded from the dataset's own generator, which checkpoints save: resume replays it.
-            self.augment.set_random_state(int(self.rng.integers(2**31)))
+            self.augment.set_random_state(int(rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
         if self.position_channels:
             tensor = with_position(tensor, start, volume.shape)
-        rng = self.rng if self.paraphrase else None
+        paraphrase = rng if self.paraphrase else None
         record = row.to_dict()
         if self.mode == "patch":
-            sentence = describe_patch(record, regions, self.templates, self.patch_columns, rng)
+            sentence = describe_patch(
+                record, regions, self.templates, self.patch_columns, paraphrase
+            )
             content = describe_patch(record, sorted(regions), self.templates, self.patch_columns)
         else:
-            sentence = describe_scan(record, regions, self.templates, rng)
+            sentence = describe_scan(record, regions, self.templates, paraphrase)
             content = describe_scan(record, sorted(regions), self.templates)
         return {
             "image": tensor.float(),
@@ -281,7 +297,6 @@ class LesionPatches(Dataset):
         self._volumes = VolumeSource(volumes)
         self.templates, self.patch_size = templates, patch_size
         self.position_channels = position_channels
-        self.rng = np.random.default_rng(0)  # unused: items are deterministic
 
     def __len__(self) -> int:
         return len(self.lesions)

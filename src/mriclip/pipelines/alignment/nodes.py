@@ -2,209 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
-from mriclip.evaluation.embedding import embed_dataset, label_matrix
 from mriclip.evaluation.prompts import zero_shot_spec
-from mriclip.evaluation.retrieval import retrieval_metrics
-from mriclip.evaluation.zero_shot import evaluate_zero_shot
-from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
-from mriclip.models.clip import ClipModel
-from mriclip.models.factory import (
-    clip_model_bundle,
-    create_clip_model,
-    embed_texts,
-    initial_image_encoder,
-)
-from mriclip.text.templates import SentenceTemplates
-from mriclip.training.alignment import AlignmentConfig, train_alignment
-from mriclip.training.runtime import seed_everything
-from mriclip.training.samples import AlignmentSamples
-
-logger = logging.getLogger(__name__)
-
-
-def training_and_validation_scans(
-    scan_sentences: pd.DataFrame, splits: pd.DataFrame, fold: int | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scans of the training split, minus fold ``fold`` which becomes validation. The test
-    split is never returned."""
-    train = splits[splits["split"] == "train"]
-    if fold is not None and fold not in set(train["fold"]):
-        raise ValueError(
-            f"alignment.fold={fold} is not a fold of the splits table "
-            f"(folds: {sorted(set(train['fold']))})"
-        )
-    held = set(train.loc[train["fold"] == fold, "scan_id"]) if fold is not None else set()
-    fit = set(train["scan_id"]) - held
-    rows = scan_sentences.set_index("scan_id", drop=False)
-    return rows.loc[sorted(fit)].reset_index(drop=True), rows.loc[sorted(held)].reset_index(
-        drop=True
-    )
-
-
-def with_lesion_maps(
-    scans: pd.DataFrame, lesion_table: pd.DataFrame, labels: dict, what: str
-) -> pd.DataFrame:
-    """Patch mode describes the lesions inside each patch, which needs to know where they
-    are: a scan with lesions is used only if its label map locates every one of them
-    (lesion-free scans need none). The others are left out with a warning naming them."""
-    located = lesion_table.groupby("scan_id").size()
-    n_located = scans["scan_id"].map(located).fillna(0)
-    keep = (scans["n_lesions"] == 0) | (
-        scans["scan_id"].isin(set(labels)) & (n_located == scans["n_lesions"])
-    )
-    if what == "training" and (keep & (scans["n_lesions"] > 0)).sum() < 2:
-        raise ValueError(
-            f"patch mode needs scans whose label map locates their lesions, but only "
-            f"{int((keep & (scans['n_lesions'] > 0)).sum())} training scan(s) have that (see "
-            "catalog_problems). Use alignment.mode: volume for data without label maps."
-        )
-    if not keep.all():
-        logger.warning(
-            "patch mode: %s scan(s) %s have lesions their label map does not locate; left out",
-            what,
-            scans.loc[~keep, "scan_id"].tolist(),
-        )
-    return scans[keep]
-
-
-def alignment_samples(
-    scans,
-    volumes,
-    labels,
-    lesion_table,
-    sentences,
-    params,
-    seed,
-    training: bool,
-    position_channels: bool = False,
-) -> AlignmentSamples:
-    augment = None
-    augmentation = AugmentationConfig(**params["augmentation"])
-    if training and augmentation.active:
-        augment = full_augmentation(augmentation, ["image"], seed)
-    return AlignmentSamples(
-        scans,
-        volumes,
-        lesion_table,
-        SentenceTemplates.from_params(sentences),
-        mode=params["mode"],
-        patch_size=params["patch_size"],
-        jitter=params["patch_jitter"],
-        augment=augment,
-        paraphrase=training and params["paraphrase"],
-        seed=seed,
-        labels=labels,
-        lesion_patch_fraction=params["lesion_patch_fraction"],
-        min_visible_fraction=params["min_visible_fraction"],
-        patch_columns=params["patch_columns"],
-        matched_fraction=params["matched_fraction"],
-        position_channels=position_channels,
-    )
-
-
-def validation_metrics(val_set: AlignmentSamples, region_prompts: dict, regions: list[str]):
-    """Zero-shot macro AUC and retrieval MRR on the validation items, for model selection
-    and tuning objectives."""
-
-    def validate(model: ClipModel) -> dict:
-        embedded = embed_dataset(model, val_set)
-        prompts = embed_texts(model, [region_prompts[r] for r in regions]).numpy()
-        labels = label_matrix(embedded["keys"], regions)
-        auc = evaluate_zero_shot(embedded["image"], prompts, labels, regions)["overall"]
-        mrr = retrieval_metrics(embedded["image"], prompts, labels, regions)["overall"]
-        return {
-            "zero_shot_auc": auc.get("auc_macro", float("nan")),
-            "retrieval_mrr": mrr.get("mrr", float("nan")),
-        }
-
-    return validate
-
-
-def train_on_fold(
-    scan_sentences: pd.DataFrame,
-    splits: pd.DataFrame,
-    preprocessed_volumes: dict,
-    preprocessed_labels: dict,
-    lesion_table: pd.DataFrame,
-    region_prompts: dict,
-    pretrained_encoder: dict | None,
-    sentences: dict,
-    regions: list[str],
-    params: dict,
-    seed: int,
-    on_validation=None,
-) -> tuple[ClipModel, pd.DataFrame]:
-    """Train on the training split minus fold ``params["fold"]`` (validation)."""
-    seed_everything(seed)  # heads and temperature start the same for the same seed
-    train_scans, val_scans = training_and_validation_scans(scan_sentences, splits, params["fold"])
-    if params["mode"] == "patch":
-        train_scans = with_lesion_maps(train_scans, lesion_table, preprocessed_labels, "training")
-        val_scans = with_lesion_maps(val_scans, lesion_table, preprocessed_labels, "validation")
-    logger.info(
-        "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
-    )
-    encoder = initial_image_encoder(
-        params["image_init"], params["image_encoder"], pretrained_encoder
-    )
-    args = (preprocessed_volumes, preprocessed_labels, lesion_table, sentences, params)
-    position = encoder.position_channels
-    train_set = alignment_samples(
-        train_scans, *args, seed=seed, training=True, position_channels=position
-    )
-    val_set = None
-    if len(val_scans) > 1:
-        val_set = alignment_samples(
-            val_scans, *args, seed=seed + 1, training=False, position_channels=position
-        )
-    model = create_clip_model(encoder, params["text_encoder"], params["clip"])
-    validate = validation_metrics(val_set, region_prompts, regions) if val_set else None
-    config = AlignmentConfig(**params["training"], seed=seed)
-    return train_alignment(model, train_set, val_set, config, validate, on_validation)
+from mriclip.models.factory import clip_model_bundle
+from mriclip.training.folds import FoldInputs, train_on_fold
 
 
 def train_clip_model(
-    scan_sentences: pd.DataFrame,
-    splits: pd.DataFrame,
-    preprocessed_volumes: dict,
-    preprocessed_labels: dict,
-    lesion_table: pd.DataFrame,
-    region_prompts: dict,
-    pretrained_encoder: dict | None,
-    preprocessing_settings: dict,
-    sentences: dict,
-    regions: list[str],
-    params: dict,
-    evaluation: dict,
-    seed: int,
+    preprocessing_settings: dict, params: dict, evaluation: dict, seed: int, **inputs
 ) -> tuple[dict, pd.DataFrame]:
     """The node: train on the configured fold and save the model as a bundle that carries
     what inference needs besides the weights: the preprocessing the volumes had, the patch
-    size and mode, and the zero-shot targets with their prompts."""
-    model, history = train_on_fold(
-        scan_sentences,
-        splits,
-        preprocessed_volumes,
-        preprocessed_labels,
-        lesion_table,
-        region_prompts,
-        pretrained_encoder,
-        sentences,
-        regions,
-        params,
-        seed,
-    )
-    training_rows = scan_sentences[
-        scan_sentences["scan_id"].isin(splits.loc[splits["split"] == "train", "scan_id"])
+    size and mode, and the zero-shot targets with their prompts. ``inputs`` are the fold's
+    (``FoldInputs``; the pipeline's ``FOLD_INPUTS``)."""
+    data = FoldInputs(**inputs)
+    model, history = train_on_fold(data, params, seed)
+    splits, sentences = data.splits, data.scan_sentences
+    training_rows = sentences[
+        sentences["scan_id"].isin(splits.loc[splits["split"] == "train", "scan_id"])
     ]
     inference = {
         "preprocessing": preprocessing_settings,
         "mode": params["mode"],
         "patch_size": params["patch_size"],
-        "zero_shot": zero_shot_spec(regions, sentences, evaluation, training_rows),
+        "zero_shot": zero_shot_spec(data.regions, data.sentences, evaluation, training_rows),
     }
     bundle = clip_model_bundle(model, params["text_encoder"], params["clip"], inference)
     return bundle, history

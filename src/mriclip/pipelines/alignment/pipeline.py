@@ -4,27 +4,33 @@ from kedro.pipeline import Node, Pipeline
 
 from mriclip.pipelines.alignment import nodes
 
+#: What training on a fold reads: ``FoldInputs`` field -> dataset. The tuning pipeline's
+#: trials read the same.
+FOLD_INPUTS = {
+    "scan_sentences": "scan_sentences",
+    "splits": "splits",
+    "preprocessed_volumes": "preprocessed_volumes",
+    "preprocessed_labels": "preprocessed_labels",
+    "lesion_table": "lesion_table",
+    "region_prompts": "region_prompts",
+    "pretrained_encoder": "pretrained_encoder",
+    "sentences": "params:sentences",
+    "regions": "params:regions",
+}
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
                 nodes.train_clip_model,
-                [
-                    "scan_sentences",
-                    "splits",
-                    "preprocessed_volumes",
-                    "preprocessed_labels",
-                    "lesion_table",
-                    "region_prompts",
-                    "pretrained_encoder",
-                    "preprocessing_settings",
-                    "params:sentences",
-                    "params:regions",
-                    "params:alignment",
-                    "params:evaluation",
-                    "params:seed",
-                ],
+                {
+                    **FOLD_INPUTS,
+                    "preprocessing_settings": "preprocessing_settings",
+                    "params": "params:alignment",
+                    "evaluation": "params:evaluation",
+                    "seed": "params:seed",
+                },
                 ["clip_model", "alignment_history"],
                 name="train_clip_model",
                 tags=["gpu", "slow", "training"],

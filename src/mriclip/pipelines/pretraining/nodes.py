@@ -20,6 +20,7 @@ from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder, apply_mask, block_mask
 from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
+from mriclip.training.engine import configs_from_params
 from mriclip.training.pretraining import (
     PretrainingConfig,
     PretrainingSamples,
@@ -55,8 +56,9 @@ def _samples(
     spatial = intensity = None
     if augment:
         augmentation = AugmentationConfig(**params["augmentation"])
-        spatial = spatial_augmentation(augmentation, ["input", "target"]).set_random_state(seed)
-        intensity = intensity_augmentation(augmentation, ["input"]).set_random_state(seed + 1)
+        # Each item seeds them with its own draw (PretrainingSamples).
+        spatial = spatial_augmentation(augmentation, ["input", "target"])
+        intensity = intensity_augmentation(augmentation, ["input"])
     return PretrainingSamples(
         volumes, scan_ids, params["patch_size"], spatial, intensity, seed, position_channels
     )
@@ -76,7 +78,9 @@ def pretrain_encoder(
         unlabelled_volumes
     )
     held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])
-    config = PretrainingConfig(**params["training"], seed=seed)
+    training, config = configs_from_params(
+        params["training"], PretrainingConfig, seed, "pretraining.training"
+    )
     encoder = build_image_encoder(params["encoder"]["name"], **params["encoder"]["kwargs"])
     model = MaskedAutoencoder(encoder)
     position = encoder.position_channels
@@ -84,7 +88,7 @@ def pretrain_encoder(
     val_set = None
     if held_out:
         val_set = _samples(volumes, held_out, params, seed + 7, position, augment=False)
-    model, history = train_masked_autoencoder(model, train_set, val_set, config)
+    model, history = train_masked_autoencoder(model, train_set, val_set, training, config)
     summary = {"n_train_volumes": len(train_ids), "n_held_out_volumes": len(held_out)}
     if val_set is not None:  # the loop validates at its last step
         final = history.iloc[-1]
@@ -95,7 +99,7 @@ def pretrain_encoder(
         )
     bundle = save_encoder(model.encoder, model.encoder.build_config)
     bundle["decoder_state_dict"] = model.decoder.state_dict()
-    bundle["pretraining"] = {**summary, "steps": config.steps}
+    bundle["pretraining"] = {**summary, "steps": training.steps}
     return bundle, history, summary
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import optuna
-import pandas as pd
 
-from mriclip.pipelines.alignment.nodes import train_on_fold
+from mriclip.training.folds import FoldInputs, train_on_fold
 from mriclip.tuning.search_space import current_values, parse_search_space
 from mriclip.tuning.study import (
     TooFewValidationScans,
@@ -22,42 +21,21 @@ logger = logging.getLogger(__name__)
 
 
 def tune_alignment(
-    scan_sentences: pd.DataFrame,
-    splits: pd.DataFrame,
-    preprocessed_volumes: dict,
-    preprocessed_labels: dict,
-    lesion_table: pd.DataFrame,
-    region_prompts: dict,
-    pretrained_encoder: dict | None,
-    optuna_storage: str,
-    sentences: dict,
-    regions: list[str],
-    alignment: dict,
-    params: dict,
-    seed: int,
+    optuna_storage: str, alignment: dict, params: dict, seed: int, **inputs
 ) -> tuple:
     """Run (or continue) the study; trials train on CV folds of the training split only.
+    ``inputs`` are what a fold trains from (``FoldInputs``; the alignment pipeline's
+    ``FOLD_INPUTS``).
 
     Returns ``best_params`` (a parameters file: ``{"alignment": ...}``), the same for
     ``conf/tuned``, the trials table and the study's figures."""
+    data = FoldInputs(**inputs)
+    splits = data.splits
     space = parse_search_space(params["search_space"], alignment)
     folds = sorted(set(splits.loc[splits["split"] == "train", "fold"]))[: params["folds_per_trial"]]
 
     def train_fold(trial_alignment: dict, fold: int, on_validation) -> dict:
-        _, history = train_on_fold(
-            scan_sentences,
-            splits,
-            preprocessed_volumes,
-            preprocessed_labels,
-            lesion_table,
-            region_prompts,
-            pretrained_encoder,
-            sentences,
-            regions,
-            {**trial_alignment, "fold": fold},
-            seed,
-            on_validation,
-        )
+        _, history = train_on_fold(data, {**trial_alignment, "fold": fold}, seed, on_validation)
         if "val_loss" not in history or history["val_loss"].isna().all():
             raise TooFewValidationScans(
                 f"fold {fold} has fewer than 2 validation scans; lower "

@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from mriclip.pipelines.alignment.pipeline import FOLD_INPUTS
 from mriclip.pipelines.tuning import nodes
 
 
@@ -10,21 +11,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.tune_alignment,
-                [
-                    "scan_sentences",
-                    "splits",
-                    "preprocessed_volumes",
-                    "preprocessed_labels",
-                    "lesion_table",
-                    "region_prompts",
-                    "pretrained_encoder",
-                    "optuna_storage",
-                    "params:sentences",
-                    "params:regions",
-                    "params:alignment",
-                    "params:tuning",
-                    "params:seed",
-                ],
+                {
+                    **FOLD_INPUTS,
+                    "optuna_storage": "optuna_storage",
+                    "alignment": "params:alignment",
+                    "params": "params:tuning",
+                    "seed": "params:seed",
+                },
                 [
                     "best_params",
                     "tuned_alignment_parameters",

@@ -1,0 +1,299 @@
+"""The one training loop. Each objective (CLIP alignment, masked-autoencoder pretraining, ...)
+is a :class:`Task`: its model, its step, its validation and any state of its own. :func:`train`
+does the rest for all of them: device, AdamW groups, warm-up + cosine, clipping, mixed
+precision, the data loader, checkpoints and exact resume, progress, logs and history.
+
+A pipeline's ``training`` parameters are one flat mapping in the YAML, the one place their
+values live; :func:`configs_from_params` splits it into :class:`TrainingConfig` (the loop's
+fields) and the task's own config.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import TypeVar
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from mriclip.training.loop import (
+    BatchStream,
+    Checkpointer,
+    batch_loader,
+    check_finite,
+    restore_rng_state,
+    rng_state,
+)
+from mriclip.training.runtime import autocast_dtype, pick_device
+from mriclip.training.schedule import param_groups, warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+# How data is read, not what is learnt: a run may resume with other values.
+RESUMABLE_CHANGES = ("resume", "num_workers")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The loop's settings, shared by every task; ``seed`` comes from ``params:seed``."""
+
+    steps: int
+    weight_decay: float
+    warmup_steps: int
+    grad_clip_norm: float | None
+    val_every: int
+    checkpoint_dir: str | None
+    checkpoint_every: int
+    resume: bool
+    device: str
+    mixed_precision: bool  # bf16 autocast on CUDA
+    num_workers: int  # data-loading processes; 0 loads in the training process
+    seed: int
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "val_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+TaskConfig = TypeVar("TaskConfig")
+
+
+def configs_from_params(
+    params: Mapping, task_config: type[TaskConfig], seed: int, where: str
+) -> tuple[TrainingConfig, TaskConfig]:
+    """Split a pipeline's flat ``training`` parameters (``where`` names them in messages, e.g.
+    ``alignment.training``) into the loop's config and the task's; every key belongs to one."""
+    shared = {field.name for field in fields(TrainingConfig)} - {"seed"}
+    own = {field.name for field in fields(task_config)}
+    unknown, missing = set(params) - shared - own, (shared | own) - set(params)
+    if unknown or missing:
+        raise ValueError(
+            f"{where}: unknown key(s) {sorted(unknown)}, missing key(s) {sorted(missing)}; "
+            "conf/base lists every key with its default"
+        )
+    try:
+        return (
+            TrainingConfig(**{key: params[key] for key in shared}, seed=seed),
+            task_config(**{key: params[key] for key in own}),
+        )
+    except ValueError as error:
+        raise ValueError(f"{where}.{error}") from None
+
+
+class Task(abc.ABC):
+    """What one objective brings to :func:`train`.
+
+    Attributes a task sets: ``name`` (progress bar and logs), ``model`` (the loop moves it to
+    the device and back), ``batch_size`` (items per batch), ``batches_per_step`` (batches one
+    optimiser step consumes), ``keep_best`` (a validation value, lower is better, whose best
+    model is kept; None keeps the last)."""
+
+    name: str
+    model: nn.Module
+    batch_size: int
+    batches_per_step: int = 1
+    keep_best: str | None = None
+
+    @abc.abstractmethod
+    def settings(self) -> dict:
+        """The task's config: a run resumes only from a checkpoint saved with the same."""
+
+    @abc.abstractmethod
+    def param_groups(self) -> dict[str, tuple[nn.Module | list, float]]:
+        """Named parts of the model with their learning rates (see ``schedule.param_groups``);
+        history logs each rate as ``lr_<name>``."""
+
+    @abc.abstractmethod
+    def train_step(
+        self, batches: list[dict], device: torch.device, cast: torch.dtype | None
+    ) -> float:
+        """Accumulate the gradient of one optimiser step into ``.grad``; returns the loss.
+        ``cast`` is the autocast dtype (None: full precision)."""
+
+    @abc.abstractmethod
+    def validate(self, val_set: Dataset, device: torch.device) -> dict:
+        """Validation values for the history row (the model is in eval mode)."""
+
+    # Optional hooks: by default they do nothing.
+    def on_device(self, device: torch.device) -> None:  # noqa: B027
+        """Called once the model is on ``device`` (e.g. to change its memory format)."""
+
+    def after_step(self) -> dict:
+        """Called after each optimiser step; returns values for the history row."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """State of the task's own that checkpoints save (e.g. a random generator)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027
+        """Restores what ``state_dict`` returned."""
+
+
+def train(
+    task: Task,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: TrainingConfig,
+    on_validation: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Train ``task.model`` in place (left on the CPU, the kept model: best or last); returns
+    the history, one row a step. ``on_validation`` sees each validated row (an Optuna trial
+    reports it, and prunes by raising)."""
+    device = pick_device(config.device)
+    model = task.model.to(device)
+    task.on_device(device)
+    optimizer = torch.optim.AdamW(param_groups(task.param_groups(), config.weight_decay))
+    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
+    checkpoints = Checkpointer(config.checkpoint_dir)
+    settings = {**asdict(config), **task.settings()}
+    if task.keep_best and val_set is None:
+        logger.warning(
+            "%s: no validation set to keep the best model by; keeping the last", task.name
+        )
+    best = _Best(task.keep_best, checkpoints)
+    history: list[dict] = []
+    start = 0
+    snapshot = checkpoints.load("last") if config.resume else None
+    if snapshot is not None:
+        _check_settings(snapshot["settings"], settings)
+        model.load_state_dict(snapshot["model"])
+        optimizer.load_state_dict(snapshot["optimizer"])
+        scheduler.load_state_dict(snapshot["scheduler"])
+        task.load_state_dict(snapshot["task"])
+        restore_rng_state(snapshot["rng"])
+        history, start = list(snapshot["history"]), int(snapshot["step"])
+        best.resume()
+
+    stream = BatchStream(
+        len(train_set), task.batch_size, config.seed, start=start * task.batches_per_step
+    )
+    loader = batch_loader(train_set, stream, config.num_workers, device.type == "cuda", config.seed)
+    cast = autocast_dtype(device, config.mixed_precision)
+    logger.info(
+        "%s: steps %d to %d on %s, %d data worker(s)",
+        task.name,
+        start + 1,
+        config.steps,
+        device,
+        config.num_workers,
+    )
+    model.train()
+    batches = iter(loader)
+    progress = tqdm(
+        range(start + 1, config.steps + 1),
+        initial=start,
+        total=config.steps,
+        desc=task.name,
+        unit="step",
+        disable=None,
+    )
+    for step in progress:
+        tick = time.perf_counter()
+        step_batches = [next(batches) for _ in range(task.batches_per_step)]
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.train_step(step_batches, device, cast)
+        check_finite(loss, step)
+        if config.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        row = {"step": step, "loss": loss, **_learning_rates(optimizer)}
+        optimizer.step()
+        scheduler.step()
+        row.update(task.after_step())
+        samples = task.batch_size * task.batches_per_step
+        row["samples_per_s"] = samples / (time.perf_counter() - tick)
+        last_step = step == config.steps
+        if val_set is not None and (step % config.val_every == 0 or last_step):
+            model.eval()
+            row.update(task.validate(val_set, device))
+            model.train()
+            logger.info(
+                "%s step %d: %s",
+                task.name,
+                step,
+                {k: round(v, 4) for k, v in row.items() if k.startswith("val_")},
+            )
+            best.update(row, model)
+            if on_validation is not None:
+                on_validation(row)
+        history.append(row)
+        progress.set_postfix(loss=f"{loss:.4f}", sps=f"{row['samples_per_s']:.1f}")
+        if step % config.checkpoint_every == 0 or last_step:
+            checkpoints.save(
+                "last",
+                {
+                    "step": step,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "task": task.state_dict(),
+                    "rng": rng_state(),
+                    "settings": settings,
+                },
+            )
+    del batches  # stops the loader's workers
+    best.restore(model)
+    model.cpu()
+    return pd.DataFrame(history)
+
+
+def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    # The no-decay group of a part shares its rate.
+    return {
+        f"lr_{group['name']}": group["lr"]
+        for group in optimizer.param_groups
+        if not group["name"].endswith("_no_decay")
+    }
+
+
+def _check_settings(saved: dict, current: dict) -> None:
+    saved, current = (
+        {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
+        for settings in (saved, current)
+    )
+    if saved != current:
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        raise ValueError(
+            f"the checkpoint to resume was saved with other settings ({changed}); resume with "
+            "the same parameters, or use another checkpoint_dir / resume: false"
+        )
+
+
+class _Best:
+    """The model with the lowest validation ``metric`` so far, in memory and in ``best.pt``."""
+
+    def __init__(self, metric: str | None, checkpoints: Checkpointer) -> None:
+        self.metric, self.checkpoints = metric, checkpoints
+        self.value, self.step, self.state = float("inf"), 0, None
+
+    def resume(self) -> None:
+        saved = self.checkpoints.load("best") if self.metric else None
+        if saved is not None:
+            self.value, self.step, self.state = saved[self.metric], saved["step"], saved["model"]
+
+    def update(self, row: dict, model: nn.Module) -> None:
+        if self.metric is None or not row[self.metric] < self.value:
+            return
+        self.value, self.step = row[self.metric], row["step"]
+        self.state = copy.deepcopy(model.state_dict())
+        self.checkpoints.save(
+            "best", {"model": self.state, "step": self.step, self.metric: self.value}
+        )
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is None:
+            return
+        logger.info("keeping the best model: step %d, %s %.4f", self.step, self.metric, self.value)
+        model.load_state_dict(self.state)
