@@ -141,3 +141,13 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
 def test_bad_parameters(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         config(tmp_path, **{field: value})
+
+
+def test_a_checkpoint_of_the_former_loops_is_refused_with_a_clear_message(tmp_path):
+    """A last.pt written before the engine (it had "config" and "stream", no "settings" or
+    "task") names what it lacks instead of failing with a KeyError."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    torch.save({"step": 2, "config": {}, "stream": {}, "model": {}}, folder / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt is no checkpoint of this training engine"):
+        train_alignment(tiny_model(), samples(), None, *config(folder, resume=True))

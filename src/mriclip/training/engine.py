@@ -167,6 +167,7 @@ def train(
     start = 0
     snapshot = checkpoints.load("last") if config.resume else None
     if snapshot is not None:
+        _check_snapshot(snapshot, checkpoints)
         _check_settings(snapshot["settings"], settings)
         model.load_state_dict(snapshot["model"])
         optimizer.load_state_dict(snapshot["optimizer"])
@@ -256,6 +257,19 @@ def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
         for group in optimizer.param_groups
         if not group["name"].endswith("_no_decay")
     }
+
+
+SNAPSHOT_KEYS = ("settings", "model", "optimizer", "scheduler", "task", "rng", "history", "step")
+
+
+def _check_snapshot(snapshot: dict, checkpoints: Checkpointer) -> None:
+    missing = [key for key in SNAPSHOT_KEYS if key not in snapshot]
+    if missing:  # e.g. a last.pt of the loops before this engine
+        raise ValueError(
+            f"{checkpoints.directory}/last.pt is no checkpoint of this training engine (it "
+            f"lacks {missing}); it cannot be resumed: set resume: false or use another "
+            "checkpoint_dir"
+        )
 
 
 def _check_settings(saved: dict, current: dict) -> None:
