@@ -167,8 +167,7 @@ def train(
     start = 0
     snapshot = checkpoints.load("last") if config.resume else None
     if snapshot is not None:
-        _check_snapshot(snapshot, checkpoints)
-        _check_settings(snapshot["settings"], settings)
+        _check_settings(snapshot, settings, checkpoints)
         model.load_state_dict(snapshot["model"])
         optimizer.load_state_dict(snapshot["optimizer"])
         scheduler.load_state_dict(snapshot["scheduler"])
@@ -259,20 +258,15 @@ def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     }
 
 
-SNAPSHOT_KEYS = ("settings", "model", "optimizer", "scheduler", "task", "rng", "history", "step")
-
-
-def _check_snapshot(snapshot: dict, checkpoints: Checkpointer) -> None:
-    missing = [key for key in SNAPSHOT_KEYS if key not in snapshot]
-    if missing:  # e.g. a last.pt of the loops before this engine
+def _check_settings(snapshot: dict, current: dict, checkpoints: Checkpointer) -> None:
+    """Resume only a checkpoint of this engine saved with the same settings."""
+    saved = snapshot.get("settings")
+    if saved is None:  # the loops before this engine saved "config"
         raise ValueError(
             f"{checkpoints.directory}/last.pt is no checkpoint of this training engine (it "
-            f"lacks {missing}); it cannot be resumed: set resume: false or use another "
+            "has no 'settings'); it cannot be resumed: set resume: false or use another "
             "checkpoint_dir"
         )
-
-
-def _check_settings(saved: dict, current: dict) -> None:
     saved, current = (
         {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
         for settings in (saved, current)
