@@ -13,6 +13,8 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+MASK_FILLS = ("zeros", "noise")  # what masked voxels become: zeros, or Gaussian noise
+
 
 def block_mask(
     shape: tuple[int, int, int],
@@ -53,8 +55,8 @@ def apply_mask(
     """``image`` with the ``mask``ed voxels of its first ``image_channels`` channels (all by
     default) filled; later channels (grid coordinates) stay, since where a block lies is not
     what the model is asked to reconstruct."""
-    if fill not in ("zeros", "noise"):
-        raise ValueError(f"pretraining.mask_fill must be 'zeros' or 'noise', got {fill!r}")
+    if fill not in MASK_FILLS:
+        raise ValueError(f"pretraining.mask_fill must be one of {MASK_FILLS}, got {fill!r}")
     channels = image.shape[1] if image_channels is None else image_channels
     shown, kept = image[:, :channels], image[:, channels:]
     if fill == "zeros":

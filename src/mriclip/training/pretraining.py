@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from mriclip.imaging.position import with_position
 from mriclip.models.mae import (
+    MASK_FILLS,
     MaskedAutoencoder,
     apply_mask,
     block_mask,
@@ -92,8 +93,8 @@ class PretrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.mask_fill not in ("zeros", "noise"):
-            raise ValueError(f"mask_fill must be zeros or noise, got {self.mask_fill!r}")
+        if self.mask_fill not in MASK_FILLS:
+            raise ValueError(f"mask_fill must be one of {MASK_FILLS}, got {self.mask_fill!r}")
 
 
 class MaskedAutoencoderTask(Task):
