@@ -26,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+import yaml
 from scipy import ndimage
 
 from mriclip.datasets import MemmapArrayDataset, NiftiDataset
@@ -53,7 +54,8 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no NIfTI files in {args.raw}/images: run the demo_data pipeline")
 
-    config = PreprocessingConfig()
+    parameters = yaml.safe_load(Path("conf/base/parameters_data_engineering.yml").read_text())
+    config = PreprocessingConfig(**parameters["data_engineering"]["preprocessing"])
     start = time.perf_counter()
     for path in files:
         image = NiftiDataset(filepath=str(path)).load()

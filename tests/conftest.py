@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny synthetic raw cohort in the user data contract; conf/base's
-training parameters."""
+training and preprocessing parameters."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def training_params(pipeline: str, **changes) -> dict:
     """conf/base's ``<pipeline>.training`` parameters (every key, at its default), changed."""
     parameters = yaml.safe_load((BASE_CONF / f"parameters_{pipeline}.yml").read_text())
     return {**parameters[pipeline]["training"], **changes}
+
+
+def preprocessing_config(**changes):
+    """conf/base's ``data_engineering.preprocessing`` (every key, at its default), changed."""
+    from mriclip.imaging.preprocessing import PreprocessingConfig
+
+    parameters = yaml.safe_load((BASE_CONF / "parameters_data_engineering.yml").read_text())
+    return PreprocessingConfig(**{**parameters["data_engineering"]["preprocessing"], **changes})
 
 
 def first_batches(dataset, workers: int, n: int = 8) -> list[dict]:

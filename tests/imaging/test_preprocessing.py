@@ -2,10 +2,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
-from tests.conftest import make_head
+from mriclip.imaging.preprocessing import lesion_geometry, preprocess_scan
+from tests.conftest import make_head, preprocessing_config
 
-CONFIG = PreprocessingConfig(target_spacing=(3, 3, 3), target_shape=(32, 32, 32))
+CONFIG = preprocessing_config(target_spacing=(3, 3, 3), target_shape=(32, 32, 32))
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_n4_reduces_a_bias_field(scan):
         image,
         biased,
         None,
-        PreprocessingConfig(
+        preprocessing_config(
             target_shape=(32, 32, 32), n4_bias_correction=True, n4_iterations=(20, 20)
         ),
     )
@@ -91,7 +91,7 @@ def test_n4_reduces_a_bias_field(scan):
 )
 def test_bad_parameters_are_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):
-        PreprocessingConfig(**{field: value})
+        preprocessing_config(**{field: value})
 
 
 def test_empty_volume_is_a_clear_error():

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from mriclip.datasets import NiftiDataset
-from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
+from mriclip.imaging.preprocessing import preprocess_scan
 from mriclip.imaging.validation import (
     GridRule,
     InputDataError,
     build_nifti_catalog,
     collect_lesions,
 )
-from tests.conftest import REGIONS
+from tests.conftest import REGIONS, preprocessing_config
 
 COLUMNS = {
     "scan_id": "scan_id",
@@ -210,7 +210,7 @@ def test_field_of_view_rule_matches_what_preprocessing_can_hold(raw_cohort):
     4 voxels thick, the rule's limit, passes and preprocesses to the target shape."""
     images, labels, scans, _ = raw_cohort
     volume = images["S0.nii.gz"]().get_fdata()
-    config = PreprocessingConfig(target_spacing=(4.0, 4.0, 4.0), target_shape=(32, 32, 32))
+    config = preprocessing_config(target_spacing=(4.0, 4.0, 4.0), target_shape=(32, 32, 32))
     grid = GridRule(config.target_spacing, min_extent_voxels=4)
     slabs = {"S1": volume[:, :, 16:20], "S2": volume[:, :, 16:24]}  # 8 and 16 mm thick
     for scan_id, slab in slabs.items():

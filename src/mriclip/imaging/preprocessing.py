@@ -1,9 +1,12 @@
-"""MRI preprocessing to a fixed grid, composed from MONAI transforms (plus SimpleITK's N4).
+"""MRI preprocessing to a fixed grid, composed from MONAI transforms (plus SimpleITK's N4 and
+registration).
 
-Per scan: reorient to RAS+, optional N4 bias-field correction, resample to a target spacing,
-crop to the head foreground, resize so the longest side fits, pad to the target shape, and
-z-normalise on the foreground after clipping at a percentile. The label map follows every
-spatial step with nearest-neighbour interpolation, so lesion ids survive.
+Per scan: optional N4 bias-field correction; either reorient to RAS+ and resample to a target
+spacing, or register to a template head (rigid or affine) and resample onto the template's
+grid at that spacing; then crop to the head foreground, resize so the longest side fits, pad
+to the target shape, and z-normalise on the foreground after clipping at a percentile. The
+label map follows every spatial step with nearest-neighbour interpolation, so lesion ids
+survive. The output affine always maps the output grid to the scanner's millimetres.
 """
 
 from __future__ import annotations
@@ -28,20 +31,28 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
+from mriclip.imaging import registration
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
-    target_spacing: Sequence[float] = (3.0, 3.0, 3.0)
-    target_shape: Sequence[int] = (64, 64, 64)
-    fit: str = "resize_longest"  # or "pad_or_crop": keep the spacing, pad/crop to shape
-    foreground_fraction: float = 0.05  # of the 99th percentile: what counts as head
-    crop_margin: int = 2
-    clip_percentile: float = 100.0  # 100: no upper clip, lesions keep their contrast
-    n4_bias_correction: bool = False
-    n4_shrink_factor: int = 4
-    n4_iterations: Sequence[int] = (50, 50, 30)
+    """``data_engineering.preprocessing`` (documented, with its defaults, in the YAML)."""
+
+    target_spacing: Sequence[float]
+    target_shape: Sequence[int]
+    fit: str  # resize_longest | pad_or_crop
+    foreground_fraction: float
+    crop_margin: int
+    clip_percentile: float
+    n4_bias_correction: bool
+    n4_shrink_factor: int
+    n4_iterations: Sequence[int]
+    registration: str  # none | rigid | affine
+    registration_template: str  # registration.PACKAGED_TEMPLATE or a NIfTI path
+    registration_spacing_mm: float
+    registration_iterations: int
 
     def __post_init__(self) -> None:
         if self.fit not in ("resize_longest", "pad_or_crop"):
@@ -60,6 +71,17 @@ class PreprocessingConfig:
         if not 50 <= self.clip_percentile <= 100:
             raise ValueError(
                 f"preprocessing.clip_percentile must be in [50, 100], got {self.clip_percentile}"
+            )
+        if self.registration not in registration.METHODS:
+            raise ValueError(
+                f"preprocessing.registration must be one of {registration.METHODS}, "
+                f"got {self.registration!r}"
+            )
+        if not self.registration_spacing_mm > 0 or self.registration_iterations < 1:
+            raise ValueError(
+                "preprocessing.registration_spacing_mm must be > 0 and "
+                "registration_iterations >= 1, got "
+                f"{self.registration_spacing_mm} and {self.registration_iterations}"
             )
 
 
@@ -111,13 +133,15 @@ def _spatial_pipeline(config: PreprocessingConfig, keys: Sequence[str]) -> Compo
         mask = head_mask(volume[0].cpu().numpy(), config.foreground_fraction)
         return torch.from_numpy(mask)[None]
 
-    steps = [
-        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Spacingd(keys=keys, pixdim=tuple(config.target_spacing), mode=modes),
-        CropForegroundd(
-            keys=keys, source_key="image", select_fn=is_head, margin=config.crop_margin
-        ),
-    ]
+    steps = []
+    if config.registration == "none":  # else the volumes are on the template grid already
+        steps += [
+            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd(keys=keys, pixdim=tuple(config.target_spacing), mode=modes),
+        ]
+    steps.append(
+        CropForegroundd(keys=keys, source_key="image", select_fn=is_head, margin=config.crop_margin)
+    )
     if config.fit == "resize_longest":
         steps += [
             Resized(
@@ -166,13 +190,38 @@ def _intensities(data: np.ndarray, spacing, config: PreprocessingConfig) -> np.n
 
 def _spatial(
     image: nib.Nifti1Image, volumes: dict[str, np.ndarray], config: PreprocessingConfig
-) -> dict[str, MetaTensor]:
-    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The volumes on the output grid, and its affine to the scanner's mm. With registration,
+    the transform is estimated on "image" and every volume is resampled with it."""
+    affine, to_scanner = image.affine, np.eye(4)
+    if config.registration != "none":
+        to_scanner = registration.estimate_transform(
+            volumes["image"],
+            image.affine,
+            config.registration,
+            config.registration_template,
+            config.registration_spacing_mm,
+            config.registration_iterations,
+        )
+        shape, affine = registration.template_grid(
+            config.registration_template, config.target_spacing
+        )
+        volumes = {
+            key: registration.resample(
+                volume, image.affine, to_scanner, shape, affine, nearest=key == "label"
+            )
+            for key, volume in volumes.items()
+        }
     sample = {
-        key: MetaTensor(torch.from_numpy(volume.astype(np.float32))[None], affine=affine)
+        key: MetaTensor(
+            torch.from_numpy(volume.astype(np.float32))[None],
+            affine=torch.as_tensor(affine, dtype=torch.float64),
+        )
         for key, volume in volumes.items()
     }
-    return _spatial_pipeline(config, list(sample))(sample)
+    out = _spatial_pipeline(config, list(sample))(sample)
+    output_affine = to_scanner @ out["image"].affine.numpy()
+    return {key: out[key][0].numpy() for key in volumes}, output_affine
 
 
 def preprocess_scan(
@@ -191,20 +240,17 @@ def preprocess_scan(
     volumes = {"image": _intensities(data, spacing, config)}
     if label is not None:
         volumes["label"] = label
-    out = _spatial(image, volumes, config)
-    spatial = out["image"][0].numpy()
-    normalised, stats = z_normalise(spatial, config)
-    out_label = None if label is None else np.rint(out["label"][0].numpy()).astype(np.int16)
-    output_affine = out["image"].affine.numpy()
+    out, output_affine = _spatial(image, volumes, config)
+    normalised, stats = z_normalise(out["image"], config)
+    out_label = None if label is None else np.rint(out["label"]).astype(np.int16)
     metadata = {
         "original_shape": "x".join(map(str, data.shape)),
         "original_spacing": "x".join(f"{s:.3g}" for s in spacing),
         "original_orientation": "".join(nib.aff2axcodes(image.affine)),
         "output_shape": "x".join(map(str, normalised.shape)),
-        "output_spacing": "x".join(
-            f"{s:.3g}" for s in nib.affines.voxel_sizes(out["image"].affine.numpy())
-        ),
+        "output_spacing": "x".join(f"{s:.3g}" for s in nib.affines.voxel_sizes(output_affine)),
         "n4_bias_correction": config.n4_bias_correction,
+        "registration": config.registration,
         "output_affine": json.dumps(np.round(output_affine, 6).tolist()),
         **stats,
     }
@@ -224,8 +270,8 @@ def preprocess_twin(
         "image": _intensities(data, spacing, config),
         "twin": _intensities(twin, spacing, config),
     }
-    out = _spatial(image, volumes, config)
-    return z_normalise(out["twin"][0].numpy(), config)[0]
+    out, _ = _spatial(image, volumes, config)
+    return z_normalise(out["twin"], config)[0]
 
 
 def lesion_geometry(label: np.ndarray) -> dict[int, tuple[tuple[float, float, float], int]]:

@@ -1,0 +1,187 @@
+"""Linear registration of a scan to a template head (SimpleITK), so that a voxel of the
+preprocessed grid is the same place in the head for every scan.
+
+Position channels give the encoder each voxel's coordinates on the preprocessed grid; without
+registration those coordinates move with every scan's head pose and head shape, and a cube's
+region is read from them only up to that. The transform is estimated once per scan on a
+coarse copy (Mattes mutual information, so the template's contrast need not match the scan's)
+and every volume of the scan (image, label map, twins) is resampled with it onto one grid in
+template space.
+
+Conventions: nibabel affines (voxel -> RAS+ mm). SimpleITK works in LPS mm; the conversion
+happens here and nowhere else. A transform is a 4x4 matrix mapping template RAS mm to scanner
+RAS mm, the direction resampling needs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: The packaged template: nilearn's ICBM152 2009 (symmetric) T1, read from the installed package.
+PACKAGED_TEMPLATE = "icbm152"
+_PACKAGED_TEMPLATE_PARTS = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+METHODS = ("none", "rigid", "affine")
+_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+
+
+def template_path(template: str) -> Path:
+    """The template file: :data:`PACKAGED_TEMPLATE` or a NIfTI path."""
+    if template == PACKAGED_TEMPLATE:
+        from mriclip.imaging.phantom import package_data_file
+
+        return package_data_file("nilearn", *_PACKAGED_TEMPLATE_PARTS)
+    path = Path(template)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"preprocessing.registration_template {template!r} is neither "
+            f"{PACKAGED_TEMPLATE!r} nor an existing NIfTI file"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _template(template: str, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The template on an axis-aligned RAS grid at ``spacing_mm``, cropped to its head
+    (smoothed before subsampling so the coarse copy does not alias); read-only, cached."""
+    image = nib.as_closest_canonical(nib.load(template_path(template)))
+    volume = np.asarray(image.dataobj, dtype=np.float32)
+    voxel_mm = nib.affines.voxel_sizes(image.affine)
+    factors = voxel_mm / spacing_mm
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
+    coarse = ndimage.zoom(ndimage.gaussian_filter(volume, sigma), factors, order=1)
+    affine = image.affine @ np.diag([*(1.0 / factors), 1.0])
+    head = np.argwhere(coarse > 0.05 * np.percentile(coarse[coarse > 0], 99))
+    low, high = head.min(axis=0), head.max(axis=0) + 1
+    coarse = np.ascontiguousarray(
+        coarse[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+    )
+    affine = affine @ nib.affines.from_matvec(np.eye(3), low)
+    coarse.setflags(write=False)
+    affine.setflags(write=False)
+    return coarse, affine
+
+
+def template_grid(
+    template: str, spacing: Sequence[float]
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid (shape, affine) at ``spacing`` that covers the template's head, in template mm."""
+    volume, affine = _template(template, float(min(spacing)))
+    low = nib.affines.apply_affine(affine, np.zeros(3))
+    high = nib.affines.apply_affine(affine, np.array(volume.shape) - 1.0)
+    spacing = np.asarray(spacing, dtype=float)
+    shape = tuple(int(n) for n in np.floor((high - low) / spacing) + 1)
+    return shape, nib.affines.from_matvec(np.diag(spacing), low)
+
+
+def _to_sitk(volume: np.ndarray, affine: np.ndarray):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0), np.float32))
+    lps = _RAS_LPS @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(d) for d in (lps[:3, :3] / spacing).ravel()])
+    image.SetOrigin([float(o) for o in lps[:3, 3]])
+    return image
+
+
+def estimate_transform(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    method: str,
+    template: str,
+    spacing_mm: float,
+    iterations: int,
+) -> np.ndarray:
+    """The 4x4 transform from template RAS mm to the scan's RAS mm (``affine`` maps the scan's
+    voxels to them) that best aligns the scan with the template.
+
+    Args:
+        volume: the scan's intensities (non-negative, air 0).
+        affine: the scan's voxel-to-RAS-mm affine.
+        method: "rigid" (rotation and shift) or "affine" (plus scaling and shear, which also
+            evens out head size).
+        template: :data:`PACKAGED_TEMPLATE` or a NIfTI path.
+        spacing_mm: the resolution the transform is estimated at.
+        iterations: optimiser iterations per resolution level.
+    """
+    import SimpleITK as sitk
+
+    if method not in ("rigid", "affine"):
+        raise ValueError(f"registration method must be rigid or affine, got {method!r}")
+    fixed = _to_sitk(*_template(template, spacing_mm))
+    scan_mm = nib.affines.voxel_sizes(affine)
+    factors = np.minimum(1.0, scan_mm / spacing_mm)
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
+    coarse = ndimage.zoom(
+        ndimage.gaussian_filter(volume.astype(np.float32), sigma), factors, order=1
+    )
+    # ndimage.zoom puts the corners of both grids on each other.
+    step = (np.array(volume.shape) - 1.0) / np.maximum(np.array(coarse.shape) - 1.0, 1.0)
+    moving = _to_sitk(coarse, affine @ np.diag([*step, 1.0]))
+
+    transform = sitk.Euler3DTransform() if method == "rigid" else sitk.AffineTransform(3)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, transform, sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    registration = sitk.ImageRegistrationMethod()
+    registration.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    # Every voxel of the coarse copies, and one thread: the same scan always gets the same
+    # transform, which the preprocessing cache and the twins (registered separately) rely on.
+    registration.SetMetricSamplingStrategy(registration.NONE)
+    registration.SetNumberOfThreads(1)
+    registration.SetInterpolator(sitk.sitkLinear)
+    registration.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6
+    )
+    registration.SetOptimizerScalesFromPhysicalShift()
+    registration.SetShrinkFactorsPerLevel([2, 1])
+    registration.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    registration.SetInitialTransform(initial, inPlace=False)
+    fitted = registration.Execute(fixed, moving)
+    return _ras_matrix(fitted)
+
+
+def _ras_matrix(transform) -> np.ndarray:
+    """A SimpleITK linear transform (fixed LPS mm -> moving LPS mm) as a RAS 4x4 matrix."""
+    import SimpleITK as sitk
+
+    if isinstance(transform, sitk.CompositeTransform):
+        transform = transform.GetBackTransform()
+    linear = sitk.AffineTransform(3)
+    linear.SetMatrix(transform.GetMatrix())
+    linear.SetCenter(transform.GetCenter())
+    linear.SetTranslation(transform.GetTranslation())
+    matrix = np.array(linear.GetMatrix()).reshape(3, 3)
+    centre = np.array(linear.GetCenter())
+    offset = np.array(linear.GetTranslation()) + centre - matrix @ centre
+    return _RAS_LPS @ nib.affines.from_matvec(matrix, offset) @ _RAS_LPS
+
+
+def resample(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    transform: np.ndarray,
+    grid_shape: Sequence[int],
+    grid_affine: np.ndarray,
+    nearest: bool = False,
+) -> np.ndarray:
+    """``volume`` (voxels -> scanner mm by ``affine``) on the template-space grid: each grid
+    voxel takes the scan's value at ``transform`` of its template mm; outside the scan, 0.
+    ``nearest`` for label maps, else linear."""
+    voxel_map = np.linalg.inv(affine) @ transform @ grid_affine
+    return ndimage.affine_transform(
+        volume,
+        voxel_map[:3, :3],
+        offset=voxel_map[:3, 3],
+        output_shape=tuple(grid_shape),
+        order=0 if nearest else 1,
+        mode="constant",
+        cval=0.0,
+    )
