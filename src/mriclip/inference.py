@@ -32,6 +32,7 @@ from mriclip.evaluation.scan_scoring import (
     resample_to_grid,
     score_columns,
 )
+from mriclip.imaging import registration
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
@@ -89,11 +90,27 @@ def inference_spec(bundle: Mapping) -> InferenceSpec:
         raise IncompatibleBundleError(
             f"the bundle's preprocessing settings are invalid: {error}"
         ) from error
-    if config.n4_bias_correction and importlib.util.find_spec("SimpleITK") is None:
+    needs_sitk = [
+        step
+        for step, used in (
+            ("N4 bias-corrected", config.n4_bias_correction),
+            (f"{config.registration}-registered", config.registration != "none"),
+        )
+        if used
+    ]
+    if needs_sitk and importlib.util.find_spec("SimpleITK") is None:
         raise IncompatibleBundleError(
-            "the model was trained on N4 bias-corrected volumes but SimpleITK is not "
+            f"the model was trained on {' and '.join(needs_sitk)} volumes but SimpleITK is not "
             "installed here (pip install SimpleITK)"
         )
+    if config.registration != "none":
+        try:
+            registration.template_path(config.registration_template)
+        except (FileNotFoundError, ModuleNotFoundError) as error:
+            raise IncompatibleBundleError(
+                f"the model was trained on volumes registered to the template "
+                f"{config.registration_template!r}, which is not available here: {error}"
+            ) from error
     if settings["mode"] == "patch" and settings["patch_size"] > min(config.target_shape):
         raise IncompatibleBundleError(
             f"patch size {settings['patch_size']} exceeds the preprocessed grid "

@@ -25,6 +25,10 @@ PREPROCESSING = {
     "n4_bias_correction": False,
     "n4_shrink_factor": 4,
     "n4_iterations": [50, 50, 30],
+    "registration": "none",
+    "registration_template": "icbm152",
+    "registration_spacing_mm": 4.0,
+    "registration_iterations": 100,
 }
 SPEC = {
     "targets": {
@@ -147,3 +151,9 @@ def test_inference_refuses_bundles_it_cannot_reproduce(bundle):
     too_big["inference"]["patch_size"] = 64
     with pytest.raises(IncompatibleBundleError, match="patch size 64 exceeds"):
         inference_spec(too_big)
+    elsewhere = copy.deepcopy(bundle)
+    elsewhere["inference"]["preprocessing"].update(
+        registration="affine", registration_template="/nowhere/template.nii.gz"
+    )
+    with pytest.raises(IncompatibleBundleError, match="registered to the template.*not avail"):
+        inference_spec(elsewhere)
