@@ -82,6 +82,12 @@ def describe_error(error: BaseException) -> str:
     return " <- caused by ".join(parts)
 
 
+def image_file_name(scan_id: str, sequence: str | None) -> str:
+    """The data contract's file of a scan: ``<scan_id>.nii.gz`` for a single image (and a
+    label map), ``<scan_id>_<sequence>.nii.gz`` for one sequence of several."""
+    return f"{scan_id}.nii.gz" if sequence is None else f"{scan_id}_{sequence}.nii.gz"
+
+
 def scan_id_from_filename(filename: str) -> str | None:
     for suffix in NIFTI_SUFFIXES:
         if filename.endswith(suffix):
