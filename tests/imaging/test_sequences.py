@@ -35,9 +35,7 @@ def two_sequences():
 
 
 def catalog(images, labels, scans, missing="duplicate", on_invalid="skip"):
-    return build_nifti_catalog(
-        images, labels, scans, COLUMNS, on_invalid, None, SEQUENCES, missing
-    )
+    return build_nifti_catalog(images, labels, scans, COLUMNS, on_invalid, None, SEQUENCES, missing)
 
 
 def test_sequences_of_a_scan_are_catalogued_in_order(two_sequences):

@@ -145,9 +145,7 @@ def _preprocess(task: ScanTask, prints: dict) -> dict:
     image = source.load_image()
     label = None if source.load_label is None else as_3d(source.load_label())
     sequences = [as_3d(on_grid_of(load(), image)) for load in source.load_sequences]
-    volume, label_out, report = preprocess_scan(
-        image, as_3d(image), label, task.config, sequences
-    )
+    volume, label_out, report = preprocess_scan(image, as_3d(image), label, task.config, sequences)
     arrays = {"volume": volume}
     record = {"fingerprint": prints, "report": report, "lesions": None}
     if label_out is not None:

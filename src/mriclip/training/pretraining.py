@@ -24,7 +24,13 @@ from mriclip.models.mae import (
 )
 from mriclip.training.engine import Task, TrainingConfig, train
 from mriclip.training.loop import ItemKey, item_rng, load_batch
-from mriclip.training.samples import VolumeSource, crop_with_padding, plain_tensor
+from mriclip.training.samples import (
+    VolumeSource,
+    crop_with_padding,
+    plain_tensor,
+    spatial_shape,
+    with_channels,
+)
 
 
 class PretrainingSamples(Dataset):
@@ -59,9 +65,9 @@ class PretrainingSamples(Dataset):
     def __getitem__(self, key: ItemKey) -> dict:
         index, rng = item_rng(self.seed, key)
         volume = self.volumes[self.scan_ids[index]]
-        high = [max(1, size - self.patch_size + 1) for size in volume.shape]
+        high = [max(1, size - self.patch_size + 1) for size in spatial_shape(volume)]
         start = [int(rng.integers(0, h)) for h in high]
-        crop = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
+        crop = with_channels(crop_with_padding(volume, start, self.patch_size))
         sample = {"input": crop, "target": crop.clone()}
         for transform in (self.spatial, self.intensity):
             if transform is not None:
@@ -72,7 +78,7 @@ class PretrainingSamples(Dataset):
             sample = {**sample, "input": self.intensity({"input": sample["input"]})["input"]}
         image = plain_tensor(sample["input"])
         if self.position_channels:
-            image = with_position(image, start, volume.shape)
+            image = with_position(image, start, spatial_shape(volume))
         return {"image": image, "target": plain_tensor(sample["target"])}
 
 
