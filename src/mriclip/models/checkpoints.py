@@ -241,6 +241,13 @@ def _inflated_input(
 ) -> StateDict:
     """``saved`` with the input kernels (those whose input axis differs from ``target``'s by
     the change of image channels) inflated as :func:`build_encoder_from_saved` says."""
+    new_layers = sorted(set(target) - set(saved))
+    if new_layers:  # e.g. a residual projection that an equal channel count did not need
+        raise ValueError(
+            f"the saved encoder cannot take {in_channels} image channels: that needs layers "
+            f"it lacks ({new_layers}); pretrain on the stack (pretraining.method: mae) or "
+            "use alignment.image_init: random"
+        )
     inflated = dict(saved)
     for key, weight in saved.items():
         wanted = target[key].shape
