@@ -215,7 +215,6 @@ def preprocess_scan(
         "original_spacing": "x".join(f"{s:.3g}" for s in spacing),
         "original_orientation": "".join(nib.aff2axcodes(image.affine)),
         "output_shape": "x".join(map(str, normalised.shape[-3:])),
-        "channels": 1 + len(sequences),
         "output_spacing": "x".join(
             f"{s:.3g}" for s in nib.affines.voxel_sizes(out["image"].affine.numpy())
         ),
