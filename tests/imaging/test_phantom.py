@@ -475,5 +475,5 @@ def test_each_sequence_is_its_tissue_levels_times_shared_tissue_maps(multi_contr
 
 
 def test_unknown_sequence_is_refused_naming_it():
-    with pytest.raises(ValueError, match=r"demo_data.sequences: \['pd'\]"):
+    with pytest.raises(ValueError, match=r"demo_data.sequences: unknown sequence\(s\) \['pd'\]"):
         PhantomConfig.from_params({"sequences": ["t1", "pd"]})

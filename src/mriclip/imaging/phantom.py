@@ -391,12 +391,7 @@ def _check_region_frequencies(frequencies: Mapping[str, float]) -> None:
         raise ValueError(
             f"demo_data.region_frequencies must map region names to weights, got {frequencies!r}"
         )
-    unknown = sorted(set(frequencies) - set(REGIONS))
-    if unknown:
-        raise ValueError(
-            f"demo_data.region_frequencies: unknown region(s) {unknown}; the phantom's atlas "
-            f"knows {list(REGIONS)}."
-        )
+    _check_known("region_frequencies", frequencies, REGIONS, "region(s)", "the phantom's atlas")
     for region, weight in frequencies.items():
         _check_number(f"region_frequencies.{region}", weight, minimum=0)
     if sum(frequencies.values()) <= 0:
@@ -432,11 +427,14 @@ def _check_sequences(
         raise ValueError(
             f"demo_data.sequences must be null or a list of distinct names, got {sequences!r}"
         )
-    unknown = sorted(set(sequences) - set(contrasts))
+    _check_known("sequences", sequences, contrasts, "sequence(s)", "demo_data.sequence_contrasts")
+
+
+def _check_known(name: str, given, known, what: str, where: str) -> None:
+    unknown = sorted(set(given) - set(known))
     if unknown:
         raise ValueError(
-            f"demo_data.sequences: {unknown} have no look in demo_data.sequence_contrasts "
-            f"(it has {sorted(contrasts)}); add one or drop them."
+            f"demo_data.{name}: unknown {what} {unknown}; {where} knows {list(known)}."
         )
 
 
