@@ -72,6 +72,7 @@ from mriclip.training.samples import (
     VolumeSource,
     reference_channel,
     spatial_shape,
+    stack_channels,
 )
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,10 @@ def embed_for_evaluation(
     seed_everything(seed)  # the alignment node built its initial model right after this seed
     initial = create_clip_model(
         initial_image_encoder(
-            alignment["image_init"], alignment["image_encoder"], pretrained_encoder
+            alignment["image_init"],
+            alignment["image_encoder"],
+            pretrained_encoder,
+            stack_channels(preprocessed_volumes),
         ),
         alignment["text_encoder"],
         alignment["clip"],
