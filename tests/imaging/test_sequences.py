@@ -10,7 +10,7 @@ from mriclip.datasets import ScanStore
 from mriclip.imaging.collection import ScanSource, preprocess_collection
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
 from mriclip.imaging.validation import build_nifti_catalog
-from mriclip.pipelines.data_engineering.nodes import scan_files
+from mriclip.pipelines.data_engineering.nodes import scan_files, select_input
 from tests.conftest import _loaded, make_raw_cohort
 
 COLUMNS = {"scan_id": "scan_id", "patient_id": "patient_id"}
@@ -130,3 +130,9 @@ def test_bad_missing_sequences_parameter_is_named(two_sequences):
 
 def row_tuple(table, scan_id):
     return next(table[table["scan_id"] == scan_id].itertuples())
+
+
+def test_sequences_with_a_bids_source_are_refused_naming_the_parameter():
+    params = {"source": "bids", "sequences": SEQUENCES}
+    with pytest.raises(ValueError, match="data_engineering.sequences"):
+        select_input({}, {}, None, None, params)

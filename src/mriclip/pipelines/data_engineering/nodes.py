@@ -41,6 +41,11 @@ def select_input(
     """The images, label maps and scans table of ``data_engineering.source``: the file
     layout in data/01_raw (``files``) or a BIDS dataset (``bids``), and the problems met."""
     if params["source"] == "bids":
+        if params["sequences"] is not None:
+            raise ValueError(
+                "data_engineering.sequences reads images/<scan_id>_<sequence>.nii.gz of the "
+                "files source; with source: bids set it to null (bids.suffix picks the image)"
+            )
         found = read_bids(bids_dataset, params["bids"], params["columns"], params["on_invalid"])
         return found.images, found.labels, found.scans, found.problems
     if params["source"] != "files":
