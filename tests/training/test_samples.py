@@ -5,7 +5,7 @@ import torch
 
 from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.text.templates import SentenceTemplates
-from mriclip.training.samples import AlignmentSamples, crop_with_padding
+from mriclip.training.samples import AlignmentSamples, crop_with_padding, stack_channels
 from tests.conftest import first_batches
 
 
@@ -189,3 +189,27 @@ def test_batches_are_the_same_with_0_or_2_workers(cohort):
     # Each epoch draws other cubes and sentences for the same scans.
     assert len({float(batch["image"].sum()) for batch in alone}) == len(alone)
     assert len({sentence for batch in alone for sentence in batch["sentence"]}) > 3
+
+
+def test_a_stack_of_sequences_gives_the_same_cubes_in_every_channel(cohort):
+    """Stacked volumes (three sequences: the volume, twice it, its negative) give items whose
+    channels are those of the single volume's item, with the position channels after them."""
+    scans, volumes, labels, lesions = cohort
+    stacked = {sid: np.stack([v, 2 * v, -v]) for sid, v in volumes.items()}
+    assert stack_channels(stacked) == 3 and stack_channels(volumes) == 1
+    single = AlignmentSamples(scans, volumes, lesions, TEMPLATES, patch_size=16, labels=labels,
+                              paraphrase=False, position_channels=True)  # fmt: skip
+    stack = AlignmentSamples(scans, stacked, lesions, TEMPLATES, patch_size=16, labels=labels,
+                             paraphrase=False, position_channels=True)  # fmt: skip
+    for key in [(0, 0), (1, 1), (0, 2)]:
+        one, three = single[key], stack[key]
+        assert three["image"].shape == (6, 16, 16, 16) and three["sentence"] == one["sentence"]
+        image = one["image"][0]
+        for channel, factor in enumerate((1, 2, -1)):
+            torch.testing.assert_close(three["image"][channel], factor * image)
+        torch.testing.assert_close(three["image"][3:], one["image"][1:])
+    start = (-3, 30, 5)
+    np.testing.assert_array_equal(
+        crop_with_padding(stacked["S0"], start, 16)[1],
+        2 * crop_with_padding(volumes["S0"], start, 16),
+    )

@@ -15,7 +15,13 @@ from mriclip.imaging.position import with_position
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.loop import load_batch
-from mriclip.training.samples import crop_with_padding, lesions_in_cube
+from mriclip.training.samples import (
+    crop_with_padding,
+    is_foreground,
+    lesions_in_cube,
+    spatial_shape,
+    with_channels,
+)
 
 
 @torch.no_grad()
@@ -62,8 +68,9 @@ def embed_patches(
     for first in range(0, len(starts), batch_size):
         cubes = []
         for start in starts[first : first + batch_size]:
-            cube = torch.from_numpy(crop_with_padding(volume, start, patch_size))[None]
-            cubes.append(with_position(cube, start, volume.shape) if position else cube)
+            cube = with_channels(crop_with_padding(volume, start, patch_size))
+            grid = spatial_shape(volume)
+            cubes.append(with_position(cube, start, grid) if position else cube)
         images = torch.stack(cubes).to(device)
         chunks.append(model.encode_image(images).float().cpu().numpy())
     return np.concatenate(chunks)
@@ -74,9 +81,10 @@ def scan_patches(
 ) -> np.ndarray:
     """Start corners of the head patches a scan is scored with; a volume no larger than a
     patch (volume mode) is its own single patch."""
-    if all(side <= patch_size for side in volume.shape):
+    grid = spatial_shape(volume)
+    if all(side <= patch_size for side in grid):
         return np.zeros((1, 3), dtype=int)
-    return patch_grid(volume.shape, patch_size, stride, volume != 0, min_foreground_fraction)
+    return patch_grid(grid, patch_size, stride, is_foreground(volume), min_foreground_fraction)
 
 
 def patch_lesion_truth(

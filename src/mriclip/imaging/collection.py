@@ -33,11 +33,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import nibabel as nib
 import numpy as np
 import torch
+from nibabel.processing import resample_from_to
 
 from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
-from mriclip.imaging.validation import as_3d, content_sha256, describe_error
+from mriclip.imaging.validation import as_3d, content_sha256, describe_error, same_grid
 from mriclip.parallel import map_as_completed
 
 logger = logging.getLogger(__name__)
@@ -57,11 +59,13 @@ class Store(Protocol):
 
 @dataclass(frozen=True)
 class ScanSource:
-    """Where one scan comes from: loaders of its image and (optional) label map."""
+    """Where one scan comes from: loaders of its image and (optional) label map, and of its
+    further sequences (stacked after the image as channels; resampled onto its grid)."""
 
     scan_id: str
     load_image: Callable
     load_label: Callable | None = None
+    load_sequences: tuple[Callable, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,15 @@ def source_sha256(load: Callable) -> str:
     return content_sha256(np.asanyarray(image.dataobj), image.affine)
 
 
-def fingerprint(source: ScanSource, settings: str) -> dict[str, str | None]:
-    return {
+def fingerprint(source: ScanSource, settings: str) -> dict[str, str | list | None]:
+    prints = {
         "image_sha256": source_sha256(source.load_image),
         "label_sha256": None if source.load_label is None else source_sha256(source.load_label),
         "settings_sha256": settings,
     }
+    if source.load_sequences:
+        prints["sequence_sha256"] = [source_sha256(load) for load in source.load_sequences]
+    return prints
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,8 @@ def _preprocess(task: ScanTask, prints: dict) -> dict:
     source = task.source
     image = source.load_image()
     label = None if source.load_label is None else as_3d(source.load_label())
-    volume, label_out, report = preprocess_scan(image, as_3d(image), label, task.config)
+    sequences = [as_3d(on_grid_of(load(), image)) for load in source.load_sequences]
+    volume, label_out, report = preprocess_scan(image, as_3d(image), label, task.config, sequences)
     arrays = {"volume": volume}
     record = {"fingerprint": prints, "report": report, "lesions": None}
     if label_out is not None:
@@ -149,6 +157,14 @@ def _preprocess(task: ScanTask, prints: dict) -> dict:
     record["arrays"] = sorted(arrays)
     task.store.write(source.scan_id, arrays, record)
     return record
+
+
+def on_grid_of(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``image`` resampled (linear) onto ``reference``'s grid, unless it is on it already."""
+    if same_grid(image, reference):
+        return image
+    grid = (reference.shape[:3], reference.affine)
+    return resample_from_to(nib.Nifti1Image(as_3d(image), image.affine), grid, order=1)
 
 
 def share_cores(workers: int) -> None:

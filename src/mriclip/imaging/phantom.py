@@ -50,6 +50,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
+from mriclip.imaging.validation import image_file_name
+
 logger = logging.getLogger(__name__)
 
 #: The lesion regions the phantom can produce: the paper's five classes.
@@ -62,6 +64,46 @@ DEFAULT_REGION_FREQUENCIES = {
     "parietal": 0.17,
     "occipital": 0.12,
     "temporal": 0.11,
+}
+
+#: What each MRI sequence makes of the tissues and of a lesion (white matter = 1 in each):
+#: ``white``, ``grey``, ``csf`` are the tissue levels the sequence is rendered with from the
+#: grey/white-matter maps (CSF: the rest of the brain mask); ``rim`` and ``core`` are the
+#: intensities of the lesion's rim and necrotic core, ``edema`` multiplies tissue next to
+#: the rim (fading outwards; above 1: bright oedema). A look given as the name of a lesion
+#: parameter (``enhancement``, ``necrosis_intensity``, ``edema_intensity``) takes that lesion's
+#: drawn value, shared by every sequence. T1ce: enhancing rim, dark necrosis (the single-image
+#: phantom's look); T1: no enhancement, dark necrosis; T2: bright fluid, core and oedema;
+#: FLAIR: fluid suppressed, bright oedema and rim.
+DEFAULT_SEQUENCE_CONTRASTS = {
+    "t1": {
+        "white": 1.0,
+        "grey": 0.75,
+        "csf": 0.3,
+        "rim": 0.85,
+        "core": "necrosis_intensity",
+        "edema": "edema_intensity",
+    },
+    "t1ce": {
+        "white": 1.0,
+        "grey": 0.75,
+        "csf": 0.3,
+        "rim": "enhancement",
+        "core": "necrosis_intensity",
+        "edema": "edema_intensity",
+    },
+    "t2": {"white": 1.0, "grey": 1.4, "csf": 2.6, "rim": 1.5, "core": 2.2, "edema": 1.6},
+    "flair": {"white": 1.0, "grey": 1.25, "csf": 0.25, "rim": 1.5, "core": 0.9, "edema": 1.7},
+}
+_TISSUE_LEVELS = ("white", "grey", "csf")
+_LESION_LOOKS = ("rim", "core", "edema")
+#: The lesion parameters a sequence's look may name, drawn once per lesion.
+_DRAWN_LOOKS = ("enhancement", "necrosis_intensity", "edema_intensity")
+#: The single image (``sequences: null``) has every lesion's drawn look.
+_SINGLE_IMAGE_LOOK = {
+    "rim": "enhancement",
+    "core": "necrosis_intensity",
+    "edema": "edema_intensity",
 }
 
 #: AAL label-name prefixes of each region, following AAL's own lobe grouping (the thousands
@@ -222,6 +264,15 @@ class PhantomConfig:
     intensity_scale: tuple[float, float] = (200.0, 2000.0)
     #: Fraction of scans stored as float32; the rest are int16.
     float32_fraction: float = 0.2
+    #: ``None``: one image per scan (``<scan_id>.nii.gz``: the T1 template with the T1ce lesion
+    #: look). A list of names from ``sequence_contrasts`` (e.g. ``[t1, t1ce, t2, flair]``):
+    #: each scan as those sequences of the same anatomy, lesions and grid
+    #: (``<scan_id>_<sequence>.nii.gz``), each rendered from the tissue maps.
+    sequences: tuple[str, ...] | None = None
+    #: Tissue levels and lesion look of each sequence (see ``DEFAULT_SEQUENCE_CONTRASTS``).
+    sequence_contrasts: Mapping[str, Mapping[str, float | str]] = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_SEQUENCE_CONTRASTS)
+    )
 
     def __post_init__(self) -> None:
         _check_count("seed", self.seed, minimum=0)
@@ -282,6 +333,7 @@ class PhantomConfig:
             )
         _check_range("intensity_scale", self.intensity_scale, minimum=0, strict=True)
         _check_fraction("float32_fraction", self.float32_fraction)
+        _check_sequences(self.sequences, self.sequence_contrasts)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PhantomConfig:
@@ -297,6 +349,10 @@ class PhantomConfig:
                 values[name] = tuple(value)
         if "region_frequencies" in values:
             values["region_frequencies"] = dict(values["region_frequencies"])
+        if "sequence_contrasts" in values:
+            values["sequence_contrasts"] = {
+                name: dict(look) for name, look in dict(values["sequence_contrasts"]).items()
+            }
         return cls(**values)
 
 
@@ -335,16 +391,51 @@ def _check_region_frequencies(frequencies: Mapping[str, float]) -> None:
         raise ValueError(
             f"demo_data.region_frequencies must map region names to weights, got {frequencies!r}"
         )
-    unknown = sorted(set(frequencies) - set(REGIONS))
-    if unknown:
-        raise ValueError(
-            f"demo_data.region_frequencies: unknown region(s) {unknown}; the phantom's atlas "
-            f"knows {list(REGIONS)}."
-        )
+    _check_known("region_frequencies", frequencies, REGIONS, "region(s)", "the phantom's atlas")
     for region, weight in frequencies.items():
         _check_number(f"region_frequencies.{region}", weight, minimum=0)
     if sum(frequencies.values()) <= 0:
         raise ValueError("demo_data.region_frequencies: at least one weight must be positive.")
+
+
+def _check_sequences(
+    sequences: Sequence[str] | None, contrasts: Mapping[str, Mapping[str, float | str]]
+) -> None:
+    if not isinstance(contrasts, Mapping):
+        raise ValueError(
+            f"demo_data.sequence_contrasts must map sequence names to looks, got {contrasts!r}"
+        )
+    for name, look in contrasts.items():
+        where = f"demo_data.sequence_contrasts.{name}"
+        keys = (*_TISSUE_LEVELS, *_LESION_LOOKS)
+        if not isinstance(look, Mapping) or set(look) != set(keys):
+            raise ValueError(f"{where} must have exactly the keys {list(keys)}, got {look!r}")
+        for key in _TISSUE_LEVELS:
+            _check_number(f"sequence_contrasts.{name}.{key}", look[key], minimum=0)
+        for key in _LESION_LOOKS:
+            if isinstance(look[key], str):
+                if look[key] not in _DRAWN_LOOKS:
+                    raise ValueError(
+                        f"{where}.{key}: {look[key]!r} is no lesion parameter; give a number "
+                        f"or one of {list(_DRAWN_LOOKS)}"
+                    )
+            else:
+                _check_number(f"sequence_contrasts.{name}.{key}", look[key], minimum=0)
+    if sequences is None:
+        return
+    if isinstance(sequences, str) or not sequences or len(set(sequences)) != len(sequences):
+        raise ValueError(
+            f"demo_data.sequences must be null or a list of distinct names, got {sequences!r}"
+        )
+    _check_known("sequences", sequences, contrasts, "sequence(s)", "demo_data.sequence_contrasts")
+
+
+def _check_known(name: str, given, known, what: str, where: str) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(
+            f"demo_data.{name}: unknown {what} {unknown}; {where} knows {list(known)}."
+        )
 
 
 def _check_orientation_code(code: str) -> None:
@@ -373,6 +464,9 @@ class TemplateAnatomy:
 
     t1: np.ndarray
     grey_signal: np.ndarray
+    #: Grey- and white-matter probability maps (the multi-sequence phantom's tissue maps).
+    grey_matter: np.ndarray
+    white_matter: np.ndarray
     lobes: np.ndarray
     affine: np.ndarray
     label_region: np.ndarray
@@ -457,6 +551,8 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
     anatomy = TemplateAnatomy(
         t1=t1,
         grey_signal=(t1 * grey).astype(np.float32),
+        grey_matter=grey.astype(np.float32),
+        white_matter=white.astype(np.float32),
         lobes=lobes,
         affine=affine,
         label_region=label_region,
@@ -678,11 +774,27 @@ def atrophied_intensities(
     ventricles. The change is blended over one voxel so edges stay partial-volumed."""
     if atrophy_mm <= 0:
         return anatomy.t1, anatomy.grey_signal
-    voxel_mm = float(np.mean(nib.affines.voxel_sizes(anatomy.affine)))
-    depth = anatomy.tissue_depth_mm
-    lost = np.where(depth > 0, np.clip((atrophy_mm - depth) / voxel_mm + 0.5, 0, 1), 0)
+    lost = _tissue_lost(anatomy, atrophy_mm)
     t1 = anatomy.t1 * (1 - lost) + anatomy.csf_level * lost
     return t1.astype(np.float32), (anatomy.grey_signal * (1 - lost)).astype(np.float32)
+
+
+def atrophied_tissue(anatomy: TemplateAnatomy, atrophy_mm: float) -> tuple[np.ndarray, ...]:
+    """The template's grey- and white-matter maps after the atrophy of
+    :func:`atrophied_intensities` (lost tissue becomes CSF, the rest of the brain mask)."""
+    if atrophy_mm <= 0:
+        return anatomy.grey_matter, anatomy.white_matter
+    kept = 1 - _tissue_lost(anatomy, atrophy_mm)
+    return tuple(
+        (tissue * kept).astype(np.float32) for tissue in (anatomy.grey_matter, anatomy.white_matter)
+    )
+
+
+def _tissue_lost(anatomy: TemplateAnatomy, atrophy_mm: float) -> np.ndarray:
+    """The fraction of each voxel's tissue that atrophy turns into CSF, blended over a voxel."""
+    voxel_mm = float(np.mean(nib.affines.voxel_sizes(anatomy.affine)))
+    depth = anatomy.tissue_depth_mm
+    return np.where(depth > 0, np.clip((atrophy_mm - depth) / voxel_mm + 0.5, 0, 1), 0)
 
 
 # ----------------------------------------------------------------------------- scans
@@ -706,15 +818,16 @@ class HeadPose:
 
 @dataclass
 class PhantomScan:
-    """One rendered scan: image, lesion label map, its lesions table, for inspection the
-    atlas region codes on the scan grid (1 + position in :data:`REGIONS`, 0: none), and its
-    lesion-ablated twin (None unless ``ablated_twins``)."""
+    """One rendered scan: its images by sequence (``None``: the single image), lesion label
+    map, its lesions table, for inspection the atlas region codes on the scan grid
+    (1 + position in :data:`REGIONS`, 0: none), and its lesion-ablated twins by sequence
+    (empty unless ``ablated_twins``)."""
 
-    image: nib.Nifti1Image
+    images: dict[str | None, nib.Nifti1Image]
     label: nib.Nifti1Image
     lesions: pd.DataFrame
     region_map: np.ndarray
-    ablated_image: nib.Nifti1Image | None = None
+    ablated_images: dict[str | None, nib.Nifti1Image] = field(default_factory=dict)
 
 
 @dataclass
@@ -772,10 +885,21 @@ def render_scan(
 
     # Scanners differ in grey/white contrast; a small per-scan change of grey matter imitates it.
     grey_contrast = rng.uniform(-1, 1) * config.tissue_contrast_jitter
-    intensity = t1 + grey_contrast * grey_signal
     brain = t1 > _BRAIN_THRESHOLD
+    if config.sequences is None:
+        intensity = {None: t1 + grey_contrast * grey_signal}
+    else:
+        grey, white = (
+            ndimage.map_coordinates(volume, template_voxels, order=1, mode="constant", cval=0)
+            for volume in atrophied_tissue(anatomy, patient.atrophy_mm)
+        )
+        csf = np.where(brain, np.clip(1 - grey - white, 0, 1), 0)
+        intensity = {
+            name: sequence_image(grey, white, csf, config.sequence_contrasts[name], grey_contrast)
+            for name in config.sequences
+        }
 
-    healthy = intensity.copy() if config.ablated_twins else None
+    healthy = {name: image.copy() for name, image in intensity.items() if config.ablated_twins}
     label = np.zeros(grid.shape, np.uint8)
     spacing = np.asarray(grid.spacing_mm)
     centres = []
@@ -787,20 +911,24 @@ def render_scan(
 
     # The twin gets the scanner's very draws: it equals this scan rendered with
     # lesion_contrast 0 (painting with contrast 0 changes no voxel).
+    # Each sequence has its own bias field, scale and noise.
     scanner_draws = copy.deepcopy(rng.bit_generator.state)
-    intensity = _scanner_effects(intensity, config, rng)
+    intensity = {name: _scanner_effects(image, config, rng) for name, image in intensity.items()}
     store_float = rng.random() < config.float32_fraction
 
     def stored(values: np.ndarray) -> nib.Nifti1Image:
         data = values.astype(np.float32) if store_float else _to_int16(values)
         return _nifti(data, grid.affine)
 
-    image = stored(intensity)
-    ablated = None
-    if healthy is not None:
+    images = {name: stored(image) for name, image in intensity.items()}
+    ablated = {}
+    if config.ablated_twins:
         twin_rng = np.random.default_rng()
         twin_rng.bit_generator.state = scanner_draws
-        ablated = stored(_scanner_effects(healthy, config, twin_rng))
+        ablated = {
+            name: stored(_scanner_effects(image, config, twin_rng))
+            for name, image in healthy.items()
+        }
     label_image = _nifti(label, grid.affine)
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -826,7 +954,22 @@ def render_scan(
             }
         )
     lesions = pd.DataFrame(rows, columns=LESION_COLUMNS)
-    return PhantomScan(image, label_image, lesions, region_map, ablated)
+    return PhantomScan(images, label_image, lesions, region_map, ablated)
+
+
+def sequence_image(
+    grey: np.ndarray,
+    white: np.ndarray,
+    csf: np.ndarray,
+    contrast: Mapping[str, float | str],
+    grey_contrast: float = 0.0,
+) -> np.ndarray:
+    """One sequence's healthy image (white matter = 1) from the tissue maps on a scan grid:
+    each tissue at the sequence's level, grey matter changed by ``grey_contrast`` (the
+    scanner's contrast jitter, a fraction)."""
+    grey_level = contrast["grey"] * (1 + grey_contrast)
+    image = contrast["white"] * white + grey_level * grey + contrast["csf"] * csf
+    return image.astype(np.float32)
 
 
 def _sample_pose(config: PhantomConfig, rng: np.random.Generator) -> HeadPose:
@@ -926,7 +1069,7 @@ def _choose_centre(lesion, region_map, label, placed, spacing, scan_id, rng):
 
 
 def paint_lesion(
-    intensity: np.ndarray,
+    intensity: np.ndarray | Mapping[str | None, np.ndarray],
     label: np.ndarray,
     centre: tuple[int, int, int],
     radius_mm: float,
@@ -939,6 +1082,10 @@ def paint_lesion(
     """Paint a ring-enhancing lesion with necrotic core and oedema halo, in place.
 
     ``intensity`` (white matter = 1) and ``label`` are the scan's arrays, ``centre`` a voxel,
+    ``intensity`` either one image (the single-image phantom) or the images by sequence
+    (``None``: the single image), all
+    painted with the same lesion (shape, core, oedema), each in its sequence's look
+    (``config.sequence_contrasts``: the rim, core and oedema values below are those of T1ce),
     ``spacing_mm`` the voxel size along each array axis and ``brain`` the brain mask. The
     rim is set to ``config.enhancement``, the core (``config.necrotic_core_fraction`` of the
     radius) to ``config.necrosis_intensity``, blended by ``config.lesion_contrast``; oedema
@@ -978,18 +1125,30 @@ def paint_lesion(
         distance_mm /= np.clip(1 + config.lesion_irregularity * bumps, 0.5, None)
         distance_mm[centre_in_box] = 0.0
 
-    patch = intensity[box]  # views: writing to them writes into the scan
-    patch_label = label[box]
+    patch_label = label[box]  # a view: writing to it writes into the scan
     # Brain voxels not taken by an earlier lesion.
     free = brain[box] & (patch_label == 0)
     contrast = config.lesion_contrast
     # Oedema: strongest at the rim, fading linearly to nothing at the halo's outer edge.
     fade = np.clip((radius_mm + edema_width_mm - distance_mm) / max(edema_width_mm, 1e-6), 0, 1)
-    patch *= np.where(free, 1 - contrast * (1 - edema_factor) * fade, 1.0)
     inside_lesion = (distance_mm <= radius_mm) & free
     inside_lesion[centre_in_box] = True
-    target = np.where(distance_mm <= core_radius_mm, necrosis, enhancement)
-    patch[inside_lesion] += contrast * (target[inside_lesion] - patch[inside_lesion])
+    is_core = distance_mm <= core_radius_mm
+    drawn = {
+        "enhancement": enhancement,
+        "necrosis_intensity": necrosis,
+        "edema_intensity": edema_factor,
+    }
+    images = {None: intensity} if isinstance(intensity, np.ndarray) else intensity
+    for name, image in images.items():
+        look = _SINGLE_IMAGE_LOOK if name is None else config.sequence_contrasts[name]
+        rim, core, edema = (
+            drawn[look[key]] if isinstance(look[key], str) else look[key] for key in _LESION_LOOKS
+        )
+        patch = image[box]  # a view, as above
+        patch *= np.where(free, 1 - contrast * (1 - edema) * fade, 1.0)
+        target = np.where(is_core, core, rim)
+        patch[inside_lesion] += contrast * (target[inside_lesion] - patch[inside_lesion])
     patch_label[inside_lesion] = lesion_id
 
 
@@ -1031,9 +1190,10 @@ def _nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
     """Generate the whole phantom cohort in the user data contract.
 
-    ``images`` and ``labels`` are keyed by file name ``"<scan_id>.nii.gz"`` (the catalog's
-    partitions), ``scans`` has the columns of :data:`SCAN_COLUMNS` and ``lesions`` the
-    columns of :data:`LESION_COLUMNS`; ``ablated_images`` the lesion-ablated twins, keyed alike.
+    ``images`` and ``labels`` are keyed by file name (the catalog's partitions):
+    ``"<scan_id>.nii.gz"``, and with ``sequences`` images ``"<scan_id>_<sequence>.nii.gz"``;
+    ``scans`` has the columns of :data:`SCAN_COLUMNS` and ``lesions`` the columns of
+    :data:`LESION_COLUMNS`; ``ablated_images`` the lesion-ablated twins, keyed like images.
     """
     if not isinstance(config, PhantomConfig):
         config = PhantomConfig.from_params(config)
@@ -1069,10 +1229,11 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
             config,
             np.random.default_rng([config.seed, _SCAN_STREAM, scan_number]),
         )
-        images[f"{scan.scan_id}.nii.gz"] = rendered.image
-        labels[f"{scan.scan_id}.nii.gz"] = rendered.label
-        if rendered.ablated_image is not None:
-            ablated[f"{scan.scan_id}.nii.gz"] = rendered.ablated_image
+        for sequence, image in rendered.images.items():
+            images[image_file_name(scan.scan_id, sequence)] = image
+        for sequence, image in rendered.ablated_images.items():
+            ablated[image_file_name(scan.scan_id, sequence)] = image
+        labels[image_file_name(scan.scan_id, None)] = rendered.label
         lesion_tables.append(rendered.lesions)
     lesions = pd.concat(lesion_tables, ignore_index=True)
     logger.info("Phantom cohort ready: %d scans, %d lesions", len(images), len(lesions))

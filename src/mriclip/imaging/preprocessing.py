@@ -229,25 +229,39 @@ def preprocess_scan(
     data: np.ndarray,
     label: np.ndarray | None,
     config: PreprocessingConfig,
+    sequences: Sequence[np.ndarray] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Preprocess one validated scan (``data`` is its 3D array, ``label`` its label map or None).
 
     Returns the float32 volume, the int16 label map (or None) on ``config.target_shape``,
     and a metadata dict for the preprocessing report; its ``output_affine`` (JSON) maps the
     output grid's voxels to the scanner's millimetres, as ``image.affine`` does the input's.
+    ``sequences`` are more sequences of the scan on ``data``'s grid: then the volume is the
+    channel stack (1 + len(sequences), *target_shape), ``data`` first, every sequence
+    following ``data``'s crop and z-normalised on its own (the report's statistics: ``data``'s).
     """
     spacing = nib.affines.voxel_sizes(image.affine)
     volumes = {"image": _intensities(data, spacing, config)}
+    for number, sequence in enumerate(sequences, start=1):
+        volumes[f"sequence_{number}"] = _intensities(sequence, spacing, config)
     if label is not None:
         volumes["label"] = label
     out, output_affine = _spatial(image, volumes, config)
     normalised, stats = z_normalise(out["image"], config)
+    if sequences:
+        normalised = np.stack(
+            [normalised]
+            + [
+                z_normalise(out[f"sequence_{number}"], config)[0]
+                for number in range(1, len(sequences) + 1)
+            ]
+        )
     out_label = None if label is None else np.rint(out["label"]).astype(np.int16)
     metadata = {
         "original_shape": "x".join(map(str, data.shape)),
         "original_spacing": "x".join(f"{s:.3g}" for s in spacing),
         "original_orientation": "".join(nib.aff2axcodes(image.affine)),
-        "output_shape": "x".join(map(str, normalised.shape)),
+        "output_shape": "x".join(map(str, normalised.shape[-3:])),
         "output_spacing": "x".join(f"{s:.3g}" for s in nib.affines.voxel_sizes(output_affine)),
         "n4_bias_correction": config.n4_bias_correction,
         "registration": config.registration,

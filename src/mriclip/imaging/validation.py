@@ -34,7 +34,11 @@ CATALOG_COLUMNS = [
     "intensity_max",
     "sha256",
     "status",
+    "sequence_files",  # multi-sequence scans: the file of each sequence, ";"-joined, in order
 ]
+#: What a scan lacking some of ``data_engineering.sequences`` gets: the first sequence it has
+#: in their place (``duplicate``, as BrainMVP does), or left out (``skip``); listed either way.
+MISSING_SEQUENCES = ("duplicate", "skip")
 
 
 class InputDataError(ValueError):
@@ -80,6 +84,12 @@ def describe_error(error: BaseException) -> str:
         parts.append(f"{type(error).__name__}: {error}")
         error = error.__cause__ or error.__context__
     return " <- caused by ".join(parts)
+
+
+def image_file_name(scan_id: str, sequence: str | None) -> str:
+    """The data contract's file of a scan: ``<scan_id>.nii.gz`` for a single image (and a
+    label map), ``<scan_id>_<sequence>.nii.gz`` for one sequence of several."""
+    return f"{scan_id}.nii.gz" if sequence is None else f"{scan_id}_{sequence}.nii.gz"
 
 
 def scan_id_from_filename(filename: str) -> str | None:
@@ -212,6 +222,83 @@ def spacing_problem(image: nib.Nifti1Image) -> str | None:
     return None
 
 
+def _index_sequence_files(
+    files: Mapping[str, Callable], sequences: Sequence[str], problems: ProblemLog
+) -> dict[str, dict[str, tuple[str, Callable]]]:
+    """Scan id -> sequence -> (file name, loader) of ``<scan_id>_<sequence>.nii[.gz]`` files."""
+    indexed: dict[str, dict[str, tuple[str, Callable]]] = {}
+    for stem, (filename, load) in _index_files(files, "image", problems).items():
+        sequence = next((name for name in sequences if stem.endswith(f"_{name}")), None)
+        if sequence is None:
+            problems.add(
+                None,
+                filename,
+                f"image file names no sequence of data_engineering.sequences {list(sequences)}",
+                "name it <scan_id>_<sequence>.nii.gz, or add its sequence to the parameter",
+            )
+            continue
+        indexed.setdefault(stem[: -len(sequence) - 1], {})[sequence] = (filename, load)
+    return indexed
+
+
+def same_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> bool:
+    """Whether two images share shape and affine (to 1e-3 mm)."""
+    return image.shape[:3] == reference.shape[:3] and np.allclose(
+        image.affine, reference.affine, atol=1e-3
+    )
+
+
+def _inspect_sequences(
+    row: dict,
+    scan_files: Mapping[str, tuple[str, Callable]],
+    sequences: Sequence[str],
+    missing_sequences: str,
+    notes: ProblemLog,
+) -> str:
+    """Check a multi-sequence scan's other sequences against its first (``row`` holds the
+    first's facts): each must be a readable 3D volume with a spacing; one on another grid is
+    resampled onto the first's in preprocessing, and listed in ``notes``, as are duplicated
+    missing sequences. Fills ``sequence_files``; returns "ok" or the problem."""
+    scan_id, reference_file = row["scan_id"], row["image_file"]
+    missing = [name for name in sequences if name not in scan_files]
+    if missing and missing_sequences == "skip":
+        return f"missing sequence(s) {missing} (data_engineering.missing_sequences: skip)"
+    reference = scan_files[next(name for name in sequences if name in scan_files)][1]()
+    for name, (filename, load) in scan_files.items():
+        if filename == reference_file:
+            continue
+        try:
+            image = load()
+            data = as_3d(image)
+        except Exception as error:  # noqa: BLE001 - unreadable files are problems
+            return f"sequence {name} ({filename}) unreadable or not a 3D volume: {error}"
+        problem = spacing_problem(image) or (
+            None if np.isfinite(data).all() else f"sequence {name} ({filename}) has NaN/inf"
+        )
+        if problem:
+            return f"sequence {name} ({filename}): {problem}"
+        if not same_grid(image, reference):
+            notes.add(
+                scan_id,
+                filename,
+                f"grid {'x'.join(map(str, data.shape))} differs from {reference_file}'s "
+                f"{'x'.join(map(str, reference.shape[:3]))} (shape or affine)",
+                f"resampled (linear) onto {reference_file}'s grid before preprocessing",
+            )
+    if missing:
+        notes.add(
+            scan_id,
+            f"scan '{scan_id}'",
+            f"missing sequence(s) {missing}",
+            f"filled with {reference_file} (data_engineering.missing_sequences: duplicate); "
+            f"add images/{scan_id}_<sequence>.nii.gz, or set it to skip",
+        )
+    row["sequence_files"] = ";".join(
+        scan_files[name][0] if name in scan_files else reference_file for name in sequences
+    )
+    return "ok"
+
+
 def build_nifti_catalog(
     images: Mapping[str, Callable[[], nib.Nifti1Image]],
     labels: Mapping[str, Callable[[], nib.Nifti1Image]],
@@ -219,14 +306,29 @@ def build_nifti_catalog(
     columns: Mapping[str, str],
     on_invalid: str = "skip",
     grid: GridRule | None = None,
+    sequences: Sequence[str] | None = None,
+    missing_sequences: str = "duplicate",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate every image (and its label map) against the scans table.
 
     ``images``/``labels`` map file names to loaders (Kedro ``PartitionedDataset``);
     ``columns`` names the ``scan_id`` and ``patient_id`` columns of ``scans``; ``grid``,
     when given, rejects scans whose field of view the preprocessing grid cannot hold.
+    With ``sequences``, a scan is the files ``<scan_id>_<sequence>.nii.gz``: the first it has
+    is checked as its image (label map, grid), the others against it (see
+    :data:`MISSING_SEQUENCES` for absent ones); resampled and duplicated sequences are
+    listed among the problems as notes, which never stop a run.
     Returns ``(catalog, problems)``; the catalog has one row per scan with a status.
     """
+    if sequences is not None and (not sequences or len(set(sequences)) != len(sequences)):
+        raise ValueError(
+            f"data_engineering.sequences must be null or distinct names, got {sequences!r}"
+        )
+    if missing_sequences not in MISSING_SEQUENCES:
+        raise ValueError(
+            f"data_engineering.missing_sequences must be one of {MISSING_SEQUENCES}, "
+            f"got {missing_sequences!r}"
+        )
     scan_col, patient_col = columns["scan_id"], columns["patient_id"]
     require_columns(scans, [scan_col, patient_col], "scans table (scans.csv)")
     problems = ProblemLog("nifti_catalog")
@@ -250,7 +352,15 @@ def build_nifti_catalog(
             "fill in the patient id",
         )
 
-    image_files = _index_files(images, "image", problems)
+    notes = ProblemLog("sequences")
+    if sequences is None:
+        image_files = _index_files(images, "image", problems)
+    else:
+        sequence_files = _index_sequence_files(images, sequences, problems)
+        image_files = {
+            scan_id: next(files[name] for name in sequences if name in files)
+            for scan_id, files in sequence_files.items()
+        }
     label_files = _index_files(labels, "label", problems)
     for scan_id in sorted(set(label_files) - set(image_files)):
         problems.add(
@@ -264,7 +374,7 @@ def build_nifti_catalog(
             scan_id,
             f"scans.csv scan_id '{scan_id}'",
             "row has no image file",
-            f"add images/{scan_id}.nii.gz or remove the row",
+            f"add images/{image_file_name(scan_id, (sequences or [None])[0])} or remove the row",
         )
 
     bad_ids = set(duplicated) | set(scan_ids[missing_patient])
@@ -280,6 +390,9 @@ def build_nifti_catalog(
             label_file=label_files.get(scan_id, (None,))[0],
         )
         status = _inspect_image(row, load_image, label_files.get(scan_id), grid)
+        if status == "ok" and sequences is not None:
+            files = sequence_files[scan_id]
+            status = _inspect_sequences(row, files, sequences, missing_sequences, notes)
         if status == "ok" and scan_id not in patients:
             status = "scan has no row in scans.csv"
             fix = f"add a row with scan_id '{scan_id}' to scans.csv"
@@ -302,7 +415,7 @@ def build_nifti_catalog(
         len(catalog),
         len(problems.rows),
     )
-    return catalog, problems.table()
+    return catalog, pd.concat([problems.table(), notes.table()], ignore_index=True)
 
 
 SPACING_FIX = (

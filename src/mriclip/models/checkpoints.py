@@ -207,8 +207,16 @@ def save_encoder(encoder: nn.Module, config: Mapping | None = None) -> dict:
     return {"config": config, "state_dict": state_dict}
 
 
-def build_encoder_from_saved(obj: Mapping | str | Path) -> ImageEncoder:
-    """Rebuild an encoder saved by :func:`save_encoder` (the dict, or a file holding it)."""
+def build_encoder_from_saved(
+    obj: Mapping | str | Path, in_channels: int | None = None
+) -> ImageEncoder:
+    """Rebuild an encoder saved by :func:`save_encoder` (the dict, or a file holding it).
+
+    With ``in_channels`` other than the saved encoder's (a single-sequence encoder, e.g. from
+    BrainMVP pretraining, for a stack of sequences), the input layer is inflated: each new
+    image channel gets the saved image channels' summed kernel divided by ``in_channels``, so
+    a stack of identical sequences gives the saved encoder's response; position channels
+    keep their kernels."""
     if isinstance(obj, Mapping):
         saved, source = obj, "the object"
     else:
@@ -216,6 +224,41 @@ def build_encoder_from_saved(obj: Mapping | str | Path) -> ImageEncoder:
     if "config" not in saved or "state_dict" not in saved:
         raise ValueError(f"{source} is not a saved encoder (expected 'config' and 'state_dict')")
     config = dict(saved["config"])
-    encoder = build_image_encoder(config.pop("name"), **config)
-    encoder.load_state_dict(saved["state_dict"])
+    name = config.pop("name")
+    state = saved["state_dict"]
+    saved_channels = config.get("in_channels", 1)
+    if in_channels is not None and in_channels != saved_channels:
+        encoder = build_image_encoder(name, **{**config, "in_channels": in_channels})
+        state = _inflated_input(state, encoder.state_dict(), saved_channels, in_channels)
+    else:
+        encoder = build_image_encoder(name, **config)
+    encoder.load_state_dict(state)
     return encoder
+
+
+def _inflated_input(
+    saved: StateDict, target: StateDict, saved_channels: int, in_channels: int
+) -> StateDict:
+    """``saved`` with the input kernels (those whose input axis differs from ``target``'s by
+    the change of image channels) inflated as :func:`build_encoder_from_saved` says."""
+    new_layers = sorted(set(target) - set(saved))
+    if new_layers:  # e.g. a residual projection that an equal channel count did not need
+        raise ValueError(
+            f"the saved encoder cannot take {in_channels} image channels: that needs layers "
+            f"it lacks ({new_layers}); pretrain on the stack (pretraining.method: mae) or "
+            "use alignment.image_init: random"
+        )
+    inflated = dict(saved)
+    for key, weight in saved.items():
+        wanted = target[key].shape
+        if weight.shape == wanted:
+            continue
+        if weight.ndim < 2 or wanted[1] - weight.shape[1] != in_channels - saved_channels:
+            raise ValueError(
+                f"saved encoder weight {key} {tuple(weight.shape)} cannot become "
+                f"{tuple(wanted)}: only the input layer changes with in_channels"
+            )
+        image = weight[:, :saved_channels].sum(dim=1, keepdim=True) / in_channels
+        repeated = image.expand(-1, in_channels, *weight.shape[2:])
+        inflated[key] = torch.cat([repeated, weight[:, saved_channels:]], dim=1)
+    return inflated

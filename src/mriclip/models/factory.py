@@ -20,11 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def initial_image_encoder(
-    image_init: str, encoder_params: Mapping, pretrained_encoder: Mapping | None
+    image_init: str,
+    encoder_params: Mapping,
+    pretrained_encoder: Mapping | None,
+    in_channels: int = 1,
 ) -> ImageEncoder:
-    """``pretrained``: the pretraining pipeline's encoder (its own config wins); ``random``:
-    fresh weights from ``encoder_params``; anything else: a path to external weights loaded
-    into an encoder built from ``encoder_params``."""
+    """``pretrained``: the pretraining pipeline's encoder (its own config wins, but for its
+    input layer, inflated to ``in_channels``); ``random``: fresh weights from
+    ``encoder_params``; anything else: a path to external weights loaded into an encoder
+    built from ``encoder_params``. ``in_channels``: the volumes' image channels (sequences)."""
     if image_init == "pretrained":
         if pretrained_encoder is None:
             raise ValueError(
@@ -33,8 +37,9 @@ def initial_image_encoder(
                 "'random' or to a checkpoint path"
             )
         logger.info("image encoder: pretrained (%s)", pretrained_encoder["config"])
-        return build_encoder_from_saved(pretrained_encoder)
-    encoder = build_image_encoder(encoder_params["name"], **encoder_params.get("kwargs", {}))
+        return build_encoder_from_saved(pretrained_encoder, in_channels)
+    kwargs = {**encoder_params.get("kwargs", {}), "in_channels": in_channels}
+    encoder = build_image_encoder(encoder_params["name"], **kwargs)
     if image_init != "random":
         load_encoder_weights(encoder, image_init)
     logger.info("image encoder: %s, init %s", encoder_params["name"], image_init)

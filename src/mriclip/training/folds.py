@@ -18,7 +18,7 @@ from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
 from mriclip.training.runtime import seed_everything
-from mriclip.training.samples import AlignmentSamples
+from mriclip.training.samples import AlignmentSamples, stack_channels
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,10 @@ def train_on_fold(
         "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
     )
     encoder = initial_image_encoder(
-        params["image_init"], params["image_encoder"], inputs.pretrained_encoder
+        params["image_init"],
+        params["image_encoder"],
+        inputs.pretrained_encoder,
+        stack_channels(inputs.preprocessed_volumes),
     )
     position = encoder.position_channels
     train_set = alignment_samples(train_scans, inputs, params, seed, True, position)

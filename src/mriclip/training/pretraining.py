@@ -1,7 +1,9 @@
-"""Masked-autoencoder pretraining (AMAES) as a task of the training loop
-(:mod:`mriclip.training.engine`): random crops of unlabelled volumes, "fullaug" (spatial
-augmentation on input and target, intensity augmentation on the input only), block masking,
-MSE, and validation beside the unmasked-mean baseline."""
+"""Pretraining tasks of the training loop (:mod:`mriclip.training.engine`) on random crops
+of unlabelled volumes with "fullaug" (spatial augmentation on input and target, intensity
+augmentation on the input only), validated beside the unmasked-mean baseline:
+masked-autoencoder pretraining (AMAES: block masking, MSE), and BrainMVP
+(:mod:`mriclip.models.brainmvp`: cross-modal reconstruction, modality templates, a
+modality-aware contrastive term) on stacks of sequences."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from mriclip.imaging.position import with_position
+from mriclip.models.brainmvp import BrainMVP, fill_blocks, modality_contrastive_loss, pick_sequences
 from mriclip.models.mae import (
     MASK_FILLS,
     MaskedAutoencoder,
@@ -24,7 +28,13 @@ from mriclip.models.mae import (
 )
 from mriclip.training.engine import Task, TrainingConfig, train
 from mriclip.training.loop import ItemKey, item_rng, load_batch
-from mriclip.training.samples import VolumeSource, crop_with_padding, plain_tensor
+from mriclip.training.samples import (
+    VolumeSource,
+    crop_with_padding,
+    plain_tensor,
+    spatial_shape,
+    with_channels,
+)
 
 
 class PretrainingSamples(Dataset):
@@ -59,9 +69,9 @@ class PretrainingSamples(Dataset):
     def __getitem__(self, key: ItemKey) -> dict:
         index, rng = item_rng(self.seed, key)
         volume = self.volumes[self.scan_ids[index]]
-        high = [max(1, size - self.patch_size + 1) for size in volume.shape]
+        high = [max(1, size - self.patch_size + 1) for size in spatial_shape(volume)]
         start = [int(rng.integers(0, h)) for h in high]
-        crop = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
+        crop = with_channels(crop_with_padding(volume, start, self.patch_size))
         sample = {"input": crop, "target": crop.clone()}
         for transform in (self.spatial, self.intensity):
             if transform is not None:
@@ -72,7 +82,7 @@ class PretrainingSamples(Dataset):
             sample = {**sample, "input": self.intensity({"input": sample["input"]})["input"]}
         image = plain_tensor(sample["input"])
         if self.position_channels:
-            image = with_position(image, start, volume.shape)
+            image = with_position(image, start, spatial_shape(volume))
         return {"image": image, "target": plain_tensor(sample["target"])}
 
 
@@ -170,6 +180,158 @@ def train_masked_autoencoder(
 ) -> tuple[MaskedAutoencoder, pd.DataFrame]:
     """Train ``model`` in place; returns it (on the CPU) and the history. A cohort smaller
     than the batch size trains on batches of the whole cohort."""
+    return pretrain(MaskedAutoencoderTask, model, train_set, val_set, training, config)
+
+
+def pretrain(
+    task_type: type[MaskedAutoencoderTask | BrainMVPTask],
+    model: MaskedAutoencoder | BrainMVP,
+    train_set: PretrainingSamples,
+    val_set: PretrainingSamples | None,
+    training: TrainingConfig,
+    config: PretrainingConfig | BrainMVPConfig,
+) -> tuple[nn.Module, pd.DataFrame]:
+    """Train ``model`` in place with a task of ``task_type`` (MaskedAutoencoderTask,
+    BrainMVPTask) on batches of ``config.batch_size`` (the whole cohort when smaller); returns
+    it (on the CPU) and the history."""
     batch_size = min(config.batch_size, len(train_set))
-    task = MaskedAutoencoderTask(model, config, training.seed, batch_size)
+    task = task_type(model, config, training.seed, batch_size)
     return model, train(task, train_set, val_set, training)
+
+
+@dataclass(frozen=True)
+class BrainMVPConfig:
+    """The BrainMVP task's settings: the ``pretraining.brainmvp`` parameters (conf/base has
+    them) with ``batch_size``, ``lr`` and ``masked_only_loss`` of ``pretraining.training``."""
+
+    batch_size: int
+    lr: float
+    masked_only_loss: bool
+    mask_ratio: float
+    mask_block_size: int
+    reconstruction_weight: float  # of each reconstruction: cross-modal and template view
+    contrastive_weight: float
+    contrastive_warmup_steps: int  # steps before the contrastive term is switched on
+    temperature: float
+    projection_dim: int
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "mask_block_size", "projection_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        for name in ("reconstruction_weight", "contrastive_weight", "contrastive_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+class BrainMVPTask(Task):
+    """BrainMVP on items whose ``image``/``target`` are crops of a stack of sequences (then
+    any position channels). Sequence choices and masks come from the task's own generator,
+    which checkpoints save with the step count (the contrastive warm-up); validation draws
+    from a fresh one, so every validation sees the same."""
+
+    name = "pretraining"
+
+    def __init__(self, model: BrainMVP, config: BrainMVPConfig, seed: int, batch_size: int) -> None:
+        self.model, self.config, self.seed, self.batch_size = model, config, seed, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps_done = 0
+        self.last_terms: dict[str, float] = {}
+
+    def settings(self) -> dict:
+        return {"method": "brainmvp", **asdict(self.config)}
+
+    def param_groups(self) -> dict:
+        return {"model": (self.model, self.config.lr)}
+
+    def views(self, batch: dict, device: torch.device, generator: torch.Generator) -> dict:
+        """The two masked views of each item's chosen sequence, their masks and its target."""
+        target = batch["target"].to(device, non_blocking=True)
+        image = batch["image"].to(device, non_blocking=True)
+        n_items, n_sequences = target.shape[:2]
+        chosen, other = pick_sequences(n_items, n_sequences, generator)
+        items = torch.arange(n_items)
+        position = image[:, n_sequences:]  # grid coordinates, when the encoder takes them
+        sequence = image[items, chosen][:, None]
+        masks = [
+            block_mask(
+                tuple(target.shape[2:]),
+                n_items,
+                self.config.mask_block_size,
+                self.config.mask_ratio,
+                generator,
+                device,
+            )
+            for _ in range(2)
+        ]
+        cross = fill_blocks(sequence, masks[0], image[items, other][:, None])
+        template = fill_blocks(sequence, masks[1], self.model.templates[chosen.to(device)])
+        return {
+            "cross_modal": torch.cat([cross, position], dim=1),
+            "template": torch.cat([template, position], dim=1),
+            "masks": masks,
+            "target": target[items, chosen][:, None],
+        }
+
+    def train_step(self, batches: list[dict], device: torch.device, cast) -> float:
+        (batch,) = batches
+        views = self.views(batch, device, self.generator)
+        with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
+            cross, cross_projection = self.model(views["cross_modal"])
+            template, template_projection = self.model(views["template"])
+        only_masked, target = self.config.masked_only_loss, views["target"]
+        terms = {
+            "cross_modal_loss": reconstruction_loss(cross, target, views["masks"][0], only_masked),
+            "template_loss": reconstruction_loss(template, target, views["masks"][1], only_masked),
+        }
+        loss = self.config.reconstruction_weight * (
+            terms["cross_modal_loss"] + terms["template_loss"]
+        )
+        if self.steps_done >= self.config.contrastive_warmup_steps:
+            terms["contrastive_loss"] = modality_contrastive_loss(
+                cross_projection, template_projection, self.config.temperature
+            )
+            loss = loss + self.config.contrastive_weight * terms["contrastive_loss"]
+        loss.backward()
+        self.steps_done += 1
+        self.last_terms = {name: term.item() for name, term in terms.items()}
+        return loss.item()
+
+    def after_step(self) -> dict:
+        return self.last_terms
+
+    @torch.no_grad()
+    def validate(self, val_set: Dataset, device: torch.device) -> dict:
+        """Mean cross-modal and template reconstruction losses on ``val_set`` (its items never
+        vary), beside the unmasked-mean baseline of the cross-modal view."""
+        generator = torch.Generator().manual_seed(self.seed)
+        only_masked = self.config.masked_only_loss
+        losses, templates, baselines = [], [], []
+        for index in range(len(val_set)):
+            views = self.views(load_batch(val_set, [index]), device, generator)
+            target, (cross_mask, template_mask) = views["target"], views["masks"]
+            cross = self.model(views["cross_modal"])[0]
+            template = self.model(views["template"])[0]
+            losses.append(float(reconstruction_loss(cross, target, cross_mask, only_masked)))
+            templates.append(
+                float(reconstruction_loss(template, target, template_mask, only_masked))
+            )
+            baselines.append(
+                float(unmasked_mean_baseline(target, views["cross_modal"], cross_mask, only_masked))
+            )
+        return {
+            "val_reconstruction_loss": float(np.mean(losses)),
+            "val_template_loss": float(np.mean(templates)),
+            "val_unmasked_mean_loss": float(np.mean(baselines)),
+        }
+
+    def state_dict(self) -> dict:
+        return {"mask_rng": self.generator.get_state(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["mask_rng"])
+        self.steps_done = state["steps_done"]

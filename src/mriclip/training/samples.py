@@ -33,13 +33,49 @@ MODES = ("patch", "volume")
 _MAX_DRAWS = 20
 
 
+def spatial_shape(volume: np.ndarray) -> tuple[int, int, int]:
+    """The grid of a volume (X, Y, Z) or of a channel stack (C, X, Y, Z): its last three axes."""
+    return tuple(volume.shape[-3:])
+
+
+def volume_channels(volume: np.ndarray) -> int:
+    """Image channels of a preprocessed volume: 1, or the sequences of a channel stack."""
+    return 1 if volume.ndim == 3 else volume.shape[0]
+
+
+def with_channels(image: np.ndarray) -> torch.Tensor:
+    """A volume or cube as a (C, X, Y, Z) tensor: a single sequence gets its channel axis."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image))
+    return tensor if image.ndim == 4 else tensor[None]
+
+
+def stack_channels(volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray]) -> int:
+    """Image channels of a collection of preprocessed volumes (one preprocessing made them
+    all alike): what an encoder's ``in_channels`` must be."""
+    if not volumes:
+        raise ValueError("no preprocessed volumes; run the data_engineering pipeline first")
+    first = next(iter(volumes.values()))
+    return volume_channels(np.asarray(first() if callable(first) else first))
+
+
+def reference_channel(volume: np.ndarray) -> np.ndarray:
+    """What figures show of a volume: itself, or a stack's first (reference) sequence."""
+    return volume if volume.ndim == 3 else volume[0]
+
+
+def is_foreground(volume: np.ndarray) -> np.ndarray:
+    """The head on the grid: background is exactly 0 after preprocessing, in every channel."""
+    return volume != 0 if volume.ndim == 3 else (volume != 0).any(axis=0)
+
+
 def crop_with_padding(volume: np.ndarray, start: Sequence[int], size: int) -> np.ndarray:
-    """The cube ``volume[start : start + size]``, zero-padded where it leaves the volume.
+    """The cube ``volume[start : start + size]`` of a volume or a channel stack (the cube keeps
+    the channels), zero-padded where it leaves the volume.
 
     Reads only the cube from a memory-mapped array."""
-    out = np.zeros((size, size, size), dtype=np.float32)
-    source, target = [], []
-    for begin, extent in zip(start, volume.shape, strict=True):
+    out = np.zeros((*volume.shape[:-3], size, size, size), dtype=np.float32)
+    source, target = [Ellipsis], [Ellipsis]  # the channels, if any, come whole
+    for begin, extent in zip(start, spatial_shape(volume), strict=True):
         lo, hi = min(max(begin, 0), extent), max(min(begin + size, extent), 0)
         if hi <= lo:  # the cube lies wholly outside the volume
             return out
@@ -216,8 +252,8 @@ class AlignmentSamples(Dataset):
             centre = place + rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
         else:  # anywhere in the head: background is exactly 0 after preprocessing
             for _ in range(_MAX_DRAWS):
-                centre = rng.integers(0, volume.shape)
-                if volume[tuple(centre)] != 0:
+                centre = rng.integers(0, spatial_shape(volume))
+                if np.any(volume[(..., *centre)] != 0):
                     break
         return np.round(np.asarray(centre, dtype=float) - self.patch_size / 2).astype(int)
 
@@ -244,12 +280,12 @@ class AlignmentSamples(Dataset):
         else:
             start, image = (0, 0, 0), np.array(volume, dtype=np.float32)  # writable copy
             regions = scan_lesion_regions(row)
-        tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
+        tensor = with_channels(image)
         if self.augment is not None:
             self.augment.set_random_state(int(rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
         if self.position_channels:
-            tensor = with_position(tensor, start, volume.shape)
+            tensor = with_position(tensor, start, spatial_shape(volume))
         paraphrase = rng if self.paraphrase else None
         record = row.to_dict()
         if self.mode == "patch":
@@ -310,9 +346,9 @@ class LesionPatches(Dataset):
         lesion = self.lesions.iloc[index]
         volume = self._volumes[lesion["scan_id"]]
         start = self.cube_start(index)
-        image = torch.from_numpy(crop_with_padding(volume, start, self.patch_size))[None]
+        image = with_channels(crop_with_padding(volume, start, self.patch_size))
         if self.position_channels:
-            image = with_position(image, start, volume.shape)
+            image = with_position(image, start, spatial_shape(volume))
         row = self.rows.loc[lesion["scan_id"]].to_dict()
         sentence = describe_patch(row, [lesion["region"]], self.templates)
         return {

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from mriclip.imaging.ablation import inpaint_lesions
 from mriclip.imaging.bids import BidsRoot, read_bids
-from mriclip.imaging.collection import ScanSource, Store, preprocess_collection
+from mriclip.imaging.collection import ScanSource, Store, on_grid_of, preprocess_collection
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_twin
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
@@ -41,6 +41,11 @@ def select_input(
     """The images, label maps and scans table of ``data_engineering.source``: the file
     layout in data/01_raw (``files``) or a BIDS dataset (``bids``), and the problems met."""
     if params["source"] == "bids":
+        if params["sequences"] is not None:
+            raise ValueError(
+                "data_engineering.sequences reads images/<scan_id>_<sequence>.nii.gz of the "
+                "files source; with source: bids set it to null (bids.suffix picks the image)"
+            )
         found = read_bids(bids_dataset, params["bids"], params["columns"], params["on_invalid"])
         return found.images, found.labels, found.scans, found.problems
     if params["source"] != "files":
@@ -59,8 +64,22 @@ def catalog_scans(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     grid = GridRule(params["preprocessing"]["target_spacing"], params["min_extent_voxels"])
     return build_nifti_catalog(
-        raw_images, raw_labels, raw_scans, params["columns"], params["on_invalid"], grid
+        raw_images,
+        raw_labels,
+        raw_scans,
+        params["columns"],
+        params["on_invalid"],
+        grid,
+        params["sequences"],
+        params["missing_sequences"],
     )
+
+
+def scan_files(scan) -> list[str]:
+    """The image files of a catalog row, one per channel: its sequences, or its one image."""
+    if isinstance(scan.sequence_files, str):
+        return scan.sequence_files.split(";")
+    return [scan.image_file]
 
 
 def validate_lesions(
@@ -95,6 +114,7 @@ def preprocess_volumes(
             scan.scan_id,
             raw_images[scan.image_file],
             raw_labels[scan.label_file] if isinstance(scan.label_file, str) else None,
+            tuple(raw_images[file] for file in scan_files(scan)[1:]),
         )
         for scan in usable.itertuples()
     ]
@@ -276,19 +296,28 @@ def make_lesion_ablated_twins(
 
 
 def _ablated_twin(scan, raw_images, raw_ablated_images, volumes, labels, settings, config, twins):
-    """Put the scan's twin into ``twins``; returns how it was made."""
-    if scan.image_file in raw_ablated_images:
+    """Put the scan's twin into ``twins``; returns how it was made. A channel stack (several
+    sequences) gets the twin of each channel, stacked alike."""
+    files = scan_files(scan)
+    if all(file in raw_ablated_images for file in files):
         image = raw_images[scan.image_file]()
-        twin = as_3d(raw_ablated_images[scan.image_file]())
-        twins[scan.scan_id] = preprocess_twin(image, as_3d(image), twin, config)
+        channels = [
+            preprocess_twin(
+                image, as_3d(image), as_3d(on_grid_of(raw_ablated_images[file](), image)), config
+            )
+            for file in files
+        ]
+        twins[scan.scan_id] = channels[0] if len(channels) == 1 else np.stack(channels)
         return "counterfactual"
     if scan.scan_id in labels:
-        twins[scan.scan_id] = inpaint_lesions(
-            np.asarray(volumes[scan.scan_id]),
-            np.asarray(labels[scan.scan_id]),
-            settings["dilation_factor"],
-            settings["dilation_voxels"],
-        )
+        volume, label = np.asarray(volumes[scan.scan_id]), np.asarray(labels[scan.scan_id])
+        channels = [
+            inpaint_lesions(
+                channel, label, settings["dilation_factor"], settings["dilation_voxels"]
+            )
+            for channel in (volume if volume.ndim == 4 else [volume])
+        ]
+        twins[scan.scan_id] = channels[0] if volume.ndim == 3 else np.stack(channels)
         return "inpainted"
     return "none: no label map and no raw twin, so the scan has no ablated control"
 

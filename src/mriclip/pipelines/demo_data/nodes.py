@@ -20,7 +20,8 @@ def generate_phantom_cohort(
     plus ``overwrite_existing``. ``scans_on_disk`` is the scans table already in
     ``data/01_raw`` (empty if none): if it is not this phantom's, it may be a user's own data
     and is not overwritten unless ``overwrite_existing`` is true.
-    Images and labels are keyed ``"<scan_id>.nii.gz"``: the partitions' file names.
+    Images and labels are keyed by the partitions' file names: ``"<scan_id>.nii.gz"``, and
+    with ``sequences`` images ``"<scan_id>_<sequence>.nii.gz"``.
     """
     settings = dict(params)
     overwrite = bool(settings.pop("overwrite_existing", False))

@@ -66,7 +66,14 @@ from mriclip.models.factory import (
 )
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.runtime import pick_device, seed_everything
-from mriclip.training.samples import AlignmentSamples, LesionPatches, VolumeSource
+from mriclip.training.samples import (
+    AlignmentSamples,
+    LesionPatches,
+    VolumeSource,
+    reference_channel,
+    spatial_shape,
+    stack_channels,
+)
 
 logger = logging.getLogger(__name__)
 LEVELS = ("scan", "lesion")
@@ -137,7 +144,7 @@ def _patch_rows(model, scans, volumes, labels, lesion_table, alignment, scoring,
         starts = scan_patches(
             original, patch_size, scoring["stride"], scoring["min_foreground_fraction"]
         )
-        size = min(patch_size, *original.shape)
+        size = min(patch_size, *spatial_shape(original))
         vectors = embed_patches(
             model, np.asarray(volumes[variant][scan_id]), starts, size, scoring["batch_size"]
         )
@@ -196,7 +203,10 @@ def embed_for_evaluation(
     seed_everything(seed)  # the alignment node built its initial model right after this seed
     initial = create_clip_model(
         initial_image_encoder(
-            alignment["image_init"], alignment["image_encoder"], pretrained_encoder
+            alignment["image_init"],
+            alignment["image_encoder"],
+            pretrained_encoder,
+            stack_channels(preprocessed_volumes),
         ),
         alignment["text_encoder"],
         alignment["clip"],
@@ -598,7 +608,7 @@ def _evidence_panels(
     evidence maps of the scan and of its ablated twin on the preprocessed grid."""
     panels = []
     for scan_id in scan_ids:
-        volume = np.asarray(volumes[scan_id])
+        volume = reference_channel(np.asarray(volumes[scan_id]))
         label = np.asarray(labels[scan_id]) if scan_id in labels else np.zeros(volume.shape)
         lesion_voxels = (label > 0).sum(axis=(0, 1))
         depth = int(np.argmax(lesion_voxels)) if lesion_voxels.any() else volume.shape[2] // 2
@@ -620,7 +630,9 @@ def _evidence_panels(
             if variant == ORIGINAL:
                 panel["evidence"] = mapped
             else:
-                panel["ablated_image"] = _axial(np.asarray(ablated[scan_id]), depth)
+                panel["ablated_image"] = _axial(
+                    reference_channel(np.asarray(ablated[scan_id])), depth
+                )
                 panel["ablated_evidence"] = mapped
         panels.append(panel)
     return panels
@@ -666,7 +678,7 @@ def evaluation_figures(
     volumes = VolumeSource(preprocessed_volumes)
 
     def middle_slice(index: int) -> np.ndarray:
-        volume = np.asarray(volumes[rows["scan_id"][index]])
+        volume = reference_channel(np.asarray(volumes[rows["scan_id"][index]]))
         return np.rot90(volume[:, :, volume.shape[2] // 2])
 
     grid = retrieval_grid(

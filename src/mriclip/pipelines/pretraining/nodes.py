@@ -1,4 +1,4 @@
-"""Thin nodes of the pretraining pipeline (AMAES-style masked autoencoder)."""
+"""Thin nodes of the pretraining pipeline (AMAES-style masked autoencoder or BrainMVP)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,21 @@ from mriclip.imaging.augmentation import (
 )
 from mriclip.imaging.collection import Store
 from mriclip.imaging.validation import build_unlabelled_catalog
+from mriclip.models.brainmvp import BrainMVP
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder, apply_mask, block_mask
 from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
 from mriclip.training.engine import configs_from_params
 from mriclip.training.pretraining import (
+    BrainMVPConfig,
+    BrainMVPTask,
+    MaskedAutoencoderTask,
     PretrainingConfig,
     PretrainingSamples,
-    train_masked_autoencoder,
+    pretrain,
 )
+from mriclip.training.samples import stack_channels
 
 
 def preprocess_unlabelled(
@@ -43,6 +48,14 @@ def preprocess_unlabelled(
     return {f"unlabelled_{k}": v for k, v in volumes.items()}, pd.concat(
         [problems, more_problems], ignore_index=True
     )
+
+
+METHODS = ("mae", "brainmvp")
+
+
+def _encoder(params: dict, in_channels: int):
+    kwargs = {**params["encoder"]["kwargs"], "in_channels": in_channels}
+    return build_image_encoder(params["encoder"]["name"], **kwargs)
 
 
 def _samples(
@@ -81,15 +94,34 @@ def pretrain_encoder(
     training, config = configs_from_params(
         params["training"], PretrainingConfig, seed, "pretraining.training"
     )
-    encoder = build_image_encoder(params["encoder"]["name"], **params["encoder"]["kwargs"])
-    model = MaskedAutoencoder(encoder)
+    channels = stack_channels(volumes)
+    method = params["method"]
+    if method == "mae":
+        encoder = _encoder(params, channels)
+        model, task_type = MaskedAutoencoder(encoder), MaskedAutoencoderTask
+    elif method == "brainmvp":
+        config = BrainMVPConfig(
+            batch_size=config.batch_size,
+            lr=config.lr,
+            masked_only_loss=config.masked_only_loss,
+            **params["brainmvp"],
+        )
+        encoder = _encoder(params, 1)  # one sequence at a time
+        model = BrainMVP(encoder, channels, params["patch_size"], config.projection_dim)
+        task_type = BrainMVPTask
+    else:
+        raise ValueError(f"pretraining.method must be one of {METHODS}, got {method!r}")
     position = encoder.position_channels
     train_set = _samples(volumes, train_ids, params, seed, position)
     val_set = None
     if held_out:
         val_set = _samples(volumes, held_out, params, seed + 7, position, augment=False)
-    model, history = train_masked_autoencoder(model, train_set, val_set, training, config)
-    summary = {"n_train_volumes": len(train_ids), "n_held_out_volumes": len(held_out)}
+    model, history = pretrain(task_type, model, train_set, val_set, training, config)
+    summary = {
+        "method": method,
+        "n_train_volumes": len(train_ids),
+        "n_held_out_volumes": len(held_out),
+    }
     if val_set is not None:  # the loop validates at its last step
         final = history.iloc[-1]
         summary["reconstruction_loss"] = float(final["val_reconstruction_loss"])
@@ -123,8 +155,12 @@ def plot_reconstructions(
     generator = torch.Generator().manual_seed(seed)
     figure = Figure(figsize=(7.5, 2.6 * len(held_out)))
     axes = figure.subplots(len(held_out), 3, squeeze=False)
+    shown = model.encoder.in_channels
     for row in range(len(samples)):
         image = samples[row]["image"][None]
+        # A single-sequence (BrainMVP) encoder is shown the stack's reference sequence.
+        channels = samples[row]["target"].shape[0]
+        image = torch.cat([image[:, :shown], image[:, channels:]], dim=1)
         mask = block_mask(
             tuple(image.shape[2:]),
             1,
