@@ -8,14 +8,14 @@ import pytest
 
 from mriclip.datasets import ScanStore
 from mriclip.imaging.collection import ScanSource, preprocess_collection
-from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
+from mriclip.imaging.preprocessing import preprocess_scan
 from mriclip.imaging.validation import build_nifti_catalog
 from mriclip.pipelines.data_engineering.nodes import scan_files, select_input
-from tests.conftest import _loaded, make_raw_cohort
+from tests.conftest import _loaded, make_raw_cohort, preprocessing_config
 
 COLUMNS = {"scan_id": "scan_id", "patient_id": "patient_id"}
 SEQUENCES = ["t1", "t2"]
-CONFIG = PreprocessingConfig(target_spacing=(4.0, 4.0, 4.0), target_shape=(24, 24, 24))
+CONFIG = preprocessing_config(target_spacing=(4.0, 4.0, 4.0), target_shape=(24, 24, 24))
 
 
 @pytest.fixture
