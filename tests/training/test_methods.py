@@ -75,7 +75,7 @@ def micro_batches(name: str, same_length: bool = False) -> list[dict]:
         length = 7 if same_length else 5 + 2 * index
         input_ids = torch.randint(1, 30522, (MICRO_BATCH, length), generator=generator)
         attention_mask = torch.ones_like(input_ids)
-        attention_mask[0, length - 2 :] = 0
+        attention_mask[0, length - 1 - index :] = 0  # micro-batches differ in real tokens
         image = torch.randn(MICRO_BATCH, 1, SIDE, SIDE, SIDE, generator=generator).double()
         if name == "flip":  # what the training items carry
             image = image * ~block_mask((SIDE,) * 3, MICRO_BATCH, 2, 0.5, generator)
@@ -200,6 +200,21 @@ def test_caption_losses_are_next_token_cross_entropies_over_real_tokens():
     changed = ids.clone()
     changed[:, 5] = (changed[:, 5] + 1) % 50
     torch.testing.assert_close(decoder(features, changed)[:, :5], decoder(features, ids)[:, :5])
+
+
+def test_the_caption_term_is_the_token_mean_over_the_whole_step():
+    model, clip, terms = tiny_setup("coca", dropout=0.0, norm="instance")
+    batches = micro_batches("coca", same_length=True)
+    rows = torch.cat([terms["caption"].encode(batch, torch.device("cpu")) for batch in batches])
+    ids = torch.cat([batch["input_ids"] for batch in batches])
+    mask = torch.cat([batch["attention_mask"] for batch in batches])
+    features = clip.image_encoder.forward_features(torch.cat([b["image"] for b in batches]))
+    logits = model["caption_decoder"](features, ids[:, :-1])
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # cross_entropy's ignore_index
+    expected = BASE["coca"]["weight"] * torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets
+    )
+    assert terms["caption"].loss(rows).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_lit_leaves_the_image_tower_bit_identical(tmp_path):
