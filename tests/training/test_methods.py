@@ -196,6 +196,12 @@ def test_caption_losses_are_next_token_cross_entropies_over_real_tokens():
         expected = -sum(logits[sample, t, ids[sample, t + 1]].item() for t in range(n_tokens - 1))
         assert rows[sample, 0].item() == pytest.approx(expected, rel=1e-12)
         assert rows[sample, 1].item() == n_tokens - 1
+    # Untrained, it predicts about uniformly: ln(vocab) a token, not a multiple of it.
+    fresh = CaptionDecoder(64, 30522, 32, width=64, layers=2, heads=4, dropout=0.0)
+    words = torch.randint(0, 30522, (4, 20))
+    fresh_rows = fresh.token_losses(torch.randn(4, 64, 2, 2, 2), words, torch.ones_like(words))
+    per_token = fresh_rows[:, 0].sum() / fresh_rows[:, 1].sum()
+    assert per_token.item() == pytest.approx(math.log(30522), rel=0.05)
     # Causal: a later token does not change the predictions before it.
     changed = ids.clone()
     changed[:, 5] = (changed[:, 5] + 1) % 50

@@ -40,6 +40,10 @@ class CaptionDecoder(nn.Module):
         self.memory = nn.Linear(feature_channels, width)
         self.tokens = nn.Embedding(vocab_size, width)
         self.positions = nn.Embedding(max_length, width)
+        # GPT-2's small init: with nn.Embedding's N(0, 1) the tied output layer starts with
+        # logits of std sqrt(width), a cross entropy several times ln(vocab).
+        for embedding in (self.tokens, self.positions):
+            nn.init.normal_(embedding.weight, std=0.02)
         layer = nn.TransformerDecoderLayer(
             width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
         )
