@@ -18,7 +18,6 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from transformers import BertConfig
 
 from mriclip.models.captioning import CaptionDecoder
 from mriclip.models.clip import ClipModel
@@ -26,12 +25,12 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import clip_model_bundle, create_clip_model, load_clip_model
 from mriclip.models.losses import nt_xent_loss
 from mriclip.models.mae import block_mask
-from mriclip.text.encoder import TextEncoder
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.alignment import train_alignment
 from mriclip.training.folds import FoldInputs, alignment_samples
 from mriclip.training.methods import METHODS
 from tests.conftest import BASE_CONF, alignment_method
+from tests.training import test_accumulation as accumulation_tests
 from tests.training.test_alignment_loop import config, samples, tiny_model
 
 N_MICRO, MICRO_BATCH, SIDE, TOLERANCE = 3, 2, 8, 1e-6
@@ -49,20 +48,7 @@ def method_with(name: str, dropout: float):
 def tiny_setup(name: str, dropout: float, norm: str):
     """A float64 model with the method attached: (model with the method's modules, CLIP
     model, extra terms)."""
-    torch.manual_seed(0)
-    image_encoder = build_image_encoder("resnet", filters=4, levels=3, subunits=1, norm=norm)
-    text_config = BertConfig(
-        vocab_size=30522,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    clip = ClipModel(image_encoder, TextEncoder(max_length=24, config=text_config), 8, "residual",
-                     dropout)  # fmt: skip
+    clip = accumulation_tests.tiny_model(norm=norm, dropout=dropout)  # BERT vocabulary of 100
     modules, terms = method_with(name, dropout).attach(clip)
     model = nn.ModuleDict({"clip": clip, **modules}).double().train()
     return model, clip, terms
@@ -73,7 +59,8 @@ def micro_batches(name: str, same_length: bool = False) -> list[dict]:
     batches = []
     for index in range(N_MICRO):
         length = 7 if same_length else 5 + 2 * index
-        input_ids = torch.randint(1, 30522, (MICRO_BATCH, length), generator=generator)
+        input_ids = torch.randint(1, accumulation_tests.VOCAB, (MICRO_BATCH, length),
+                                  generator=generator)  # fmt: skip
         attention_mask = torch.ones_like(input_ids)
         attention_mask[0, length - 1 - index :] = 0  # micro-batches differ in real tokens
         image = torch.randn(MICRO_BATCH, 1, SIDE, SIDE, SIDE, generator=generator).double()
