@@ -45,7 +45,7 @@ def variants(params: dict) -> dict[str, dict]:
     return {
         "clip": {"method": "clip"},
         "lit": {"method": "lit"},
-        f"clip, {stages // 2} of {stages} image stages frozen": {
+        "half-frozen": {  # clip with the first half of the image stages frozen
             "method": "clip",
             "training": {"freeze_vision_stages": stages // 2},
         },
@@ -88,6 +88,7 @@ def run_variant(changes: dict, steps: int, probe_resamples: int) -> dict:
         zero_shot = catalog.load("zero_shot_metrics")
         retrieval = catalog.load("retrieval_metrics")
         probe = probe_with_interval(catalog, params, probe_resamples)
+    end_tracking_run()
 
     def auc(part: dict, comparison: str) -> tuple[float, list[float]]:
         overall = part[comparison]["overall"]
@@ -103,6 +104,17 @@ def run_variant(changes: dict, steps: int, probe_resamples: int) -> dict:
         "probe AUC": (probe["auc_macro"], probe["auc_macro_ci"]),
         "minutes": seconds / 60,
     }
+
+
+def end_tracking_run() -> None:
+    """With the mlflow extra, kedro-mlflow leaves the session's run active; the next
+    session would log its other parameters into it, which mlflow refuses."""
+    try:
+        import mlflow
+    except ImportError:
+        return
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
 
 
 def cell(value: tuple[float, list[float]]) -> str:
@@ -129,8 +141,10 @@ def main() -> None:
             raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(chosen)}")
         chosen = {name: chosen[name] for name in wanted}
     batch = params["alignment"]["training"]["micro_batch_size"]
+    frozen = variants(params)["half-frozen"]["training"]["freeze_vision_stages"]
     print(
         f"{args.steps} steps of {batch} cubes per method, seed {params['seed']}; "
+        f"half-frozen: the first {frozen} image stages frozen; "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
     )
     columns = ["scan AUC", "scan AUC ablated", "lesion AUC", "lesion AUC ablated",
