@@ -36,6 +36,7 @@ from mriclip.models.factory import create_clip_model, embed_texts
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
+from mriclip.training.methods import AlignmentMethod
 from mriclip.training.samples import AlignmentSamples, LesionPatches
 
 DATA = Path("data")
@@ -119,7 +120,9 @@ def run_variant(variant: dict, steps: int, data: dict, params: dict) -> dict:
     prompts = [f"There is a lesion in the {region} section." for region in REGIONS]
     prompts.append(templates.no_lesion_in_patch[0])
     start = time.perf_counter()
-    model, _ = train_alignment(model, train_set, None, *configs)
+    model, _ = train_alignment(
+        model, train_set, None, *configs, AlignmentMethod.from_params(alignment)
+    )
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from mriclip.training.loop import BatchStream, batch_loader
+from mriclip.training.methods import AlignmentMethod
 
 BASE_CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
@@ -44,6 +45,13 @@ def preprocessing_config(**changes):
 
     parameters = yaml.safe_load((BASE_CONF / "parameters_data_engineering.yml").read_text())
     return PreprocessingConfig(**{**parameters["data_engineering"]["preprocessing"], **changes})
+
+
+def alignment_method(name: str, **changes) -> AlignmentMethod:
+    """conf/base's alignment method parameters with ``method: name``; ``changes`` replace
+    whole entries (e.g. ``flip={...}``)."""
+    parameters = yaml.safe_load((BASE_CONF / "parameters_alignment.yml").read_text())
+    return AlignmentMethod.from_params({**parameters["alignment"], "method": name, **changes})
 
 
 def first_batches(dataset, workers: int, n: int = 8) -> list[dict]:

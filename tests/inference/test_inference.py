@@ -56,7 +56,9 @@ def bundle():
     model = create_clip_model(encoder, {"max_length": 32}, {"embed_dim": 32})
     inference = {"preprocessing": PREPROCESSING, "mode": "patch", "patch_size": 16,
                  "zero_shot": SPEC}  # fmt: skip
-    return clip_model_bundle(model, {"max_length": 32}, {"embed_dim": 32}, inference)
+    return clip_model_bundle(
+        model, {"max_length": 32}, {"embed_dim": 32}, {"name": "clip"}, inference
+    )
 
 
 @pytest.fixture(scope="module")

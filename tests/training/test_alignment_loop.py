@@ -13,7 +13,7 @@ from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
 from mriclip.training.loop import NonFiniteLossError
 from mriclip.training.samples import AlignmentSamples
-from tests.conftest import crashing_in_epoch, training_params
+from tests.conftest import alignment_method, crashing_in_epoch, training_params
 
 REGIONS = ["frontal", "parietal", "temporal", "occipital", "cerebellar"]
 
@@ -50,8 +50,8 @@ def samples(seed: int = 0, n: int = 8, kind=AlignmentSamples, **extra) -> Alignm
     return kind(scans, volumes, empty, SentenceTemplates(), mode="volume", seed=seed, **extra)
 
 
-def config(folder, **changes):
-    """(TrainingConfig, AlignmentConfig): conf/base's with these changes."""
+def config(folder, method: str = "clip", **changes):
+    """(TrainingConfig, AlignmentConfig, AlignmentMethod): conf/base's with these changes."""
     base = {
         "steps": 4,
         "micro_batch_size": 2,
@@ -66,7 +66,8 @@ def config(folder, **changes):
         "lr_heads": 1e-2,
     }
     params = training_params("alignment", **{**base, **changes})
-    return configs_from_params(params, AlignmentConfig, 0, "alignment.training")
+    training, task = configs_from_params(params, AlignmentConfig, 0, "alignment.training")
+    return training, task, alignment_method(method)
 
 
 def augmentation():
@@ -115,7 +116,7 @@ def test_validation_rows_and_best_model_is_kept(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["val_loss"] == pytest.approx(validated["val_loss"].min())
     for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(tensor, best["model"][name], msg=name)
+        torch.testing.assert_close(tensor, best["model"][f"clip.{name}"], msg=name)
     assert history["lr_vision"].iloc[0] == pytest.approx(1e-2)  # warm-up of 1 step
     assert (history["temperature"] > 0).all()
 

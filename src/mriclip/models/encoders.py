@@ -8,6 +8,7 @@ Every encoder shares one interface (:class:`ImageEncoder`):
   (``pooling``: mean, max, or both concatenated);
 - ``map_channels``, ``feature_dim`` and ``downsample_factor`` attributes;
 - ``stages()``: the encoder's stages from input to output, for freezing the first ``k`` of them;
+- ``lock()``: freeze it whole and keep it in eval mode (LiT);
 - ``position_channels``: whether the input carries, after its ``in_channels`` image channels,
   three channels with each voxel's grid coordinates (``input_channels`` counts both).
 
@@ -76,9 +77,20 @@ class ImageEncoder(nn.Module):
         self.input_channels = in_channels + (POSITION_CHANNELS if position_channels else 0)
         # build_image_encoder fills this so a trained encoder can be saved and rebuilt.
         self.build_config: dict = {}
+        self.locked = False
 
     def stages(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def lock(self) -> None:
+        """Freeze every parameter and stay in eval mode (LiT's locked image tower): its
+        normalisation statistics and dropout then stay as pretraining left them."""
+        self.requires_grad_(False)
+        self.locked = True
+        self.eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        return super().train(mode and not self.locked)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

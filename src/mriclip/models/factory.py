@@ -54,15 +54,22 @@ def create_clip_model(
 
 
 def clip_model_bundle(
-    model: ClipModel, text_params: Mapping, clip_params: Mapping, inference: Mapping | None = None
+    model: ClipModel,
+    text_params: Mapping,
+    clip_params: Mapping,
+    method: Mapping,
+    inference: Mapping | None = None,
 ) -> dict:
-    """Configs and weights as plain values and tensors; ``inference`` (plain data: the
-    preprocessing settings, patch size, zero-shot targets) travels with them."""
+    """Configs and weights as plain values and tensors; ``method`` records how it was trained
+    (``AlignmentMethod.settings()``: the method's extra heads are not part of the model);
+    ``inference`` (plain data: the preprocessing settings, patch size, zero-shot targets)
+    travels with them."""
     bundle = {
         "config": {
             "image_encoder": dict(model.image_encoder.build_config),
             "text_encoder": dict(text_params),
             "clip": dict(clip_params),
+            "method": dict(method),
         },
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }

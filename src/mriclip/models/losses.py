@@ -14,7 +14,7 @@ from collections.abc import Collection, Hashable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clip_loss", "positive_mask_from_keys", "siglip_loss"]
+__all__ = ["clip_loss", "nt_xent_loss", "positive_mask_from_keys", "siglip_loss"]
 
 
 def clip_loss(
@@ -64,6 +64,21 @@ def siglip_loss(
         positive_mask = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
     signs = positive_mask.to(logits.dtype) * 2 - 1
     return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
+
+
+def nt_xent_loss(view_a: torch.Tensor, view_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent over N pairs of L2-normalised view embeddings.
+
+    Each of the 2N views has its other view as the positive and the other 2N - 2 views as
+    negatives (itself excluded); the loss is the mean cross entropy over all 2N views.
+    """
+    views = torch.cat([view_a, view_b])
+    n = view_a.shape[0]
+    logits = views @ views.T / temperature
+    itself = torch.eye(2 * n, dtype=torch.bool, device=views.device)
+    logits = logits.masked_fill(itself, float("-inf"))
+    partners = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(views.device)
+    return F.cross_entropy(logits, partners)
 
 
 def positive_mask_from_keys(

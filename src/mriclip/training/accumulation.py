@@ -25,6 +25,12 @@ with dropout the re-forward differs from the cached forward and encoder gradient
 exact) and backpropagate the full loss once per micro-batch, giving the temperature N times its
 gradient. The tests in ``tests/training/test_accumulation.py`` show both effects.
 
+Extra loss terms (SLIP's SimCLR term, CoCa's captioning loss; :class:`ExtraTerm`) take part
+like a third and fourth tower: their per-sample outputs are cached, the loss over all N*B
+samples is computed once beside the contrastive one, and each micro-batch is re-forwarded
+under its recorded RNG state, so their gradients are exact too. Each term runs its own forward
+(after the towers', in a fixed order, as a plain step runs them).
+
 Gradients are accumulated into ``.grad`` (call ``optimizer.zero_grad()`` before, step after).
 Single process: gathering embeddings across ranks and reducing gradients for multi-GPU
 training are not handled here (the towers are called directly, bypassing a DDP wrapper).
@@ -34,13 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from mriclip.models.clip import ClipModel
 from mriclip.models.losses import positive_mask_from_keys
 
-__all__ = ["LossFn", "MicroBatch", "accumulated_step"]
+__all__ = ["ExtraTerm", "LossFn", "MicroBatch", "accumulated_step"]
 
 MicroBatch = Mapping[str, object]
 """``{"image": (B, 1, D, H, W), "input_ids": (B, L), "attention_mask": (B, L)}`` and optionally
@@ -54,11 +61,28 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tenso
 """``(image_emb, text_emb, positive_mask) -> scalar loss``; must use the model's temperature."""
 
 
+@dataclass(frozen=True)
+class ExtraTerm:
+    """A loss term added to the contrastive one, computed over all N*B samples of the step.
+
+    Args:
+        encode: ``(micro_batch, device) -> (B, ...)`` per-sample outputs with autograd (e.g.
+            the embeddings of two augmented views); randomness in it (dropout) is replayed.
+        loss: the outputs of all N*B samples, concatenated, ``-> scalar``; it must depend on a
+            sample only through that sample's outputs (as the contrastive loss does on its
+            embeddings).
+    """
+
+    encode: Callable[[MicroBatch, torch.device], torch.Tensor]
+    loss: Callable[[torch.Tensor], torch.Tensor]
+
+
 def accumulated_step(
     model: ClipModel,
     micro_batches: Sequence[MicroBatch],
     loss_fn: LossFn | None = None,
     autocast_dtype: torch.dtype | None = None,
+    extra_terms: Mapping[str, ExtraTerm] | None = None,
 ) -> float:
     """Accumulate into ``.grad`` the gradient of the contrastive loss over all micro-batches.
 
@@ -71,41 +95,55 @@ def accumulated_step(
         loss_fn: defaults to ``model.contrastive_loss``.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the forwards under autocast on the
             model's device; the loss itself is computed in at least float32.
+        extra_terms: named terms added to the loss, forwarded after the towers in this order.
 
     Returns:
-        The loss over all N*B pairs. With N = 1 this is a plain forward and backward.
+        The loss over all N*B pairs (extra terms included). With N = 1 this is a plain
+        forward and backward.
     """
     if not micro_batches:
         raise ValueError("accumulated_step needs at least one micro-batch")
     loss_fn = loss_fn or model.contrastive_loss
+    extra_terms = dict(extra_terms or {})
+    if set(extra_terms) & set(TOWERS):
+        raise ValueError(f"extra loss terms cannot be named like a tower {TOWERS}")
+    towers = (*TOWERS, *extra_terms)
     device = next(model.parameters()).device
     positive_mask = _positive_mask(micro_batches, device)
 
+    def encode(tower: str, batch: MicroBatch) -> torch.Tensor:
+        if tower in extra_terms:
+            with torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None):
+                return extra_terms[tower].encode(batch, device)
+        return _encode(model, tower, batch, device, autocast_dtype)
+
     *replayed, last = micro_batches
     rng_states: list[dict[str, dict[str, torch.Tensor]]] = []
-    cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in TOWERS}
+    cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in towers}
     with torch.no_grad():
         for batch in replayed:
             states = {}
-            for tower in TOWERS:
+            for tower in towers:
                 states[tower] = _capture_rng(device)
-                cache[tower].append(_encode(model, tower, batch, device, autocast_dtype))
+                cache[tower].append(encode(tower, batch))
             rng_states.append(states)
     # The last micro-batch keeps its graph, so it needs no second forward (with N = 1 this is
     # a plain step). Its activations are alive only until its backward, as in a plain step.
-    kept = {tower: _encode(model, tower, last, device, autocast_dtype) for tower in TOWERS}
+    kept = {tower: encode(tower, last) for tower in towers}
 
     embeddings = {
         tower: _loss_precision(torch.cat([*cache[tower], kept[tower].detach()])).requires_grad_()
-        for tower in TOWERS
+        for tower in towers
     }
     loss = loss_fn(embeddings["image"], embeddings["text"], positive_mask)
+    for name, term in extra_terms.items():
+        loss = loss + term.loss(embeddings[name])
     loss.backward()
     sizes = [len(chunk) for chunk in cache["image"]] + [len(kept["image"])]
     # A loss that ignores a tower leaves it without gradient: that tower is not re-forwarded.
     grads = {
         tower: embeddings[tower].grad.split(sizes)
-        for tower in TOWERS
+        for tower in towers
         if embeddings[tower].grad is not None
     }
     for tower in grads:
@@ -118,7 +156,7 @@ def accumulated_step(
         # backpropagated on its own: only one tower's activations are alive at a time.
         for tower in grads:
             with _replayed_rng(rng_states[index][tower], device):
-                embedding = _encode(model, tower, batch, device, autocast_dtype)
+                embedding = encode(tower, batch)
             embedding.backward(grads[tower][index].to(embedding.dtype))
     with torch.no_grad():
         for buffer, saved in buffers_after_first_pass:

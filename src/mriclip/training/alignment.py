@@ -1,6 +1,7 @@
 """CLIP alignment as a task of the training loop (:mod:`mriclip.training.engine`): vision,
-text and head learning rates, freezing and locking, gradient-exact embedding accumulation,
-label-aware targets, the clamped logit scale, and validation on groups of N·B pairs."""
+text and head learning rates, freezing and locking, the alignment method's extra terms
+(:mod:`mriclip.training.methods`), gradient-exact embedding accumulation, label-aware targets,
+the clamped logit scale, and validation on groups of N·B pairs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from mriclip.models.clip import ClipModel
@@ -16,6 +18,7 @@ from mriclip.models.losses import positive_mask_from_keys
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.engine import Task, TrainingConfig, train
 from mriclip.training.loop import freeze_stages, load_batch
+from mriclip.training.methods import AlignmentMethod
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ def to_micro_batch(
         "input_ids": tokens["input_ids"].to(device),
         "attention_mask": tokens["attention_mask"].to(device),
     }
+    if "views" in batch:  # SLIP's two augmented views of each cube
+        micro_batch["views"] = batch["views"].to(device, non_blocking=True)
     if positive_key is not None:
         micro_batch["key"] = batch["key"] if positive_key == "regions" else batch["content"]
     return micro_batch
@@ -86,7 +91,10 @@ def validation_loss(
 
 class AlignmentTask(Task):
     """``validate`` may compute extra validation metrics (e.g. zero-shot AUC), logged as
-    ``val_<name>`` beside ``val_loss``."""
+    ``val_<name>`` beside ``val_loss``.
+
+    The loop trains ``model``: the CLIP model under ``"clip"`` beside the method's own modules
+    (SLIP's projection head, CoCa's decoder), which the saved CLIP model leaves out."""
 
     name = "alignment"
 
@@ -94,50 +102,55 @@ class AlignmentTask(Task):
         self,
         model: ClipModel,
         config: AlignmentConfig,
+        method: AlignmentMethod,
         validate: Callable[[ClipModel], dict] | None = None,
     ) -> None:
         freeze_stages(model.image_encoder.stages(), config.freeze_vision_stages, "vision")
         text_stages = model.text_encoder.stages()
         if freeze_stages(text_stages, config.freeze_text_stages, "text") == len(text_stages):
             model.text_encoder.lock()
-        self.model, self.config, self.extra_validation = model, config, validate
+        modules, self.extra_terms = method.attach(model)
+        self.clip, self.model = model, nn.ModuleDict({"clip": model, **modules})
+        self.config, self.method, self.extra_validation = config, method, validate
         self.batch_size, self.batches_per_step = config.micro_batch_size, config.accumulation_steps
         self.keep_best = "val_loss" if config.keep == "best" else None
 
     def settings(self) -> dict:
-        return asdict(self.config)
+        return {**asdict(self.config), "method": self.method.settings()}
 
     def param_groups(self) -> dict:
         heads = [
             (name, parameter)
             for name, parameter in self.model.named_parameters()
-            if not name.startswith(("image_encoder.", "text_encoder."))
+            if not name.startswith(("clip.image_encoder.", "clip.text_encoder."))
         ]
         return {
-            "vision": (self.model.image_encoder, self.config.lr_vision),
-            "text": (self.model.text_encoder, self.config.lr_text),
+            "vision": (self.clip.image_encoder, self.config.lr_vision),
+            "text": (self.clip.text_encoder, self.config.lr_text),
             "heads": (heads, self.config.lr_heads),
         }
 
     def on_device(self, device: torch.device) -> None:
         if self.config.channels_last and device.type == "cuda":
-            self.model.image_encoder.to(memory_format=torch.channels_last_3d)
+            self.clip.image_encoder.to(memory_format=torch.channels_last_3d)
 
     def train_step(self, batches: list[dict], device: torch.device, cast) -> float:
         micro_batches = [
-            to_micro_batch(self.model, batch, device, self.config.positive_key) for batch in batches
+            to_micro_batch(self.clip, batch, device, self.config.positive_key) for batch in batches
         ]
-        return accumulated_step(self.model, micro_batches, autocast_dtype=cast)
+        return accumulated_step(
+            self.clip, micro_batches, autocast_dtype=cast, extra_terms=self.extra_terms
+        )
 
     def after_step(self) -> dict:
-        self.model.clamp_logit_scale_()
-        logit_scale = float(self.model.logit_scale.detach())
+        self.clip.clamp_logit_scale_()
+        logit_scale = float(self.clip.logit_scale.detach())
         return {"logit_scale": logit_scale, "temperature": 1.0 / logit_scale}
 
     def validate(self, val_set: Dataset, device: torch.device) -> dict:
-        row = {"val_loss": validation_loss(self.model, val_set, self.config, device)}
+        row = {"val_loss": validation_loss(self.clip, val_set, self.config, device)}
         if self.extra_validation is not None:
-            row.update({f"val_{k}": v for k, v in self.extra_validation(self.model).items()})
+            row.update({f"val_{k}": v for k, v in self.extra_validation(self.clip).items()})
         return row
 
 
@@ -147,10 +160,11 @@ def train_alignment(
     val_set: Dataset | None,
     training: TrainingConfig,
     config: AlignmentConfig,
+    method: AlignmentMethod,
     validate: Callable[[ClipModel], dict] | None = None,
     on_validation: Callable[[dict], None] | None = None,
 ) -> tuple[ClipModel, pd.DataFrame]:
-    """Train ``model`` in place; returns the kept model (best or last, on the CPU) and the
-    history (see :func:`mriclip.training.engine.train`)."""
-    task = AlignmentTask(model, config, validate)
+    """Train ``model`` in place with ``method``; returns the kept model (best or last, on the
+    CPU) and the history (see :func:`mriclip.training.engine.train`)."""
+    task = AlignmentTask(model, config, method, validate)
     return model, train(task, train_set, val_set, training, on_validation)

@@ -17,6 +17,7 @@ from mriclip.models.factory import create_clip_model, embed_texts, initial_image
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
+from mriclip.training.methods import AlignmentMethod
 from mriclip.training.runtime import seed_everything
 from mriclip.training.samples import AlignmentSamples, stack_channels
 
@@ -91,7 +92,10 @@ def alignment_samples(
     seed: int,
     training: bool,
     position_channels: bool,
+    method: AlignmentMethod,
 ) -> AlignmentSamples:
+    """Training items carry what the alignment method adds (FLIP's dropped blocks, SLIP's
+    views); validation items are plain."""
     augment = None
     augmentation = AugmentationConfig(**params["augmentation"])
     if training and augmentation.active:
@@ -113,6 +117,7 @@ def alignment_samples(
         patch_columns=params["patch_columns"],
         matched_fraction=params["matched_fraction"],
         position_channels=position_channels,
+        **(method.training_items(seed) if training else {}),
     )
 
 
@@ -142,6 +147,12 @@ def train_on_fold(
     training, config = configs_from_params(
         params["training"], AlignmentConfig, seed, "alignment.training"
     )
+    method = AlignmentMethod.from_params(params)
+    if method.name == "lit" and params["image_init"] == "random":
+        raise ValueError(
+            "alignment.method lit locks the image tower, which alignment.image_init: random "
+            "leaves untrained; use pretrained or a checkpoint path"
+        )
     seed_everything(seed)  # heads and temperature start the same for the same seed
     train_scans, val_scans = training_and_validation_scans(
         inputs.scan_sentences, inputs.splits, params["fold"]
@@ -160,10 +171,12 @@ def train_on_fold(
         stack_channels(inputs.preprocessed_volumes),
     )
     position = encoder.position_channels
-    train_set = alignment_samples(train_scans, inputs, params, seed, True, position)
+    train_set = alignment_samples(train_scans, inputs, params, seed, True, position, method)
     val_set = validate = None
     if len(val_scans) > 1:
-        val_set = alignment_samples(val_scans, inputs, params, seed + 1, False, position)
+        val_set = alignment_samples(val_scans, inputs, params, seed + 1, False, position, method)
         validate = validation_metrics(val_set, inputs.region_prompts, inputs.regions)
     model = create_clip_model(encoder, params["text_encoder"], params["clip"])
-    return train_alignment(model, train_set, val_set, training, config, validate, on_validation)
+    return train_alignment(
+        model, train_set, val_set, training, config, method, validate, on_validation
+    )

@@ -24,6 +24,7 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
 from mriclip.imaging.position import with_position
+from mriclip.models.mae import apply_mask, block_mask
 from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
 from mriclip.training.loop import ItemKey, item_rng
 
@@ -156,6 +157,12 @@ class AlignmentSamples(Dataset):
     channels (:mod:`mriclip.imaging.position`), after augmentation: they say where the cube was
     cut, which augmentation does not change.
 
+    Alignment methods (:mod:`mriclip.training.methods`) add to training items:
+    ``drop_blocks=(ratio, block_size)`` zeroes that fraction of the image's ``block_size``³
+    blocks (FLIP; position channels kept); ``views`` (an augmentation) adds ``"views"``, two
+    augmentations of the cube, ``(2, C, D, H, W)`` (SLIP). Both draw from the item's own
+    generator after everything else, so the cube and sentence are those of a plain item.
+
     Indexed by an ``(epoch, index)`` key or a plain index (epoch 0, what validation reads):
     the same key always gives the same item.
     """
@@ -178,6 +185,8 @@ class AlignmentSamples(Dataset):
         patch_columns: Sequence[str] = (),
         matched_fraction: float = 0.8,
         position_channels: bool = False,
+        drop_blocks: tuple[float, int] | None = None,
+        views: Callable[[dict], dict] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"alignment.mode must be one of {MODES}, got {mode!r}")
@@ -209,6 +218,7 @@ class AlignmentSamples(Dataset):
         self.patch_columns = tuple(patch_columns)
         self.matched_fraction = matched_fraction
         self.position_channels = position_channels
+        self.drop_blocks, self.views = drop_blocks, views
         self.seed = seed
         self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
@@ -280,7 +290,7 @@ class AlignmentSamples(Dataset):
         else:
             start, image = (0, 0, 0), np.array(volume, dtype=np.float32)  # writable copy
             regions = scan_lesion_regions(row)
-        tensor = with_channels(image)
+        raw = tensor = with_channels(image)
         if self.augment is not None:
             self.augment.set_random_state(int(rng.integers(2**31)))
             tensor = plain_tensor(self.augment({"image": tensor})["image"])
@@ -296,13 +306,25 @@ class AlignmentSamples(Dataset):
         else:
             sentence = describe_scan(record, regions, self.templates, paraphrase)
             content = describe_scan(record, sorted(regions), self.templates)
-        return {
+        item = {
             "image": tensor.float(),
             "sentence": sentence,
             "key": ";".join(sorted(set(regions))),
             "content": content,
             "scan_id": scan_id,
         }
+        if self.drop_blocks is not None:
+            ratio, block_size = self.drop_blocks
+            generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+            dropped = block_mask(raw.shape[1:], 1, block_size, ratio, generator)
+            item["image"] = apply_mask(item["image"][None], dropped, image_channels=len(raw))[0]
+        if self.views is not None:
+            self.views.set_random_state(int(rng.integers(2**31)))
+            views = [plain_tensor(self.views({"image": raw})["image"]) for _ in range(2)]
+            if self.position_channels:
+                views = [with_position(view, start, volume.shape) for view in views]
+            item["views"] = torch.stack(views).float()
+        return item
 
 
 def scan_lesion_regions(row: Mapping) -> list[str]:

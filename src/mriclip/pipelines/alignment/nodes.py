@@ -7,6 +7,7 @@ import pandas as pd
 from mriclip.evaluation.prompts import zero_shot_spec
 from mriclip.models.factory import clip_model_bundle
 from mriclip.training.folds import FoldInputs, train_on_fold
+from mriclip.training.methods import AlignmentMethod
 
 
 def train_clip_model(
@@ -28,5 +29,6 @@ def train_clip_model(
         "patch_size": params["patch_size"],
         "zero_shot": zero_shot_spec(data.regions, data.sentences, evaluation, training_rows),
     }
-    bundle = clip_model_bundle(model, params["text_encoder"], params["clip"], inference)
+    method = AlignmentMethod.from_params(params).settings()
+    bundle = clip_model_bundle(model, params["text_encoder"], params["clip"], method, inference)
     return bundle, history

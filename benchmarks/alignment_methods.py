@@ -1,0 +1,161 @@
+"""Seed 002's comparison of alignment methods, on the phantom: the same budget per method.
+
+For each method (clip, lit, partial freezing of half the image stages, flip, slip, coca) runs
+the project's ``alignment`` pipeline with ``alignment.method`` (and the given steps), then the
+``evaluation`` pipeline's embedding and metric nodes, in this project's data/ (after
+``kedro run --pipeline demo_data``, ``data_engineering`` and ``pretraining``; each run writes
+new versions of clip_model and the metrics). It prints, with the evaluation's patient-level
+bootstrap intervals:
+
+- scan-level zero-shot region AUC (macro) of the model and of its lesion-ablated control
+  (the same scans with their lesions removed: what the model reads besides the lesion);
+- lesion-level zero-shot region AUC (the paper's cubes) and its lesion-ablated control;
+- lesion-level retrieval MRR of the region prompts;
+- a linear probe's macro AUC on the frozen image embeddings (at the evaluation's primary
+  level; its interval resamples test patients around the one fitted probe).
+
+    python benchmarks/alignment_methods.py [--steps 300] [--methods clip,lit,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from mriclip.evaluation.baselines import linear_probe
+from mriclip.evaluation.bootstrap import with_bootstrap_intervals
+from mriclip.evaluation.embedding import label_matrix
+from mriclip.models.encoders import build_image_encoder
+from mriclip.pipelines.evaluation.nodes import _matrix, _patients, _select
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def variants(params: dict) -> dict[str, dict]:
+    """Name -> ``alignment`` parameter changes."""
+    encoder = params["alignment"]["image_encoder"]
+    stages = len(build_image_encoder(encoder["name"], **encoder["kwargs"]).stages())
+    return {
+        "clip": {"method": "clip"},
+        "lit": {"method": "lit"},
+        "half-frozen": {  # clip with the first half of the image stages frozen
+            "method": "clip",
+            "training": {"freeze_vision_stages": stages // 2},
+        },
+        "flip": {"method": "flip"},
+        "slip": {"method": "slip"},
+        "coca": {"method": "coca"},
+    }
+
+
+def probe_with_interval(catalog, params: dict, resamples: int) -> dict:
+    """The evaluation's linear probe, fitted once; test patients resampled around it."""
+    evaluation, regions, seed = params["evaluation"], params["regions"], params["seed"]
+    level = evaluation["primary_level"]
+    train = _select(catalog.load("train_embeddings"), level=level)
+    test = _select(catalog.load("test_embeddings"), level=level)
+    train_x, train_y = _matrix(train, "image"), label_matrix(train["key"], regions)
+    test_x, test_y = _matrix(test, "image"), label_matrix(test["key"], regions)
+    patients = test["scan_id"].map(_patients(catalog.load("scan_sentences")))
+
+    def metric(indices: np.ndarray) -> dict:
+        return linear_probe(
+            train_x, train_y, test_x[indices], test_y[indices], regions,
+            evaluation["probe_C"], seed,
+        )["overall"]  # fmt: skip
+
+    return with_bootstrap_intervals(
+        metric, patients.tolist(), resamples, evaluation["bootstrap"]["confidence"], seed
+    )
+
+
+def run_variant(changes: dict, steps: int, probe_resamples: int) -> dict:
+    training = {"steps": steps, "warmup_steps": max(1, steps // 10), **changes.get("training", {})}
+    alignment = {**changes, "training": training}
+    start = time.perf_counter()
+    with KedroSession.create(project_path=PROJECT, runtime_params={"alignment": alignment}) as s:
+        s.run(pipeline_names=["alignment", "evaluation"], tags=["gpu", "metrics"])
+        seconds = time.perf_counter() - start
+        context = s.load_context()
+        catalog, params = context.catalog, context.params
+        zero_shot = catalog.load("zero_shot_metrics")
+        retrieval = catalog.load("retrieval_metrics")
+        probe = probe_with_interval(catalog, params, probe_resamples)
+    end_tracking_run()
+
+    def auc(part: dict, comparison: str) -> tuple[float, list[float]]:
+        overall = part[comparison]["overall"]
+        return overall["auc_macro"], overall["auc_macro_ci"]
+
+    lesion_retrieval = retrieval["lesion_level"]["model"]["overall"]
+    return {
+        "scan AUC": auc(zero_shot["scan_level"], "model"),
+        "scan AUC ablated": auc(zero_shot["scan_level"], "lesion_ablated"),
+        "lesion AUC": auc(zero_shot["lesion_level"], "model"),
+        "lesion AUC ablated": auc(zero_shot["lesion_level"], "lesion_ablated"),
+        "lesion MRR": (lesion_retrieval["mrr"], lesion_retrieval["mrr_ci"]),
+        "probe AUC": (probe["auc_macro"], probe["auc_macro_ci"]),
+        "minutes": seconds / 60,
+    }
+
+
+def end_tracking_run() -> None:
+    """With the mlflow extra, kedro-mlflow leaves the session's run active; the next
+    session would log its other parameters into it, which mlflow refuses."""
+    try:
+        import mlflow
+    except ImportError:
+        return
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def cell(value: tuple[float, list[float]]) -> str:
+    point, (low, high) = value
+    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="alignment steps per method")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the names")
+    parser.add_argument(
+        "--probe-resamples", type=int, default=200, help="bootstrap resamples of the probe"
+    )
+    args = parser.parse_args()
+    bootstrap_project(PROJECT)
+    with KedroSession.create(project_path=PROJECT) as session:
+        params = session.load_context().params
+    chosen = variants(params)
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = set(wanted) - set(chosen)
+        if unknown:
+            raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(chosen)}")
+        chosen = {name: chosen[name] for name in wanted}
+    batch = params["alignment"]["training"]["micro_batch_size"]
+    frozen = variants(params)["half-frozen"]["training"]["freeze_vision_stages"]
+    print(
+        f"{args.steps} steps of {batch} cubes per method, seed {params['seed']}; "
+        f"half-frozen: the first {frozen} image stages frozen; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
+    )
+    columns = ["scan AUC", "scan AUC ablated", "lesion AUC", "lesion AUC ablated",
+               "lesion MRR", "probe AUC"]  # fmt: skip
+    print("| method | " + " | ".join(columns) + " | minutes |")
+    print("|---" * (len(columns) + 2) + "|")
+    for name, changes in chosen.items():
+        result = run_variant(changes, args.steps, args.probe_resamples)
+        cells = " | ".join(cell(result[column]) for column in columns)
+        print(f"| {name} | {cells} | {result['minutes']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

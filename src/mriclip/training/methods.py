@@ -1,0 +1,178 @@
+"""Seed 002's alignment methods beside plain CLIP (``alignment.method``):
+
+- ``clip``: the two towers and the contrastive loss;
+- ``lit``: the pretrained image tower locked (eval mode, no gradient): only the text tower
+  (as ``freeze_text_stages`` allows) and the heads learn;
+- ``flip``: a fraction of the image's blocks dropped from every training item (its voxels
+  zeroed: the encoders are convolutional or windowed and need the whole grid, so a dropped
+  block is blanked rather than removed); evaluation sees whole images;
+- ``slip``: plus SimCLR's NT-Xent term between two augmented views of each training cube,
+  through the image encoder and a projection head of its own;
+- ``coca``: plus a captioning loss: a small transformer decoder predicts the sentence from the
+  image's feature map (:class:`mriclip.models.captioning.CaptionDecoder`).
+
+The extra terms take part in the accumulated step (:class:`ExtraTerm`), so accumulation stays
+gradient-exact. Partial freezing (``freeze_vision_stages``, ``freeze_text_stages``) applies to
+every method. Validation loss and evaluation use the contrastive model alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
+from mriclip.models.captioning import CaptionDecoder
+from mriclip.models.clip import ClipModel
+from mriclip.models.heads import ResidualProjectionHead
+from mriclip.models.losses import nt_xent_loss
+from mriclip.training.accumulation import ExtraTerm, MicroBatch
+
+METHODS = ("clip", "lit", "flip", "slip", "coca")
+
+
+@dataclass(frozen=True)
+class FlipConfig:
+    mask_ratio: float  # fraction of the block_size³ blocks dropped from each training image
+    block_size: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"alignment.flip.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.block_size < 1:
+            raise ValueError(f"alignment.flip.block_size must be >= 1, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class SlipConfig:
+    weight: float  # of the SimCLR term beside the contrastive loss
+    temperature: float
+    projection_dim: int
+    dropout: float  # in the projection head
+    augmentation: Mapping  # AugmentationConfig fields: how the two views are drawn
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or self.temperature <= 0:
+            raise ValueError(
+                "alignment.slip needs weight >= 0 and temperature > 0, got "
+                f"{self.weight} and {self.temperature}"
+            )
+        if not AugmentationConfig(**self.augmentation).active:
+            raise ValueError(
+                "alignment.slip.augmentation has every probability at 0: the two views would "
+                "be the same image"
+            )
+
+
+@dataclass(frozen=True)
+class CocaConfig:
+    weight: float  # of the captioning loss beside the contrastive loss
+    width: int
+    layers: int
+    heads: int
+    dropout: float
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"alignment.coca.weight must be >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class AlignmentMethod:
+    """``alignment.method`` with every method's parameters (conf/base has them all)."""
+
+    name: str
+    flip: FlipConfig
+    slip: SlipConfig
+    coca: CocaConfig
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ValueError(f"alignment.method must be one of {METHODS}, got {self.name!r}")
+
+    @classmethod
+    def from_params(cls, alignment: Mapping) -> AlignmentMethod:
+        """From the ``alignment`` parameters (``method``, ``flip``, ``slip``, ``coca``)."""
+        return cls(
+            alignment["method"],
+            FlipConfig(**alignment["flip"]),
+            SlipConfig(**alignment["slip"]),
+            CocaConfig(**alignment["coca"]),
+        )
+
+    def settings(self) -> dict:
+        """The method and its own parameters (what checkpoints and the saved model record)."""
+        own = getattr(self, self.name, None)
+        return {"name": self.name, **(asdict(own) if own is not None else {})}
+
+    def training_items(self, seed: int) -> dict:
+        """``AlignmentSamples`` keywords for the training items: FLIP's dropped blocks,
+        SLIP's two views (drawn with the items' own (seed, epoch, index) randomness)."""
+        if self.name == "flip":
+            return {"drop_blocks": (self.flip.mask_ratio, self.flip.block_size)}
+        if self.name == "slip":
+            augmentation = AugmentationConfig(**self.slip.augmentation)
+            return {"views": full_augmentation(augmentation, ["image"], seed)}
+        return {}
+
+    def attach(self, model: ClipModel) -> tuple[dict[str, nn.Module], dict[str, ExtraTerm]]:
+        """Lock the image tower (``lit``); return the method's own modules (trained at the
+        heads' learning rate) and its extra loss terms."""
+        if self.name == "lit":
+            model.image_encoder.lock()
+        if self.name == "slip":
+            head = ResidualProjectionHead(
+                model.image_encoder.feature_dim, self.slip.projection_dim, self.slip.dropout
+            )
+            return {"simclr_head": head}, {"simclr": simclr_term(model, head, self.slip)}
+        if self.name == "coca":
+            text = model.text_encoder
+            decoder = CaptionDecoder(
+                model.image_encoder.map_channels,
+                len(text.tokenizer),
+                text.max_length,
+                self.coca.width,
+                self.coca.layers,
+                self.coca.heads,
+                self.coca.dropout,
+            )
+            return {"caption_decoder": decoder}, {
+                "caption": caption_term(model, decoder, self.coca.weight)
+            }
+        return {}, {}
+
+
+def simclr_term(model: ClipModel, head: nn.Module, config: SlipConfig) -> ExtraTerm:
+    """SLIP's term: NT-Xent between the projected, normalised embeddings of each item's two
+    views (``"views"``: ``(B, 2, C, D, H, W)``), the other items' views as negatives."""
+
+    def encode(batch: MicroBatch, device: torch.device) -> torch.Tensor:
+        views = batch["views"].to(device, non_blocking=True)
+        features = model.image_encoder(views.flatten(0, 1))
+        return F.normalize(head(features), dim=-1).unflatten(0, views.shape[:2])
+
+    def loss(embeddings: torch.Tensor) -> torch.Tensor:
+        return config.weight * nt_xent_loss(embeddings[:, 0], embeddings[:, 1], config.temperature)
+
+    return ExtraTerm(encode, loss)
+
+
+def caption_term(model: ClipModel, decoder: CaptionDecoder, weight: float) -> ExtraTerm:
+    """CoCa's term: next-token cross entropy of the sentence given the image, the mean over
+    every real token of the step (so a micro-batch of long sentences weighs as it would in
+    one big batch)."""
+
+    def encode(batch: MicroBatch, device: torch.device) -> torch.Tensor:
+        features = model.image_encoder.forward_features(batch["image"].to(device))
+        return decoder.token_losses(
+            features, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        )
+
+    def loss(rows: torch.Tensor) -> torch.Tensor:
+        return weight * rows[:, 0].sum() / rows[:, 1].sum()
+
+    return ExtraTerm(encode, loss)
