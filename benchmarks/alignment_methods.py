@@ -32,8 +32,8 @@ from kedro.framework.startup import bootstrap_project
 from mriclip.evaluation.baselines import linear_probe
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.embedding import label_matrix
+from mriclip.evaluation.embedding_tables import embedding_matrix, patient_ids, select_embeddings
 from mriclip.models.encoders import build_image_encoder
-from mriclip.pipelines.evaluation.nodes import _matrix, _patients, _select
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -59,11 +59,11 @@ def probe_with_interval(catalog, params: dict, resamples: int) -> dict:
     """The evaluation's linear probe, fitted once; test patients resampled around it."""
     evaluation, regions, seed = params["evaluation"], params["regions"], params["seed"]
     level = evaluation["primary_level"]
-    train = _select(catalog.load("train_embeddings"), level=level)
-    test = _select(catalog.load("test_embeddings"), level=level)
-    train_x, train_y = _matrix(train, "image"), label_matrix(train["key"], regions)
-    test_x, test_y = _matrix(test, "image"), label_matrix(test["key"], regions)
-    patients = test["scan_id"].map(_patients(catalog.load("scan_sentences")))
+    train = select_embeddings(catalog.load("train_embeddings"), level=level)
+    test = select_embeddings(catalog.load("test_embeddings"), level=level)
+    train_x, train_y = embedding_matrix(train, "image"), label_matrix(train["key"], regions)
+    test_x, test_y = embedding_matrix(test, "image"), label_matrix(test["key"], regions)
+    patients = test["scan_id"].map(patient_ids(catalog.load("scan_sentences")))
 
     def metric(indices: np.ndarray) -> dict:
         return linear_probe(

@@ -26,6 +26,13 @@ from mriclip.evaluation.embedding import (
     patch_lesion_truth,
     scan_patches,
 )
+from mriclip.evaluation.embedding_tables import (
+    ABLATED,
+    ORIGINAL,
+    embedding_matrix,
+    patient_ids,
+    select_embeddings,
+)
 from mriclip.evaluation.modality_gap import zero_shot_gap_sweep
 from mriclip.evaluation.plots import (
     evidence_figure,
@@ -77,7 +84,6 @@ from mriclip.training.samples import (
 
 logger = logging.getLogger(__name__)
 LEVELS = ("scan", "lesion")
-ORIGINAL, ABLATED = "original", "lesion_ablated"
 #: Which embeddings each comparison of a level uses: (stage, variant).
 COMPARISONS = {
     "model": ("aligned", ORIGINAL),
@@ -251,22 +257,9 @@ def embed_for_evaluation(
 # --- selecting ---------------------------------------------------------------------------------
 
 
-def _matrix(table: pd.DataFrame, prefix: str) -> np.ndarray:
-    return table.filter(regex=f"^{prefix}_\\d+$").to_numpy(dtype=np.float64)
-
-
-def _select(
-    table: pd.DataFrame, stage: str = "aligned", variant: str = ORIGINAL, level: str | None = None
-) -> pd.DataFrame:
-    keep = (table["stage"] == stage) & (table["variant"] == variant)
-    if level is not None:
-        keep &= table["level"] == level
-    return table[keep].reset_index(drop=True)
-
-
 def _stage_prompts(prompt_embeddings: pd.DataFrame, stage: str) -> tuple[pd.DataFrame, np.ndarray]:
     rows = prompt_embeddings[prompt_embeddings["stage"] == stage].reset_index(drop=True)
-    return rows, _matrix(rows, "text")
+    return rows, embedding_matrix(rows, "text")
 
 
 def _logit_scale(stage_prompts: pd.DataFrame) -> float:
@@ -291,20 +284,16 @@ def _lesion_cubes(
     """The lesion-level cubes of a stage and variant, their scores against the region prompts
     (cosines, or with ``softmax`` the reference's softmax over regions at the stage's logit
     scale) and their labels (None, None when there are none)."""
-    rows = _select(test_embeddings, stage, variant, "lesion")
+    rows = select_embeddings(test_embeddings, stage, variant, "lesion")
     if rows.empty:
         return rows, None, None
     logit_scale = _logit_scale(_stage_prompts(prompt_embeddings, stage)[0]) if softmax else None
     scores = zero_shot_scores(
-        _matrix(rows, "image"), _region_prompts(prompt_embeddings, stage, ensemble), logit_scale
+        embedding_matrix(rows, "image"),
+        _region_prompts(prompt_embeddings, stage, ensemble),
+        logit_scale,
     )
     return rows, scores, label_matrix(rows["key"], regions)
-
-
-def _patients(scan_sentences: pd.DataFrame) -> dict[str, str]:
-    return dict(
-        zip(scan_sentences["scan_id"], scan_sentences["patient_id"].astype(str), strict=True)
-    )
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -327,7 +316,7 @@ def score_test_scans(
             zero_shot_spec, rows, vectors, _logit_scale(rows), scoring, prompts
         )
         for scan_id, patches in group.groupby("scan_id", sort=False):
-            embeddings = _matrix(patches, "image")
+            embeddings = embedding_matrix(patches, "image")
             probabilities, evidence = scorer.patch_probabilities(embeddings)
             table = patches[["scan_id", "stage", "variant", "patch", "x", "y", "z", "patch_size",
                              "key", "cut"]].assign(lesion_evidence=evidence)  # fmt: skip
@@ -347,7 +336,7 @@ def _scan_scores(
     test_scan_scores: pd.DataFrame, spec: dict, target: str, stage: str, variant: str
 ) -> tuple[pd.DataFrame, np.ndarray]:
     columns = probability_columns(spec)
-    rows = _select(test_scan_scores, stage, variant)
+    rows = select_embeddings(test_scan_scores, stage, variant)
     names = [columns[(target, value)] for value in spec["targets"][target]["classes"]]
     return rows, rows[names].to_numpy(dtype=np.float64)
 
@@ -420,7 +409,7 @@ def zero_shot_evaluation(
     lesion detection and the scan-level targets: each for the model, its lesion-ablated
     control and the model before alignment, beside the exact random baseline, with
     patient-level bootstrap intervals."""
-    patient_of = _patients(scan_sentences)
+    patient_of = patient_ids(scan_sentences)
     ensemble = params["prompts"]["ensemble"]
     result = {
         "prompts": {
@@ -466,11 +455,11 @@ def zero_shot_evaluation(
         )
         if comparison == "model":
             lesion_part["random"] = zero_shot_random_baseline(labels, regions)
-            train = _select(train_embeddings, level="lesion")
+            train = select_embeddings(train_embeddings, level="lesion")
             lesion_part["gap_sweep"] = zero_shot_gap_sweep(
-                _matrix(train, "image"),
-                _matrix(train, "text"),
-                _matrix(lesions, "image"),
+                embedding_matrix(train, "image"),
+                embedding_matrix(train, "text"),
+                embedding_matrix(lesions, "image"),
                 _region_prompts(prompt_embeddings, stage, ensemble),
                 labels,
                 regions,
@@ -481,7 +470,7 @@ def zero_shot_evaluation(
 
     detection = {}
     for comparison, (stage, variant) in COMPARISONS.items():
-        patches = _select(test_patch_scores, stage, variant)
+        patches = select_embeddings(test_patch_scores, stage, variant)
         if patches.empty:
             continue
         groups = patches["scan_id"].map(patient_of).tolist()
@@ -505,7 +494,7 @@ def retrieval_evaluation(
     control (with bootstrap intervals), beside the analytic random baseline and shuffled
     scores. Scan level ranks scans by their aggregated evidence for the region; lesion level
     ranks lesion cubes by their distance to the region prompt."""
-    patient_of = _patients(scan_sentences)
+    patient_of = patient_ids(scan_sentences)
     ensemble = params["prompts"]["ensemble"]
     result = {}
     for level in LEVELS:
@@ -559,15 +548,18 @@ def baseline_evaluation(
     level = params["primary_level"]
     if not (test_embeddings["level"] == level).any():
         level = "scan"
-    train, test = _select(train_embeddings, level=level), _select(test_embeddings, level=level)
+    train, test = (
+        select_embeddings(train_embeddings, level=level),
+        select_embeddings(test_embeddings, level=level),
+    )
     train_y, test_y = label_matrix(train["key"], regions), label_matrix(test["key"], regions)
     fusion = {**params["fusion"], "seed": seed}
     return {
         "level": level,
         "linear_probe": linear_probe(
-            _matrix(train, "image"),
+            embedding_matrix(train, "image"),
             train_y,
-            _matrix(test, "image"),
+            embedding_matrix(test, "image"),
             test_y,
             regions,
             C=params["probe_C"],
@@ -576,11 +568,11 @@ def baseline_evaluation(
         **{
             kind: fusion_classifier(
                 kind,
-                _matrix(train, "image"),
-                _matrix(train, "text"),
+                embedding_matrix(train, "image"),
+                embedding_matrix(train, "text"),
                 train_y,
-                _matrix(test, "image"),
-                _matrix(test, "text"),
+                embedding_matrix(test, "image"),
+                embedding_matrix(test, "text"),
                 test_y,
                 regions,
                 **fusion,
@@ -658,14 +650,14 @@ def evaluation_figures(
     level = params["primary_level"]
     if not (test_embeddings["level"] == level).any():
         level = "scan"
-    after = _select(test_embeddings, level=level)
-    before = _select(test_embeddings, "initial", level=level)
+    after = select_embeddings(test_embeddings, level=level)
+    before = select_embeddings(test_embeddings, "initial", level=level)
     first_region = [key.split(";")[0] or "none" for key in after["key"]]
     tsne = tsne_before_after(
-        _matrix(before, "image"),
-        _matrix(before, "text"),
-        _matrix(after, "image"),
-        _matrix(after, "text"),
+        embedding_matrix(before, "image"),
+        embedding_matrix(before, "text"),
+        embedding_matrix(after, "image"),
+        embedding_matrix(after, "text"),
         first_region,
         regions=[*regions, "none"],
         seed=seed,
