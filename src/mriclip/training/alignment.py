@@ -127,7 +127,9 @@ class AlignmentTask(Task):
         micro_batches = [
             to_micro_batch(self.model, batch, device, self.config.positive_key) for batch in batches
         ]
-        return accumulated_step(self.model, micro_batches, autocast_dtype=cast)
+        return accumulated_step(
+            self.model, micro_batches, autocast_dtype=cast, replica=self.replica
+        )
 
     def after_step(self) -> dict:
         self.model.clamp_logit_scale_()
