@@ -60,7 +60,9 @@ def gradients_after_one_step(cases: list[tuple]) -> list[dict]:
     for model, ranks in cases:
         replica = DistributedDataParallel(model)
         accumulated_step(model, ranks[rank], replica=replica)
-        out.append({name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad})
+        out.append(
+            {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        )
     return out
 
 

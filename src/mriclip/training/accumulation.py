@@ -141,15 +141,15 @@ def _distributed_step(
         every_rank = [key for rank_keys in gather_objects(keys) for key in rank_keys]
         positive_mask = positive_mask_from_keys(every_rank, device=device)
     cache, rng_states = _first_pass(model, micro_batches, device, autocast_dtype)
-    local = {
-        tower: _loss_precision(torch.cat(cache[tower])).requires_grad_() for tower in TOWERS
-    }
+    local = {tower: _loss_precision(torch.cat(cache[tower])).requires_grad_() for tower in TOWERS}
     gathered = [gather_with_grad(local[tower]) for tower in TOWERS]
     loss = loss_fn(*gathered, positive_mask)
     tower_grads = torch.autograd.grad(loss, [local[tower] for tower in TOWERS], allow_unused=True)
     sizes = [len(chunk) for chunk in cache["image"]]
     grads = {
-        tower: grad.split(sizes) for tower, grad in zip(TOWERS, tower_grads) if grad is not None
+        tower: grad.split(sizes)
+        for tower, grad in zip(TOWERS, tower_grads, strict=True)
+        if grad is not None
     }
     *replayed, last = micro_batches
     with _buffers_kept(model):
@@ -168,7 +168,7 @@ def _distributed_step(
             )
         embeddings = [
             gather_with_grad(_loss_precision(torch.cat([*cache[tower][:-1], embedding])))
-            for tower, embedding in zip(TOWERS, live)
+            for tower, embedding in zip(TOWERS, live, strict=True)
         ]
         loss = loss_fn(*embeddings, positive_mask)
         loss.backward()

@@ -66,9 +66,7 @@ class DistributedConfig:
         names = {field.name for field in fields(cls)}
         unknown, missing = set(params) - names, names - set(params)
         if unknown or missing:
-            raise ValueError(
-                f"unknown key(s) {sorted(unknown)}, missing key(s) {sorted(missing)}"
-            )
+            raise ValueError(f"unknown key(s) {sorted(unknown)}, missing key(s) {sorted(missing)}")
         return cls(**params)
 
     @property
