@@ -10,6 +10,8 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from tests.conftest import end_mlflow_runs
+
 
 @pytest.mark.parametrize(
     ("pipeline", "history"),
@@ -19,6 +21,10 @@ def test_two_process_kedro_run(default_run, tmp_path, pipeline, history):
     project = shutil.copytree(
         default_run, tmp_path / "project", ignore=shutil.ignore_patterns("tracking")
     )
+    # Tracked where kedro-mlflow tracks by default, in the copy: the default run's run may
+    # still be open, and its tracking database is the original's.
+    (project / "conf" / "test" / "mlflow.yml").unlink()
+    end_mlflow_runs()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         patch.setenv("DO_NOT_TRACK", "1")
