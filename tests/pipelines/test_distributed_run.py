@@ -30,6 +30,8 @@ def test_two_process_kedro_run(default_run, tmp_path, pipeline, history):
         patch.setenv("DO_NOT_TRACK", "1")
         bootstrap_project(project)
         training = {"distributed": {"nproc_per_node": 2}, "checkpoint_dir": str(tmp_path)}
+        if pipeline == "alignment":  # the test cohort trains on 2 scans: 1 a process
+            training["micro_batch_size"] = 1
         params = {pipeline: {"training": training}}
         with KedroSession.create(
             project_path=project, env="test", runtime_params=params
