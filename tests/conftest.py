@@ -25,6 +25,10 @@ def no_mlflow_run_left_open():
     """With the mlflow extra, kedro-mlflow opens a run per Kedro session; one a test leaves
     active would swallow the next session's logging (and clash on its parameters)."""
     yield
+    end_mlflow_runs()
+
+
+def end_mlflow_runs() -> None:
     try:
         import mlflow
     except ImportError:

@@ -32,8 +32,16 @@ under its recorded RNG state, so their gradients are exact too. Each term runs i
 (after the towers', in a fixed order, as a plain step runs them).
 
 Gradients are accumulated into ``.grad`` (call ``optimizer.zero_grad()`` before, step after).
-Single process: gathering embeddings across ranks and reducing gradients for multi-GPU
-training are not handled here (the towers are called directly, bypassing a DDP wrapper).
+
+Under DDP (``replica``, the model's ``DistributedDataParallel`` wrapper) the loss sees every
+rank's N*B embeddings, gathered with their gradient, so a step has world_size*N*B pairs. Every
+rank computes the same loss, so the gather's backward (a sum over ranks) hands each rank
+world_size times the gradient of its own embeddings, and DDP's mean over ranks brings it back:
+the result is the single-process gradient over all ranks' micro-batches. The temperature (and
+SigLIP bias) get the same, exact gradient on every rank, which the mean keeps. Gradients are
+all-reduced once a step: the replays run under ``no_sync`` and the one synced backward is the
+step's last, so there the last micro-batch is re-forwarded too (both towers, through the
+wrapper) and the loss recomputed with its live embeddings, which also reach the temperature.
 """
 
 from __future__ import annotations
@@ -43,9 +51,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from mriclip.models.clip import ClipModel
 from mriclip.models.losses import positive_mask_from_keys
+from mriclip.training.distributed import gather_objects, gather_with_grad
 
 __all__ = ["ExtraTerm", "LossFn", "MicroBatch", "accumulated_step"]
 
@@ -83,6 +93,7 @@ def accumulated_step(
     loss_fn: LossFn | None = None,
     autocast_dtype: torch.dtype | None = None,
     extra_terms: Mapping[str, ExtraTerm] | None = None,
+    replica: torch.nn.Module | None = None,
 ) -> float:
     """Accumulate into ``.grad`` the gradient of the contrastive loss over all micro-batches.
 
@@ -96,10 +107,13 @@ def accumulated_step(
         autocast_dtype: e.g. ``torch.bfloat16`` to run the forwards under autocast on the
             model's device; the loss itself is computed in at least float32.
         extra_terms: named terms added to the loss, forwarded after the towers in this order.
+        replica: the DistributedDataParallel wrapper of the module holding ``model`` (and
+            the extra terms' heads) in a multi-process run, whose forward is ``model``'s (the
+            loss then covers every rank's micro-batches); None or ``model`` in one process.
 
     Returns:
-        The loss over all N*B pairs (extra terms included). With N = 1 this is a plain
-        forward and backward.
+        The loss over all N*B pairs (world_size*N*B under DDP; extra terms included). With
+        N = 1 in one process this is a plain forward and backward.
     """
     if not micro_batches:
         raise ValueError("accumulated_step needs at least one micro-batch")
@@ -107,9 +121,7 @@ def accumulated_step(
     extra_terms = dict(extra_terms or {})
     if set(extra_terms) & set(TOWERS):
         raise ValueError(f"extra loss terms cannot be named like a tower {TOWERS}")
-    towers = (*TOWERS, *extra_terms)
     device = next(model.parameters()).device
-    positive_mask = _positive_mask(micro_batches, device)
 
     def encode(tower: str, batch: MicroBatch) -> torch.Tensor:
         if tower in extra_terms:
@@ -117,51 +129,163 @@ def accumulated_step(
                 return extra_terms[tower].encode(batch, device)
         return _encode(model, tower, batch, device, autocast_dtype)
 
+    step = _Step(model, (*TOWERS, *extra_terms), encode, loss_fn, extra_terms)
+    if isinstance(replica, DistributedDataParallel):
+        return _distributed_step(step, replica, micro_batches, device, autocast_dtype)
+    keys = _keys(micro_batches)
+    positive_mask = None if keys is None else positive_mask_from_keys(keys, device=device)
+
     *replayed, last = micro_batches
-    rng_states: list[dict[str, dict[str, torch.Tensor]]] = []
-    cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in towers}
-    with torch.no_grad():
-        for batch in replayed:
-            states = {}
-            for tower in towers:
-                states[tower] = _capture_rng(device)
-                cache[tower].append(encode(tower, batch))
-            rng_states.append(states)
+    cache, rng_states = _first_pass(step, replayed, device)
     # The last micro-batch keeps its graph, so it needs no second forward (with N = 1 this is
     # a plain step). Its activations are alive only until its backward, as in a plain step.
-    kept = {tower: encode(tower, last) for tower in towers}
+    kept = {tower: encode(tower, last) for tower in step.towers}
 
     embeddings = {
         tower: _loss_precision(torch.cat([*cache[tower], kept[tower].detach()])).requires_grad_()
-        for tower in towers
+        for tower in step.towers
     }
-    loss = loss_fn(embeddings["image"], embeddings["text"], positive_mask)
-    for name, term in extra_terms.items():
-        loss = loss + term.loss(embeddings[name])
+    loss = step.loss(embeddings, positive_mask)
     loss.backward()
     sizes = [len(chunk) for chunk in cache["image"]] + [len(kept["image"])]
     # A loss that ignores a tower leaves it without gradient: that tower is not re-forwarded.
     grads = {
         tower: embeddings[tower].grad.split(sizes)
-        for tower in towers
+        for tower in step.towers
         if embeddings[tower].grad is not None
     }
     for tower in grads:
         kept[tower].backward(grads[tower][-1].to(kept[tower].dtype))
     del kept  # frees the graph of a tower the loss ignored before the re-forwards
 
-    buffers_after_first_pass = [(buffer, buffer.clone()) for buffer in model.buffers()]
-    for index, batch in enumerate(replayed):
+    with _buffers_kept(model):
+        _replay(step, replayed, rng_states, grads, device)
+    return loss.item()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one accumulated step runs: the towers and extra terms, in order, and the loss."""
+
+    model: ClipModel
+    towers: tuple[str, ...]
+    encode: Callable[[str, MicroBatch], torch.Tensor]
+    loss_fn: LossFn
+    extra_terms: Mapping[str, ExtraTerm]
+
+    def loss(self, embeddings: Mapping[str, torch.Tensor], positive_mask) -> torch.Tensor:
+        loss = self.loss_fn(embeddings["image"], embeddings["text"], positive_mask)
+        for name, term in self.extra_terms.items():
+            loss = loss + term.loss(embeddings[name])
+        return loss
+
+
+def _distributed_step(
+    step: _Step,
+    replica: DistributedDataParallel,
+    micro_batches: Sequence[MicroBatch],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> float:
+    """:func:`accumulated_step` under DDP (see the module's docstring)."""
+    keys = _keys(micro_batches)
+    positive_mask = None
+    if keys is not None:
+        every_rank = [key for rank_keys in gather_objects(keys) for key in rank_keys]
+        positive_mask = positive_mask_from_keys(every_rank, device=device)
+    cache, rng_states = _first_pass(step, micro_batches, device)
+    local = {
+        tower: _loss_precision(torch.cat(cache[tower])).requires_grad_() for tower in step.towers
+    }
+    loss = step.loss(
+        {tower: gather_with_grad(local[tower]) for tower in step.towers}, positive_mask
+    )
+    tower_grads = torch.autograd.grad(
+        loss, [local[tower] for tower in step.towers], allow_unused=True
+    )
+    sizes = [len(chunk) for chunk in cache["image"]]
+    grads = {
+        tower: grad.split(sizes)
+        for tower, grad in zip(step.towers, tower_grads, strict=True)
+        if grad is not None
+    }
+    *replayed, last = micro_batches
+    with _buffers_kept(step.model):
+        with replica.no_sync():
+            _replay(step, replayed, rng_states, grads, device)
+        # One forward of both towers through the wrapper, as ClipModel.forward runs them: the
+        # image tower's recorded state is also where the text tower's draws began. The extra
+        # terms follow under their own states; their heads' gradients join the same synced
+        # backward.
+        with (
+            _replayed_rng(rng_states[-1]["image"], device),
+            torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+        ):
+            live = dict(
+                zip(
+                    TOWERS,
+                    replica(
+                        last["image"].to(device, non_blocking=True),
+                        last["input_ids"].to(device, non_blocking=True),
+                        last["attention_mask"].to(device, non_blocking=True),
+                    ),
+                    strict=True,
+                )
+            )
+        for name in step.extra_terms:
+            with _replayed_rng(rng_states[-1][name], device):
+                live[name] = step.encode(name, last)
+        embeddings = {
+            tower: gather_with_grad(_loss_precision(torch.cat([*cache[tower][:-1], live[tower]])))
+            for tower in step.towers
+        }
+        loss = step.loss(embeddings, positive_mask)
+        loss.backward()
+    return loss.item()
+
+
+def _first_pass(
+    step: _Step, batches: Sequence[MicroBatch], device: torch.device
+) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, dict[str, torch.Tensor]]]]:
+    """Each micro-batch's outputs without autograd, and the RNG state before each tower."""
+    rng_states: list[dict[str, dict[str, torch.Tensor]]] = []
+    cache: dict[str, list[torch.Tensor]] = {tower: [] for tower in step.towers}
+    with torch.no_grad():
+        for batch in batches:
+            states = {}
+            for tower in step.towers:
+                states[tower] = _capture_rng(device)
+                cache[tower].append(step.encode(tower, batch))
+            rng_states.append(states)
+    return cache, rng_states
+
+
+def _replay(
+    step: _Step,
+    batches: Sequence[MicroBatch],
+    rng_states: list[dict[str, dict[str, torch.Tensor]]],
+    grads: dict[str, Sequence[torch.Tensor]],
+    device: torch.device,
+) -> None:
+    """Re-forward each micro-batch under its recorded RNG state and backpropagate its slice
+    of d loss / d output."""
+    for index, batch in enumerate(batches):
         # The towers are independent given the cached gradients, so each is re-forwarded and
         # backpropagated on its own: only one tower's activations are alive at a time.
         for tower in grads:
             with _replayed_rng(rng_states[index][tower], device):
-                embedding = encode(tower, batch)
+                embedding = step.encode(tower, batch)
             embedding.backward(grads[tower][index].to(embedding.dtype))
+
+
+@contextmanager
+def _buffers_kept(model: ClipModel) -> Iterator[None]:
+    """Buffers as the block found them: the first pass updated them once per micro-batch."""
+    saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    yield
     with torch.no_grad():
-        for buffer, saved in buffers_after_first_pass:
-            buffer.copy_(saved)
-    return loss.item()
+        for buffer, value in saved:
+            buffer.copy_(value)
 
 
 def _encode(
@@ -186,9 +310,8 @@ def _loss_precision(embeddings: torch.Tensor) -> torch.Tensor:
     return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
 
 
-def _positive_mask(
-    micro_batches: Sequence[MicroBatch], device: torch.device
-) -> torch.Tensor | None:
+def _keys(micro_batches: Sequence[MicroBatch]) -> list | None:
+    """Every sample's label-aware key, or None for plain targets."""
     with_keys = sum("key" in batch for batch in micro_batches)
     if with_keys == 0:
         return None
@@ -197,8 +320,7 @@ def _positive_mask(
             f"{with_keys} of {len(micro_batches)} micro-batches carry 'key'; label-aware targets "
             "need keys for every sample, plain targets for none"
         )
-    keys = [key for batch in micro_batches for key in batch["key"]]
-    return positive_mask_from_keys(keys, device=device)
+    return [key for batch in micro_batches for key in batch["key"]]
 
 
 def _capture_rng(device: torch.device) -> dict[str, torch.Tensor]:

@@ -89,6 +89,14 @@ def validation_loss(
     return total / max(1, count)
 
 
+class AlignmentModules(nn.ModuleDict):
+    """The CLIP model under ``"clip"`` beside a method's own modules. Its forward is the CLIP
+    model's: a DistributedDataParallel wrapper of all of them runs that forward."""
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self["clip"](*inputs)
+
+
 class AlignmentTask(Task):
     """``validate`` may compute extra validation metrics (e.g. zero-shot AUC), logged as
     ``val_<name>`` beside ``val_loss``.
@@ -110,7 +118,7 @@ class AlignmentTask(Task):
         if freeze_stages(text_stages, config.freeze_text_stages, "text") == len(text_stages):
             model.text_encoder.lock()
         modules, self.extra_terms = method.attach(model)
-        self.clip, self.model = model, nn.ModuleDict({"clip": model, **modules})
+        self.clip, self.model = model, AlignmentModules({"clip": model, **modules})
         self.config, self.method, self.extra_validation = config, method, validate
         self.batch_size, self.batches_per_step = config.micro_batch_size, config.accumulation_steps
         self.keep_best = "val_loss" if config.keep == "best" else None
@@ -139,7 +147,11 @@ class AlignmentTask(Task):
             to_micro_batch(self.clip, batch, device, self.config.positive_key) for batch in batches
         ]
         return accumulated_step(
-            self.clip, micro_batches, autocast_dtype=cast, extra_terms=self.extra_terms
+            self.clip,
+            micro_batches,
+            autocast_dtype=cast,
+            extra_terms=self.extra_terms,
+            replica=self.replica,
         )
 
     def after_step(self) -> dict:

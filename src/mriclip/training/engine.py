@@ -1,7 +1,8 @@
 """The one training loop. Each objective (CLIP alignment, masked-autoencoder pretraining, ...)
 is a :class:`Task`: its model, its step, its validation and any state of its own. :func:`train`
 does the rest for all of them: device, AdamW groups, warm-up + cosine, clipping, mixed
-precision, the data loader, checkpoints and exact resume, progress, logs and history.
+precision, the data loader, checkpoints and exact resume, progress, logs and history, in one
+process or in several with DDP (``training.distributed``, :mod:`mriclip.training.distributed`).
 
 A pipeline's ``training`` parameters are one flat mapping in the YAML, the one place their
 values live; :func:`configs_from_params` splits it into :class:`TrainingConfig` (the loop's
@@ -24,6 +25,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from mriclip.training import distributed
+from mriclip.training.distributed import DistributedConfig
 from mriclip.training.loop import (
     BatchStream,
     Checkpointer,
@@ -32,13 +35,14 @@ from mriclip.training.loop import (
     restore_rng_state,
     rng_state,
 )
-from mriclip.training.runtime import autocast_dtype, pick_device
+from mriclip.training.runtime import autocast_dtype, pick_device, seed_everything
 from mriclip.training.schedule import param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-# How data is read, not what is learnt: a run may resume with other values.
-RESUMABLE_CHANGES = ("resume", "num_workers")
+# How data is read and where processes meet, not what is learnt: a run may resume with other
+# values. (The number of processes is a setting: "world_size".)
+RESUMABLE_CHANGES = ("resume", "num_workers", "distributed")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class TrainingConfig:
     device: str
     mixed_precision: bool  # bf16 autocast on CUDA
     num_workers: int  # data-loading processes; 0 loads in the training process
+    distributed: DistributedConfig
     seed: int
 
     def __post_init__(self) -> None:
@@ -83,8 +88,16 @@ def configs_from_params(
             "conf/base lists every key with its default"
         )
     try:
+        parallel = DistributedConfig.from_params(params["distributed"])
+    except ValueError as error:
+        raise ValueError(f"{where}.distributed: {error}") from None
+    try:
         return (
-            TrainingConfig(**{key: params[key] for key in shared}, seed=seed),
+            TrainingConfig(
+                **{key: params[key] for key in shared - {"distributed"}},
+                distributed=parallel,
+                seed=seed,
+            ),
             task_config(**{key: params[key] for key in own}),
         )
     except ValueError as error:
@@ -97,10 +110,14 @@ class Task(abc.ABC):
     Attributes a task sets: ``name`` (progress bar and logs), ``model`` (the loop moves it to
     the device and back), ``batch_size`` (items per batch), ``batches_per_step`` (batches one
     optimiser step consumes), ``keep_best`` (a validation value, lower is better, whose best
-    model is kept; None keeps the last)."""
+    model is kept; None keeps the last). The loop sets ``replica``: the model as
+    ``train_step`` runs it, ``model`` itself or, under DDP, its ``DistributedDataParallel``
+    wrapper (whose backward all-reduces the gradients). Under DDP ``batch_size`` and
+    ``batches_per_step`` are each rank's."""
 
     name: str
     model: nn.Module
+    replica: nn.Module
     batch_size: int
     batches_per_step: int = 1
     keep_best: str | None = None
@@ -129,6 +146,10 @@ class Task(abc.ABC):
     def on_device(self, device: torch.device) -> None:  # noqa: B027
         """Called once the model is on ``device`` (e.g. to change its memory format)."""
 
+    def on_rank(self, rank: int) -> None:  # noqa: B027
+        """Called with the process's rank (0 in one process), before any resume: e.g. to seed
+        a generator of the task's own per rank."""
+
     def after_step(self) -> dict:
         """Called after each optimiser step; returns values for the history row."""
         return {}
@@ -150,14 +171,63 @@ def train(
 ) -> pd.DataFrame:
     """Train ``task.model`` in place (left on the CPU, the kept model: best or last); returns
     the history, one row a step. ``on_validation`` sees each validated row (an Optuna trial
-    reports it, and prunes by raising)."""
-    device = pick_device(config.device)
+    reports it, and prunes by raising).
+
+    With ``config.distributed.world_size > 1`` this process launches DDP workers that each
+    run the loop on their shard of the batches; rank 0 validates, writes the checkpoints and
+    sends back its model and history."""
+    parallel = config.distributed
+    if parallel.world_size == 1:
+        return _train(task, train_set, val_set, config, on_validation)
+    backend = parallel.process_backend(pick_device(config.device))
+    state, history = distributed.launch(
+        parallel,
+        backend,
+        _train_worker,
+        task=task,
+        train_set=train_set,
+        val_set=val_set,
+        config=config,
+        on_validation=on_validation,
+    )
+    task.model.load_state_dict(state)
+    return history
+
+
+def _train_worker(**arguments) -> tuple[dict, pd.DataFrame]:
+    """One DDP worker: the loop, then what rank 0 sends back."""
+    history = _train(**arguments)
+    return arguments["task"].model.state_dict(), history
+
+
+def _train(
+    task: Task,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: TrainingConfig,
+    on_validation: Callable[[dict], None] | None,
+) -> pd.DataFrame:
+    rank, world_size = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    device = distributed.local_device(pick_device(config.device))
+    if world_size > 1:
+        # A worker starts with fresh generators: seeded per rank, dropout differs across ranks
+        # and repeats from run to run.
+        seed_everything(config.seed + rank)
     model = task.model.to(device)
     task.on_device(device)
+    task.on_rank(rank)
+    task.replica = model
+    if world_size > 1:
+        # Buffers (e.g. BatchNorm statistics) stay each rank's own, as the accumulated step
+        # restores them after its replays; rank 0's are saved.
+        task.replica = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     optimizer = torch.optim.AdamW(param_groups(task.param_groups(), config.weight_decay))
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     checkpoints = Checkpointer(config.checkpoint_dir)
-    settings = {**asdict(config), **task.settings()}
+    settings = {**asdict(config), **task.settings(), "world_size": world_size}
     if task.keep_best and val_set is None:
         logger.warning(
             "%s: no validation set to keep the best model by; keeping the last", task.name
@@ -171,23 +241,30 @@ def train(
         model.load_state_dict(snapshot["model"])
         optimizer.load_state_dict(snapshot["optimizer"])
         scheduler.load_state_dict(snapshot["scheduler"])
-        task.load_state_dict(snapshot["task"])
-        restore_rng_state(snapshot["rng"])
+        own = snapshot["ranks"][rank]
+        task.load_state_dict(own["task"])
+        restore_rng_state(own["rng"])
         history, start = list(snapshot["history"]), int(snapshot["step"])
         best.resume()
 
     stream = BatchStream(
-        len(train_set), task.batch_size, config.seed, start=start * task.batches_per_step
+        len(train_set),
+        task.batch_size,
+        config.seed,
+        start=start * task.batches_per_step,
+        rank=rank,
+        world_size=world_size,
     )
     loader = batch_loader(train_set, stream, config.num_workers, device.type == "cuda", config.seed)
     cast = autocast_dtype(device, config.mixed_precision)
     logger.info(
-        "%s: steps %d to %d on %s, %d data worker(s)",
+        "%s: steps %d to %d on %s, %d data worker(s), %d process(es)",
         task.name,
         start + 1,
         config.steps,
         device,
         config.num_workers,
+        world_size,
     )
     model.train()
     batches = iter(loader)
@@ -197,13 +274,13 @@ def train(
         total=config.steps,
         desc=task.name,
         unit="step",
-        disable=None,
+        disable=None if main else True,
     )
     for step in progress:
         tick = time.perf_counter()
         step_batches = [next(batches) for _ in range(task.batches_per_step)]
         optimizer.zero_grad(set_to_none=True)
-        loss = task.train_step(step_batches, device, cast)
+        loss = distributed.mean_over_ranks(task.train_step(step_batches, device, cast), device)
         check_finite(loss, step)
         if config.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
@@ -211,10 +288,11 @@ def train(
         optimizer.step()
         scheduler.step()
         row.update(task.after_step())
-        samples = task.batch_size * task.batches_per_step
+        samples = task.batch_size * task.batches_per_step * world_size
         row["samples_per_s"] = samples / (time.perf_counter() - tick)
         last_step = step == config.steps
-        if val_set is not None and (step % config.val_every == 0 or last_step):
+        # Only rank 0's model is kept and returned, so only it validates.
+        if main and val_set is not None and (step % config.val_every == 0 or last_step):
             model.eval()
             row.update(task.validate(val_set, device))
             model.train()
@@ -230,19 +308,21 @@ def train(
         history.append(row)
         progress.set_postfix(loss=f"{loss:.4f}", sps=f"{row['samples_per_s']:.1f}")
         if step % config.checkpoint_every == 0 or last_step:
-            checkpoints.save(
-                "last",
-                {
-                    "step": step,
-                    "history": history,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "task": task.state_dict(),
-                    "rng": rng_state(),
-                    "settings": settings,
-                },
-            )
+            # Every rank's generators, so that each resumes where it was.
+            ranks = distributed.gather_objects({"task": task.state_dict(), "rng": rng_state()})
+            if main:
+                checkpoints.save(
+                    "last",
+                    {
+                        "step": step,
+                        "history": history,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "ranks": ranks,
+                        "settings": settings,
+                    },
+                )
     del batches  # stops the loader's workers
     best.restore(model)
     model.cpu()

@@ -121,22 +121,25 @@ def alignment_samples(
     )
 
 
-def validation_metrics(val_set: AlignmentSamples, region_prompts: dict, regions: list[str]):
+@dataclass(frozen=True)
+class ValidationMetrics:
     """Zero-shot macro AUC and retrieval MRR on the validation items, for model selection
-    and tuning objectives."""
+    and tuning objectives. (A class, not a closure: DDP workers get it pickled.)"""
 
-    def validate(model: ClipModel) -> dict:
-        embedded = embed_dataset(model, val_set)
-        prompts = embed_texts(model, [region_prompts[r] for r in regions]).numpy()
-        labels = label_matrix(embedded["keys"], regions)
-        auc = evaluate_zero_shot(embedded["image"], prompts, labels, regions)["overall"]
-        mrr = retrieval_metrics(embedded["image"], prompts, labels, regions)["overall"]
+    val_set: AlignmentSamples
+    region_prompts: dict
+    regions: list[str]
+
+    def __call__(self, model: ClipModel) -> dict:
+        embedded = embed_dataset(model, self.val_set)
+        prompts = embed_texts(model, [self.region_prompts[r] for r in self.regions]).numpy()
+        labels = label_matrix(embedded["keys"], self.regions)
+        auc = evaluate_zero_shot(embedded["image"], prompts, labels, self.regions)["overall"]
+        mrr = retrieval_metrics(embedded["image"], prompts, labels, self.regions)["overall"]
         return {
             "zero_shot_auc": auc.get("auc_macro", float("nan")),
             "retrieval_mrr": mrr.get("mrr", float("nan")),
         }
-
-    return validate
 
 
 def train_on_fold(
@@ -175,7 +178,7 @@ def train_on_fold(
     val_set = validate = None
     if len(val_scans) > 1:
         val_set = alignment_samples(val_scans, inputs, params, seed + 1, False, position, method)
-        validate = validation_metrics(val_set, inputs.region_prompts, inputs.regions)
+        validate = ValidationMetrics(val_set, inputs.region_prompts, inputs.regions)
     model = create_clip_model(encoder, params["text_encoder"], params["clip"])
     return train_alignment(
         model, train_set, val_set, training, config, method, validate, on_validation

@@ -47,13 +47,29 @@ class BatchStream:
 
     Epoch ``e``'s order is a permutation drawn from (seed, e), so batch number ``b`` is the
     same whatever came before: a run resumed at batch ``b`` (``start``) sees exactly the
-    batches an uninterrupted one would, with no state to save."""
+    batches an uninterrupted one would, with no state to save.
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, start: int = 0) -> None:
-        if n_items < batch_size:
-            raise ValueError(f"batch size {batch_size} exceeds the {n_items} training items")
+    Sharded over ``world_size`` processes, batch ``b`` of all of them together is batch ``b``
+    of ``world_size * batch_size`` items of one process, and ``rank`` reads its ``rank``-th
+    slice: the ranks' items are disjoint, and each item's key is what one process gives it."""
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if n_items < batch_size * world_size:
+            shards = f" x {world_size} processes" if world_size > 1 else ""
+            raise ValueError(
+                f"batch size {batch_size}{shards} exceeds the {n_items} training items"
+            )
         self.n_items, self.batch_size, self.seed, self.start = n_items, batch_size, seed, start
-        self.per_epoch = n_items // batch_size
+        self.rank, self.world_size = rank, world_size
+        self.per_epoch = n_items // (batch_size * world_size)
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def batch(self, number: int) -> list[tuple[int, int]]:
@@ -61,7 +77,8 @@ class BatchStream:
         if epoch != self._epoch:
             self._epoch = epoch
             self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
-        chunk = self._order[position * self.batch_size : (position + 1) * self.batch_size]
+        first = (position * self.world_size + self.rank) * self.batch_size
+        chunk = self._order[first : first + self.batch_size]
         return [(epoch, int(index)) for index in chunk]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -130,7 +147,9 @@ def rng_state() -> dict:
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The current GPU's only: reading every visible GPU's would create a CUDA context on
+        # the GPUs of the other DDP ranks.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -140,7 +159,7 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state((kind, key.numpy().astype(np.uint32), position, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class Checkpointer:

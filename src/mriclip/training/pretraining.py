@@ -108,8 +108,9 @@ class PretrainingConfig:
 
 
 class MaskedAutoencoderTask(Task):
-    """Masks come from the task's own generator, which checkpoints save; validation draws
-    its masks from a fresh one, so every validation sees the same."""
+    """Masks come from the task's own generator (one per DDP rank), which checkpoints save;
+    validation draws its masks from a fresh one, so every validation sees the same. Under DDP
+    the gradient is the mean over every rank's batch."""
 
     name = "pretraining"
 
@@ -117,13 +118,15 @@ class MaskedAutoencoderTask(Task):
         self, model: MaskedAutoencoder, config: PretrainingConfig, seed: int, batch_size: int
     ) -> None:
         self.model, self.config, self.seed, self.batch_size = model, config, seed, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
 
     def settings(self) -> dict:
         return asdict(self.config)
 
     def param_groups(self) -> dict:
         return {"model": (self.model, self.config.lr)}
+
+    def on_rank(self, rank: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + rank)
 
     def _masked(self, batch: dict, device: torch.device, generator: torch.Generator):
         target = batch["target"].to(device, non_blocking=True)
@@ -143,7 +146,7 @@ class MaskedAutoencoderTask(Task):
         (batch,) = batches
         masked, target, mask = self._masked(batch, device, self.generator)
         with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
-            prediction = self.model(masked)
+            prediction = self.replica(masked)
         loss = reconstruction_loss(prediction, target, mask, self.config.masked_only_loss)
         loss.backward()
         return loss.item()
