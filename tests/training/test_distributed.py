@@ -13,8 +13,8 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.nn.parallel import DistributedDataParallel
 
-from mriclip.training.accumulation import accumulated_step
-from mriclip.training.alignment import train_alignment
+from mriclip.training.accumulation import ExtraTerm, accumulated_step
+from mriclip.training.alignment import AlignmentModules, train_alignment
 from mriclip.training.distributed import DistributedConfig, launch
 from mriclip.training.engine import configs_from_params
 from mriclip.training.loop import BatchStream
@@ -54,30 +54,64 @@ def rank_micro_batches(with_keys: bool) -> list[list[dict]]:
     return ranks
 
 
+class SpreadTerm:
+    """An extra loss term, picklable for the workers: the spread of a head's outputs over
+    every sample of the step, which couples the samples as SLIP's SimCLR term does, plus
+    their size (the spread alone would leave the head's bias without gradient)."""
+
+    def __init__(self, model, head) -> None:
+        self.model, self.head = model, head
+
+    def encode(self, batch, device):
+        return self.head(self.model.encode_image(batch["image"].to(device)))
+
+    def loss(self, outputs):
+        return outputs.var(dim=0).sum() + outputs.pow(2).mean()
+
+
 def gradients_after_one_step(cases: list[tuple]) -> list[dict]:
-    """In a worker: this rank's accumulated step through DDP, for each (model, batches)."""
+    """In a worker: this rank's accumulated step through DDP, for each (model, batches, heads,
+    extra terms)."""
     rank, out = dist.get_rank(), []
-    for model, ranks in cases:
-        replica = DistributedDataParallel(model)
-        accumulated_step(model, ranks[rank], replica=replica)
+    for model, ranks, heads, terms in cases:
+        modules = AlignmentModules({"clip": model, **heads})
+        accumulated_step(
+            model, ranks[rank], extra_terms=terms, replica=DistributedDataParallel(modules)
+        )
         out.append(
-            {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+            {name: p.grad.clone() for name, p in modules.named_parameters() if p.requires_grad}
         )
     return out
 
 
 def test_ddp_accumulated_gradient_equals_single_process_over_both_ranks():
     cases = []
-    for loss, with_keys in [("clip", False), ("siglip", True), ("clip", True)]:
+    for loss, with_keys, extra in [
+        ("clip", False, False),
+        ("siglip", True, False),
+        ("clip", True, False),
+        ("siglip", True, True),
+    ]:
         model = test_accumulation.tiny_model(norm="instance", dropout=0.0, loss=loss)
-        cases.append((model, rank_micro_batches(with_keys)))
+        ranks = rank_micro_batches(with_keys)
+        heads, terms = {}, None
+        if extra:
+            width = model.encode_image(ranks[0][0]["image"]).shape[-1]
+            heads = {"spread_head": torch.nn.Linear(width, 3).double()}
+            term = SpreadTerm(model, heads["spread_head"])
+            terms = {"spread": ExtraTerm(term.encode, term.loss)}
+        cases.append((model, ranks, heads, terms))
     distributed = launch(two_processes(), "gloo", gradients_after_one_step, cases=cases)
 
-    for (model, ranks), grads in zip(cases, distributed, strict=True):
-        reference = copy.deepcopy(model)
-        accumulated_step(reference, [batch for batches in ranks for batch in batches])
+    for case, grads in zip(cases, distributed, strict=True):
+        model, ranks, heads, terms = copy.deepcopy(case)  # one copy: the terms share its modules
+        reference = AlignmentModules({"clip": model, **heads})
+        accumulated_step(
+            model, [batch for batches in ranks for batch in batches], extra_terms=terms
+        )
         names = {name for name, p in reference.named_parameters() if p.grad is not None}
-        assert names == set(grads) and "log_logit_scale" in names
+        assert names == set(grads) and "clip.log_logit_scale" in names
+        assert ("spread_head.weight" in names) == bool(heads)
         for name, param in reference.named_parameters():
             scale = param.grad.abs().max().clamp_min(1e-12)
             difference = ((grads[name] - param.grad).abs().max() / scale).item()
