@@ -1,8 +1,18 @@
+import time
+
+import numpy as np
 import pytest
 
+from mriclip.models.encoders import build_image_encoder
+from mriclip.models.mae import MaskedAutoencoder
 from mriclip.training.alignment import AlignmentConfig
 from mriclip.training.engine import configs_from_params
-from mriclip.training.pretraining import PretrainingConfig
+from mriclip.training.pretraining import (
+    PretrainingConfig,
+    PretrainingSamples,
+    train_masked_autoencoder,
+)
+from tests.conftest import training_params
 from tests.pipelines.helpers import load_parameters
 
 TASKS = {"alignment": AlignmentConfig, "pretraining": PretrainingConfig}
@@ -17,6 +27,7 @@ def test_every_environment_gives_every_setting_once(env, pipeline):
     training, task = configs_from_params(params, TASKS[pipeline], 7, f"{pipeline}.training")
     assert training.seed == 7 and training.steps == params["steps"]
     assert training.num_workers == params["num_workers"]
+    assert training.compile == (env == "gpu")  # off on the CPU, where compiling costs more
 
 
 def test_missing_keys_are_named():
@@ -24,3 +35,34 @@ def test_missing_keys_are_named():
     params.pop("lr")
     with pytest.raises(ValueError, match=r"pretraining.training: .*missing key\(s\) \['lr'\]"):
         configs_from_params(params, PretrainingConfig, 0, "pretraining.training")
+
+
+class SlowItems(PretrainingSamples):
+    """Items that take ``DELAY`` s each to make: a loader that cannot keep up."""
+
+    DELAY = 0.05
+
+    def __getitem__(self, key):
+        time.sleep(self.DELAY)
+        return super().__getitem__(key)
+
+
+def test_history_records_the_time_waited_for_batches(tmp_path, caplog):
+    caplog.set_level("INFO")
+    volumes = {f"S{i}": np.zeros((16, 16, 16), np.float32) for i in range(4)}
+    model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
+    params = training_params(
+        "pretraining", steps=3, batch_size=2, warmup_steps=1, checkpoint_dir=None, device="cpu"
+    )
+    slow = SlowItems(volumes, sorted(volumes), 16, seed=0)
+    _, history = train_masked_autoencoder(
+        model, slow, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
+    )
+    step_seconds = 2 / history["samples_per_s"]
+    waited = history["data_wait_fraction"] * step_seconds
+    assert (waited >= 2 * SlowItems.DELAY).all()  # two items a step, made while it waits
+    assert (history["data_wait_fraction"] < 1).all()  # the model's work is the rest
+    mean = 100 * history["data_wait_fraction"].iloc[1:].mean()
+    assert f"pretraining: waited for data {mean:.1f}% of step time (mean) over steps 2-3" in (
+        caplog.text
+    )

@@ -1,7 +1,8 @@
 """The one training loop. Each objective (CLIP alignment, masked-autoencoder pretraining, ...)
 is a :class:`Task`: its model, its step, its validation and any state of its own. :func:`train`
 does the rest for all of them: device, AdamW groups, warm-up + cosine, clipping, mixed
-precision, the data loader, checkpoints and exact resume, progress, logs and history.
+precision, ``torch.compile``, the data loader, checkpoints and exact resume, progress, logs
+and history.
 
 A pipeline's ``training`` parameters are one flat mapping in the YAML, the one place their
 values live; :func:`configs_from_params` splits it into :class:`TrainingConfig` (the loop's
@@ -32,8 +33,8 @@ from mriclip.training.loop import (
     restore_rng_state,
     rng_state,
 )
-from mriclip.training.runtime import autocast_dtype, pick_device
-from mriclip.training.schedule import param_groups, warmup_cosine
+from mriclip.training.runtime import autocast_dtype, compile_in_place, pick_device, uncompile
+from mriclip.training.schedule import adamw, param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrainingConfig:
     resume: bool
     device: str
     mixed_precision: bool  # bf16 autocast on CUDA
+    compile: bool  # torch.compile the task's compiled_parts
     num_workers: int  # data-loading processes; 0 loads in the training process
     seed: int
 
@@ -125,6 +127,10 @@ class Task(abc.ABC):
     def validate(self, val_set: Dataset, device: torch.device) -> dict:
         """Validation values for the history row (the model is in eval mode)."""
 
+    def compiled_parts(self) -> dict[str, nn.Module]:
+        """The named modules ``compile: true`` compiles; by default the whole model."""
+        return {"model": self.model}
+
     # Optional hooks: by default they do nothing.
     def on_device(self, device: torch.device) -> None:  # noqa: B027
         """Called once the model is on ``device`` (e.g. to change its memory format)."""
@@ -154,7 +160,8 @@ def train(
     device = pick_device(config.device)
     model = task.model.to(device)
     task.on_device(device)
-    optimizer = torch.optim.AdamW(param_groups(task.param_groups(), config.weight_decay))
+    compiled = compile_in_place(task.compiled_parts(), task.name) if config.compile else {}
+    optimizer = adamw(param_groups(task.param_groups(), config.weight_decay))
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     checkpoints = Checkpointer(config.checkpoint_dir)
     settings = {**asdict(config), **task.settings()}
@@ -202,6 +209,7 @@ def train(
     for step in progress:
         tick = time.perf_counter()
         step_batches = [next(batches) for _ in range(task.batches_per_step)]
+        waited = time.perf_counter() - tick
         optimizer.zero_grad(set_to_none=True)
         loss = task.train_step(step_batches, device, cast)
         check_finite(loss, step)
@@ -212,7 +220,9 @@ def train(
         scheduler.step()
         row.update(task.after_step())
         samples = task.batch_size * task.batches_per_step
-        row["samples_per_s"] = samples / (time.perf_counter() - tick)
+        elapsed = time.perf_counter() - tick
+        row["samples_per_s"] = samples / elapsed
+        row["data_wait_fraction"] = waited / elapsed
         last_step = step == config.steps
         if val_set is not None and (step % config.val_every == 0 or last_step):
             model.eval()
@@ -244,9 +254,31 @@ def train(
                 },
             )
     del batches  # stops the loader's workers
+    _log_data_wait(task.name, history[start:])
+    uncompile(compiled)
     best.restore(model)
     model.cpu()
     return pd.DataFrame(history)
+
+
+def _log_data_wait(name: str, rows: list[dict]) -> None:
+    """How much of its step time this run waited for batches: near 0 when the loader keeps
+    up. The first step, which includes starting the workers, is given apart."""
+    if not rows:
+        return
+    first, *later = rows
+    steady = (
+        f"{100 * sum(r['data_wait_fraction'] for r in later) / len(later):.1f}% of step time "
+        f"(mean) over steps {later[0]['step']}-{later[-1]['step']}, "
+        if later
+        else ""
+    )
+    logger.info(
+        "%s: waited for data %sfirst step %.1f%%",
+        name,
+        steady,
+        100 * first["data_wait_fraction"],
+    )
 
 
 def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
