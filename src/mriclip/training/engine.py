@@ -186,7 +186,14 @@ def train(
     stream = BatchStream(
         len(train_set), task.batch_size, config.seed, start=start * task.batches_per_step
     )
-    loader = batch_loader(train_set, stream, config.num_workers, device.type == "cuda", config.seed)
+    loader = batch_loader(
+        train_set,
+        stream,
+        config.num_workers,
+        device.type == "cuda",
+        config.seed,
+        in_flight=task.batches_per_step,
+    )
     cast = autocast_dtype(device, config.mixed_precision)
     logger.info(
         "%s: steps %d to %d on %s, %d data worker(s)",
