@@ -1,8 +1,19 @@
-import pytest
+import time
 
+import numpy as np
+import pytest
+import torch
+
+from mriclip.models.encoders import build_image_encoder
+from mriclip.models.mae import MaskedAutoencoder
 from mriclip.training.alignment import AlignmentConfig
-from mriclip.training.engine import configs_from_params
-from mriclip.training.pretraining import PretrainingConfig
+from mriclip.training.engine import Task, configs_from_params, train
+from mriclip.training.pretraining import (
+    PretrainingConfig,
+    PretrainingSamples,
+    train_masked_autoencoder,
+)
+from tests.conftest import training_params
 from tests.pipelines.helpers import load_parameters
 
 TASKS = {"alignment": AlignmentConfig, "pretraining": PretrainingConfig}
@@ -17,6 +28,7 @@ def test_every_environment_gives_every_setting_once(env, pipeline):
     training, task = configs_from_params(params, TASKS[pipeline], 7, f"{pipeline}.training")
     assert training.seed == 7 and training.steps == params["steps"]
     assert training.num_workers == params["num_workers"]
+    assert training.compile == (env == "gpu")  # off on the CPU, where compiling costs more
 
 
 def test_missing_keys_are_named():
@@ -24,3 +36,82 @@ def test_missing_keys_are_named():
     params.pop("lr")
     with pytest.raises(ValueError, match=r"pretraining.training: .*missing key\(s\) \['lr'\]"):
         configs_from_params(params, PretrainingConfig, 0, "pretraining.training")
+
+
+class SlowItems(PretrainingSamples):
+    """Items that take ``DELAY`` s each to make: a loader that cannot keep up."""
+
+    DELAY = 0.05
+
+    def __getitem__(self, key):
+        time.sleep(self.DELAY)
+        return super().__getitem__(key)
+
+
+def test_history_records_the_time_waited_for_batches(tmp_path, caplog):
+    caplog.set_level("INFO")
+    volumes = {f"S{i}": np.zeros((16, 16, 16), np.float32) for i in range(4)}
+    model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
+    params = training_params(
+        "pretraining", steps=3, batch_size=2, warmup_steps=1, checkpoint_dir=None, device="cpu"
+    )
+    slow = SlowItems(volumes, sorted(volumes), 16, seed=0)
+    _, history = train_masked_autoencoder(
+        model, slow, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
+    )
+    step_seconds = 2 / history["samples_per_s"]
+    waited = history["data_wait_fraction"] * step_seconds
+    assert (waited >= 2 * SlowItems.DELAY).all()  # two items a step, made while it waits
+    assert (history["data_wait_fraction"] < 1).all()  # the model's work is the rest
+    mean = 100 * history["data_wait_fraction"].iloc[1:].mean()
+    assert f"pretraining: waited for data {mean:.1f}% of step time (mean) over steps 2-3" in (
+        caplog.text
+    )
+
+
+class Items(torch.utils.data.Dataset):
+    """Items that take 0.05 s each to make."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, key):
+        time.sleep(0.05)
+        return {"x": torch.ones(3)}
+
+
+class SlowStep(Task):
+    """A step of 8 batches whose compute takes 0.4 s: time for 2 workers to make all 8 of
+    the next step's batches (0.2 s), if they may keep 8 in flight."""
+
+    name, batch_size, batches_per_step = "slow", 1, 8
+
+    def __init__(self) -> None:
+        self.model = torch.nn.Linear(3, 1)
+
+    def settings(self) -> dict:
+        return {}
+
+    def param_groups(self) -> dict:
+        return {"model": (self.model, 0.1)}
+
+    def train_step(self, batches, device, cast) -> float:
+        time.sleep(0.4)
+        loss = self.model(torch.cat([batch["x"] for batch in batches])).sum()
+        loss.backward()
+        return loss.item()
+
+    def validate(self, val_set, device) -> dict:
+        return {}
+
+
+def test_workers_keep_a_whole_step_of_batches_in_flight():
+    """The step takes its 8 batches at once. Had the loader kept its default 2 a worker (4)
+    in flight, each step would wait for 4 more (0.1 s of 0.5)."""
+    params = training_params(
+        "pretraining", steps=6, warmup_steps=1, checkpoint_dir=None, device="cpu", num_workers=2
+    )
+    training, _ = configs_from_params(params, PretrainingConfig, 0, "p.training")
+    history = train(SlowStep(), Items(), None, training)
+    steady = history["data_wait_fraction"].iloc[2:]
+    assert steady.mean() < 0.1, steady.tolist()  # 0.24 with 4 in flight, machine loaded

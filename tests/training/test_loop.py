@@ -1,11 +1,12 @@
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mriclip.training.loop import BatchStream, NonFiniteLossError, check_finite, freeze_stages
-from mriclip.training.schedule import param_groups, warmup_cosine
+from mriclip.training.schedule import adamw, fusable, param_groups, warmup_cosine
 
 
 def test_batch_stream_covers_each_epoch_and_resumes_exactly():
@@ -47,6 +48,29 @@ def test_param_groups_split_decay_and_skip_frozen():
     assert len(by_name["vision_no_decay"]["params"]) == 3  # norm weight+bias, last bias
     with pytest.raises(ValueError, match="cannot freeze 3 text stages: it has 1"):
         freeze_stages([model[0]], 3, "text")
+
+
+def test_adamw_is_fused_only_for_floating_point_cuda_parameters():
+    def tensor(device, dtype=torch.float32):
+        # What the choice reads of a parameter; no CUDA tensor can be made on this CPU.
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    assert fusable([tensor("cuda"), tensor("cuda", torch.bfloat16)])
+    assert not fusable([tensor("cuda"), tensor("cpu")])  # one off the GPU
+    assert not fusable([tensor("cuda"), tensor("cuda", torch.int64)])
+    assert not fusable([])
+    # On this CPU: torch's default implementation, which steps like a plain AdamW.
+    model = torch.nn.Linear(3, 2)
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(model.state_dict())
+    optimizer = adamw(param_groups({"all": (model, 0.1)}, weight_decay=0.5))
+    assert not optimizer.defaults["fused"]
+    reference = torch.optim.AdamW(param_groups({"all": (twin, 0.1)}, weight_decay=0.5))
+    for module, step in ((model, optimizer), (twin, reference)):
+        module(torch.ones(4, 3)).square().sum().backward()
+        step.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_non_finite_loss_names_the_step():

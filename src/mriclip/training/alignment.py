@@ -138,6 +138,11 @@ class AlignmentTask(Task):
             "heads": (heads, self.config.lr_heads),
         }
 
+    def compiled_parts(self) -> dict:
+        # The image tower is the step's compute; the locked text tower runs once per distinct
+        # sentence, on sequences of varying length that would make it recompile.
+        return {"image_encoder": self.clip.image_encoder}
+
     def on_device(self, device: torch.device) -> None:
         if self.config.channels_last and device.type == "cuda":
             self.clip.image_encoder.to(memory_format=torch.channels_last_3d)

@@ -1,8 +1,9 @@
 """The one training loop. Each objective (CLIP alignment, masked-autoencoder pretraining, ...)
 is a :class:`Task`: its model, its step, its validation and any state of its own. :func:`train`
 does the rest for all of them: device, AdamW groups, warm-up + cosine, clipping, mixed
-precision, the data loader, checkpoints and exact resume, progress, logs and history, in one
-process or in several with DDP (``training.distributed``, :mod:`mriclip.training.distributed`).
+precision, ``torch.compile``, the data loader, checkpoints and exact resume, progress, logs
+and history, in one process or in several with DDP (``training.distributed``,
+:mod:`mriclip.training.distributed`).
 
 A pipeline's ``training`` parameters are one flat mapping in the YAML, the one place their
 values live; :func:`configs_from_params` splits it into :class:`TrainingConfig` (the loop's
@@ -35,8 +36,14 @@ from mriclip.training.loop import (
     restore_rng_state,
     rng_state,
 )
-from mriclip.training.runtime import autocast_dtype, pick_device, seed_everything
-from mriclip.training.schedule import param_groups, warmup_cosine
+from mriclip.training.runtime import (
+    autocast_dtype,
+    compile_in_place,
+    pick_device,
+    seed_everything,
+    uncompile,
+)
+from mriclip.training.schedule import adamw, param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class TrainingConfig:
     resume: bool
     device: str
     mixed_precision: bool  # bf16 autocast on CUDA
+    compile: bool  # torch.compile the task's compiled_parts
     num_workers: int  # data-loading processes; 0 loads in the training process
     distributed: DistributedConfig
     seed: int
@@ -142,6 +150,10 @@ class Task(abc.ABC):
     def validate(self, val_set: Dataset, device: torch.device) -> dict:
         """Validation values for the history row (the model is in eval mode)."""
 
+    def compiled_parts(self) -> dict[str, nn.Module]:
+        """The named modules ``compile: true`` compiles; by default the whole model."""
+        return {"model": self.model}
+
     # Optional hooks: by default they do nothing.
     def on_device(self, device: torch.device) -> None:  # noqa: B027
         """Called once the model is on ``device`` (e.g. to change its memory format)."""
@@ -217,6 +229,7 @@ def _train(
     model = task.model.to(device)
     task.on_device(device)
     task.on_rank(rank)
+    compiled = compile_in_place(task.compiled_parts(), task.name) if config.compile else {}
     task.replica = model
     if world_size > 1:
         # Buffers (e.g. BatchNorm statistics) stay each rank's own, as the accumulated step
@@ -224,7 +237,7 @@ def _train(
         task.replica = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    optimizer = torch.optim.AdamW(param_groups(task.param_groups(), config.weight_decay))
+    optimizer = adamw(param_groups(task.param_groups(), config.weight_decay))
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     checkpoints = Checkpointer(config.checkpoint_dir)
     settings = {**asdict(config), **task.settings(), "world_size": world_size}
@@ -255,7 +268,14 @@ def _train(
         rank=rank,
         world_size=world_size,
     )
-    loader = batch_loader(train_set, stream, config.num_workers, device.type == "cuda", config.seed)
+    loader = batch_loader(
+        train_set,
+        stream,
+        config.num_workers,
+        device.type == "cuda",
+        config.seed,
+        in_flight=task.batches_per_step,
+    )
     cast = autocast_dtype(device, config.mixed_precision)
     logger.info(
         "%s: steps %d to %d on %s, %d data worker(s), %d process(es)",
@@ -279,6 +299,7 @@ def _train(
     for step in progress:
         tick = time.perf_counter()
         step_batches = [next(batches) for _ in range(task.batches_per_step)]
+        waited = time.perf_counter() - tick
         optimizer.zero_grad(set_to_none=True)
         loss = distributed.mean_over_ranks(task.train_step(step_batches, device, cast), device)
         check_finite(loss, step)
@@ -289,7 +310,9 @@ def _train(
         scheduler.step()
         row.update(task.after_step())
         samples = task.batch_size * task.batches_per_step * world_size
-        row["samples_per_s"] = samples / (time.perf_counter() - tick)
+        elapsed = time.perf_counter() - tick
+        row["samples_per_s"] = samples / elapsed
+        row["data_wait_fraction"] = waited / elapsed
         last_step = step == config.steps
         # Only rank 0's model is kept and returned, so only it validates.
         if main and val_set is not None and (step % config.val_every == 0 or last_step):
@@ -324,9 +347,31 @@ def _train(
                     },
                 )
     del batches  # stops the loader's workers
+    _log_data_wait(task.name, history[start:])
+    uncompile(compiled)
     best.restore(model)
     model.cpu()
     return pd.DataFrame(history)
+
+
+def _log_data_wait(name: str, rows: list[dict]) -> None:
+    """How much of its step time this run waited for batches: near 0 when the loader keeps
+    up. The first step, which includes starting the workers, is given apart."""
+    if not rows:
+        return
+    first, *later = rows
+    steady = (
+        f"{100 * sum(r['data_wait_fraction'] for r in later) / len(later):.1f}% of step time "
+        f"(mean) over steps {later[0]['step']}-{later[-1]['step']}, "
+        if later
+        else ""
+    )
+    logger.info(
+        "%s: waited for data %sfirst step %.1f%%",
+        name,
+        steady,
+        100 * first["data_wait_fraction"],
+    )
 
 
 def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:

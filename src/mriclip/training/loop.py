@@ -103,17 +103,25 @@ def load_batch(dataset: Dataset, indices: list[ItemKey]) -> dict:
 
 
 def batch_loader(
-    dataset: Dataset, stream: BatchStream, num_workers: int, pin_memory: bool, seed: int
+    dataset: Dataset,
+    stream: BatchStream,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+    in_flight: int = 1,
 ) -> DataLoader:
     """A ``DataLoader`` of ``stream``'s batches, read by ``num_workers`` processes (0: in
     this one). The loop makes one iterator for the whole run, so its workers start once and
-    stay, each keeping the loader's default two batches in flight."""
+    stay. They keep at least ``in_flight`` batches in flight, and two each: the engine asks
+    for one optimiser step's, since it takes them all at once; with fewer, the workers would
+    stop while the model computes and the next step would wait for the rest."""
     return DataLoader(
         dataset if num_workers else OneThreadItems(dataset),
         batch_sampler=stream,
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,
+        prefetch_factor=max(2, math.ceil(in_flight / num_workers)) if num_workers else None,
         # Starting an iterator draws a base seed. From its own generator it leaves the global
         # torch RNG (dropout's, which checkpoints restore) where it was.
         generator=torch.Generator().manual_seed(seed),

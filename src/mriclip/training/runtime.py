@@ -1,4 +1,4 @@
-"""Device choice and seeding shared by every training loop."""
+"""Device choice, seeding and compilation shared by every training loop."""
 
 import logging
 import os
@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +45,24 @@ def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype |
     if mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def compile_in_place(parts: dict[str, nn.Module], who: str) -> dict[str, nn.Module]:
+    """``torch.compile`` each module of ``parts`` in place (``nn.Module.compile``): calling
+    it runs the compiled code, while its state dict keeps its keys (a ``torch.compile``
+    wrapper would prefix them with ``_orig_mod.``), so checkpoints and resume are unchanged.
+    Returns ``parts``."""
+    for module in parts.values():
+        module.compile()
+    logger.info(
+        "%s: torch.compile of %s (the first steps are slow: they compile)", who, ", ".join(parts)
+    )
+    return parts
+
+
+def uncompile(parts: dict[str, nn.Module]) -> None:
+    """Undo :func:`compile_in_place`: the trained model goes on as a plain module, not
+    recompiled for the CPU or for other input shapes. (A pickled module drops its compiled
+    call too.)"""
+    for module in parts.values():
+        module._compiled_call_impl = None

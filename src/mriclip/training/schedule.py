@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def warmup_cosine(
@@ -49,3 +53,21 @@ def param_groups(groups: dict[str, tuple[nn.Module | list, float]], weight_decay
             {"name": f"{group_name}_no_decay", "params": plain, "lr": lr, "weight_decay": 0.0}
         )
     return [group for group in result if group["params"]]
+
+
+def fusable(parameters: Iterable[torch.Tensor]) -> bool:
+    """Whether fused AdamW (one kernel for every parameter) can run: it needs every
+    parameter to be a floating-point CUDA tensor."""
+    parameters = list(parameters)
+    return bool(parameters) and all(
+        p.device.type == "cuda" and p.dtype.is_floating_point for p in parameters
+    )
+
+
+def adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (see :func:`param_groups`), fused where :func:`fusable` says
+    it can be; elsewhere torch's default implementation (``foreach`` where supported)."""
+    fused = fusable(p for group in groups for p in group["params"])
+    logger.info("AdamW: %s", "fused (CUDA)" if fused else "torch's default implementation")
+    # None, not False: it leaves torch to pick foreach or the for-loop.
+    return torch.optim.AdamW(groups, fused=fused or None)
