@@ -49,7 +49,6 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.pipelines.alignment.pipeline import FOLD_INPUTS
 
 # The node's own dataset builder (the pretraining node's, private to it).
-from mriclip.pipelines.pretraining.nodes import _samples as pretraining_samples
 from mriclip.pipelines.pretraining.nodes import pretrain_encoder
 from mriclip.training.folds import (
     FoldInputs,
@@ -59,6 +58,7 @@ from mriclip.training.folds import (
     with_lesion_maps,
 )
 from mriclip.training.loop import BatchStream, batch_loader
+from mriclip.training.pretraining import pretraining_samples
 from mriclip.training.runtime import describe_device
 
 SMALL_ENCODER = {"feature_size": 12}

@@ -16,6 +16,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mriclip.imaging.augmentation import (
+    AugmentationConfig,
+    intensity_augmentation,
+    spatial_augmentation,
+)
 from mriclip.imaging.position import with_position
 from mriclip.models.brainmvp import BrainMVP, fill_blocks, modality_contrastive_loss, pick_sequences
 from mriclip.models.mae import (
@@ -338,3 +343,24 @@ class BrainMVPTask(Task):
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["mask_rng"])
         self.steps_done = state["steps_done"]
+
+
+def pretraining_samples(
+    volumes: dict,
+    scan_ids: list[str],
+    params: dict,
+    seed: int,
+    position_channels: bool,
+    augment: bool = True,
+) -> PretrainingSamples:
+    """The MAE crops of ``scan_ids`` with ``params`` (``pretraining``'s): augmented for
+    training, plain (``augment=False``) for validation and figures."""
+    spatial = intensity = None
+    if augment:
+        augmentation = AugmentationConfig(**params["augmentation"])
+        # Each item seeds them with its own draw (PretrainingSamples).
+        spatial = spatial_augmentation(augmentation, ["input", "target"])
+        intensity = intensity_augmentation(augmentation, ["input"])
+    return PretrainingSamples(
+        volumes, scan_ids, params["patch_size"], spatial, intensity, seed, position_channels
+    )

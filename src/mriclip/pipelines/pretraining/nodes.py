@@ -9,11 +9,6 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from mriclip.imaging.augmentation import (
-    AugmentationConfig,
-    intensity_augmentation,
-    spatial_augmentation,
-)
 from mriclip.imaging.collection import Store
 from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.models.brainmvp import BrainMVP
@@ -27,8 +22,8 @@ from mriclip.training.pretraining import (
     BrainMVPTask,
     MaskedAutoencoderTask,
     PretrainingConfig,
-    PretrainingSamples,
     pretrain,
+    pretraining_samples,
 )
 from mriclip.training.samples import stack_channels
 
@@ -56,25 +51,6 @@ METHODS = ("mae", "brainmvp")
 def _encoder(params: dict, in_channels: int):
     kwargs = {**params["encoder"]["kwargs"], "in_channels": in_channels}
     return build_image_encoder(params["encoder"]["name"], **kwargs)
-
-
-def _samples(
-    volumes: dict,
-    scan_ids: list[str],
-    params: dict,
-    seed: int,
-    position_channels: bool,
-    augment: bool = True,
-) -> PretrainingSamples:
-    spatial = intensity = None
-    if augment:
-        augmentation = AugmentationConfig(**params["augmentation"])
-        # Each item seeds them with its own draw (PretrainingSamples).
-        spatial = spatial_augmentation(augmentation, ["input", "target"])
-        intensity = intensity_augmentation(augmentation, ["input"])
-    return PretrainingSamples(
-        volumes, scan_ids, params["patch_size"], spatial, intensity, seed, position_channels
-    )
 
 
 def pretrain_encoder(
@@ -112,10 +88,10 @@ def pretrain_encoder(
     else:
         raise ValueError(f"pretraining.method must be one of {METHODS}, got {method!r}")
     position = encoder.position_channels
-    train_set = _samples(volumes, train_ids, params, seed, position)
+    train_set = pretraining_samples(volumes, train_ids, params, seed, position)
     val_set = None
     if held_out:
-        val_set = _samples(volumes, held_out, params, seed + 7, position, augment=False)
+        val_set = pretraining_samples(volumes, held_out, params, seed + 7, position, augment=False)
     model, history = pretrain(task_type, model, train_set, val_set, training, config)
     summary = {
         "method": method,
@@ -150,7 +126,9 @@ def plot_reconstructions(
         : params["n_figure_volumes"]
     ]
     position = model.encoder.position_channels
-    samples = _samples(preprocessed_volumes, held_out, params, seed, position, augment=False)
+    samples = pretraining_samples(
+        preprocessed_volumes, held_out, params, seed, position, augment=False
+    )
     training = params["training"]
     generator = torch.Generator().manual_seed(seed)
     figure = Figure(figsize=(7.5, 2.6 * len(held_out)))
