@@ -166,9 +166,11 @@ def test_resume_under_ddp_reproduces_an_uninterrupted_run(tmp_path, monkeypatch)
     val_set = test_alignment_loop.samples(seed=1, n=4)
 
     def run(folder, train_set, **changes):
-        training, config = test_alignment_loop.config(tmp_path / folder, distributed=ddp, **changes)
+        training, config, method = test_alignment_loop.config(
+            tmp_path / folder, distributed=ddp, **changes
+        )
         model = test_alignment_loop.tiny_model()
-        return train_alignment(model, train_set, val_set, training, config)
+        return train_alignment(model, train_set, val_set, training, config, method)
 
     model, history = run("straight", test_alignment_loop.samples())
     crashing = test_alignment_loop.samples(kind=CrashingSamples, crash_epoch=2)
