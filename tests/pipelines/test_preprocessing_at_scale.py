@@ -84,9 +84,9 @@ def counted(monkeypatch):
     calls = []
     original = collection.preprocess_scan
 
-    def counting(image, data, label, config):
+    def counting(image, data, label, config, *sequences):
         calls.append(not data.any())
-        return original(image, data, label, config)
+        return original(image, data, label, config, *sequences)
 
     monkeypatch.setattr(collection, "preprocess_scan", counting)
     return calls
