@@ -108,7 +108,13 @@ def test_a_scan_that_fails_in_preprocessing_is_a_problem_row_and_the_run_goes_on
         for scan_id, name in names.items()
     }
     catalog = pd.DataFrame(
-        {"scan_id": list(names), "image_file": list(images), "label_file": None, "status": "ok"}
+        {
+            "scan_id": list(names),
+            "image_file": list(images),
+            "label_file": None,
+            "sequence_files": None,
+            "status": "ok",
+        }
     )
     lesions = pd.DataFrame({"scan_id": ["r06"], "lesion_id": [None], "region": ["frontal"]})
     cache = ScanStore(str(tmp_path))

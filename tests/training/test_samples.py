@@ -196,7 +196,8 @@ def test_a_stack_of_sequences_gives_the_same_cubes_in_every_channel(cohort):
     channels are those of the single volume's item, with the position channels after them."""
     scans, volumes, labels, lesions = cohort
     stacked = {sid: np.stack([v, 2 * v, -v]) for sid, v in volumes.items()}
-    assert stack_channels(stacked) == 3 and stack_channels(volumes) == 1
+    assert stack_channels(stacked, sorted(stacked)) == 3
+    assert stack_channels(volumes, sorted(volumes)) == 1
     single = AlignmentSamples(scans, volumes, lesions, TEMPLATES, patch_size=16, labels=labels,
                               paraphrase=False, position_channels=True)  # fmt: skip
     stack = AlignmentSamples(scans, stacked, lesions, TEMPLATES, patch_size=16, labels=labels,

@@ -171,7 +171,7 @@ def train_on_fold(
         params["image_init"],
         params["image_encoder"],
         inputs.pretrained_encoder,
-        stack_channels(inputs.preprocessed_volumes),
+        stack_channels(inputs.preprocessed_volumes, list(train_scans["scan_id"])),
     )
     position = encoder.position_channels
     train_set = alignment_samples(train_scans, inputs, params, seed, True, position, method)

@@ -50,12 +50,15 @@ def with_channels(image: np.ndarray) -> torch.Tensor:
     return tensor if image.ndim == 4 else tensor[None]
 
 
-def stack_channels(volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray]) -> int:
+def stack_channels(
+    volumes: Mapping[str, Callable[[], np.ndarray] | np.ndarray], scan_ids: Sequence[str]
+) -> int:
     """Image channels of a collection of preprocessed volumes (one preprocessing made them
-    all alike): what an encoder's ``in_channels`` must be."""
-    if not volumes:
+    all alike): what an encoder's ``in_channels`` must be. Only the first of ``scan_ids`` is
+    read, so a caller that must not touch test scans names the scans it may read."""
+    if not volumes or not len(scan_ids):
         raise ValueError("no preprocessed volumes; run the data_engineering pipeline first")
-    first = next(iter(volumes.values()))
+    first = volumes[scan_ids[0]]
     return volume_channels(np.asarray(first() if callable(first) else first))
 
 

@@ -212,7 +212,7 @@ def embed_for_evaluation(
             alignment["image_init"],
             alignment["image_encoder"],
             pretrained_encoder,
-            stack_channels(preprocessed_volumes),
+            stack_channels(preprocessed_volumes, sorted(preprocessed_volumes)),
         ),
         alignment["text_encoder"],
         alignment["clip"],

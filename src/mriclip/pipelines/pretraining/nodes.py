@@ -70,7 +70,7 @@ def pretrain_encoder(
     training, config = configs_from_params(
         params["training"], PretrainingConfig, seed, "pretraining.training"
     )
-    channels = stack_channels(volumes)
+    channels = stack_channels(volumes, train_ids)
     method = params["method"]
     if method == "mae":
         encoder = _encoder(params, channels)
