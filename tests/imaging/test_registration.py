@@ -125,3 +125,8 @@ def test_an_unknown_template_or_method_is_a_clear_error(tmp_path):
         preprocessing_config(registration="elastic")
     with pytest.raises(ValueError, match="registration_spacing_mm"):
         preprocessing_config(registration_spacing_mm=0)
+    slab = np.ones((40, 40, 3), np.float32)
+    with pytest.raises(ValueError, match=r"span 8 voxels .* 80x80x6 mm: set preprocessing"):
+        registration.estimate_transform(
+            slab, np.diag([2.0, 2.0, 2.0, 1.0]), "rigid", TEMPLATE, 4.0, 10
+        )

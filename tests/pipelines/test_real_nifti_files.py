@@ -102,6 +102,8 @@ def test_a_scan_that_fails_in_preprocessing_is_a_problem_row_and_the_run_goes_on
     """standard.nii.gz past validation (as before the field-of-view rule) makes MONAI's resize
     divide by zero; that scan becomes a problem naming the error, the others go on."""
     parameters = load_parameters("test")["data_engineering"]
+    # Registration would refuse it first, with a message of its own (test_registration).
+    parameters["preprocessing"]["registration"] = "none"
     names = {"r00": "anatomical.nii", "r06": "standard.nii.gz"}
     images = {
         f"{scan_id}.nii": NiftiDataset(filepath=str(NIBABEL_DATA / name)).load

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.nn.parallel import DistributedDataParallel
 
+from mriclip.evaluation.embedding import embed_dataset
 from mriclip.training.accumulation import ExtraTerm, accumulated_step
 from mriclip.training.alignment import AlignmentModules, train_alignment
 from mriclip.training.distributed import DistributedConfig, launch
@@ -158,8 +159,8 @@ class CrashingSamples(crashing_in_epoch(AlignmentSamples)):
 
 def test_resume_under_ddp_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     """4 steps in 2 processes (each accumulating 2 micro-batches, dropout on), against a run
-    that crashes in step 3 (one epoch a step) and is resumed from step 2: the same weights,
-    losses and validation rows."""
+    that crashes in step 3 (one epoch a step) and is resumed from step 2: the same losses,
+    validation rows and embeddings, up to DDP's float noise."""
     # The workers hash strings alike from run to run, as under a node (seed_everything).
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     ddp = {**training_params("alignment")["distributed"], "nproc_per_node": WORLD}
@@ -179,10 +180,15 @@ def test_resume_under_ddp_reproduces_an_uninterrupted_run(tmp_path, monkeypatch)
     resumed, resumed_history = run("stopped", test_alignment_loop.samples(), resume=True)
 
     assert resumed_history["step"].tolist() == [1, 2, 3, 4]
-    np.testing.assert_allclose(resumed_history["loss"], history["loss"], rtol=1e-6)
+    # Not bit-exact under DDP (single-process resume is: test_alignment_loop): two runs of the
+    # same DDP steps differ by float noise (~1e-7 in the weights after 2 steps), which AdamW
+    # amplifies wherever the true gradient is ~0 (a conv bias feeding an instance norm moves
+    # ~1e-3), and by step 4 the losses differ by up to ~5e-5 relative. A resume that lost the
+    # state (fresh weights, optimiser or shard) is off by far more: step 1's loss is 1.5x step 3's.
+    np.testing.assert_allclose(resumed_history["loss"], history["loss"], rtol=1e-3)
     assert history["val_loss"].notna().sum() == 2  # rank 0 validated at steps 2 and 4
-    np.testing.assert_allclose(resumed_history["val_loss"], history["val_loss"], rtol=1e-6)
-    for (name, param), other in zip(
-        model.state_dict().items(), resumed.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(param, other, msg=name)
+    np.testing.assert_allclose(resumed_history["val_loss"], history["val_loss"], rtol=1e-3)
+    # Compared by what they compute, not weight by weight (those near-zero-gradient biases).
+    straight, again = embed_dataset(model, val_set), embed_dataset(resumed, val_set)
+    for tower in ("image", "text"):
+        np.testing.assert_allclose(again[tower], straight[tower], rtol=1e-3, atol=1e-4)

@@ -28,6 +28,7 @@ PACKAGED_TEMPLATE = "icbm152"
 _PACKAGED_TEMPLATE_PARTS = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 METHODS = ("none", "rigid", "affine")
 _RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+_MIN_LEVEL_VOXELS = 4  # SimpleITK's least image size per axis, at the coarser of two levels
 
 
 def template_path(template: str) -> Path:
@@ -122,6 +123,14 @@ def estimate_transform(
     coarse = ndimage.zoom(
         ndimage.gaussian_filter(volume.astype(np.float32), sigma), factors, order=1
     )
+    if min(coarse.shape) < 2 * _MIN_LEVEL_VOXELS:
+        extent = np.array(volume.shape) * scan_mm
+        raise ValueError(
+            f"registration needs the scan to span {2 * _MIN_LEVEL_VOXELS} voxels of "
+            f"registration_spacing_mm ({spacing_mm:g} mm) along every axis, and this one spans "
+            f"{'x'.join(f'{e:.0f}' for e in extent)} mm: set preprocessing.registration: none "
+            "or a smaller registration_spacing_mm"
+        )
     # ndimage.zoom puts the corners of both grids on each other.
     step = (np.array(volume.shape) - 1.0) / np.maximum(np.array(coarse.shape) - 1.0, 1.0)
     moving = _to_sitk(coarse, affine @ np.diag([*step, 1.0]))
