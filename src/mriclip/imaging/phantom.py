@@ -513,7 +513,7 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
     for name, file_name in _TEMPLATE_FILES.items():
         image = nib.load(package_data_file(_TEMPLATE_PACKAGE, *_TEMPLATE_DIR, file_name))
         volume = np.asarray(image.dataobj, dtype=np.float32)
-        volumes[name], affine = _downsample(volume, image.affine, template_spacing_mm)
+        volumes[name], affine = downsample(volume, image.affine, template_spacing_mm)
     grey, white = volumes["grey_matter"] / 255.0, volumes["white_matter"] / 255.0
     white_matter_level = np.median(volumes["t1"][white > 0.9])
     t1 = volumes["t1"] / white_matter_level
@@ -625,19 +625,20 @@ def _nearest_label(labels: np.ndarray) -> np.ndarray:
     return labels[tuple(nearest)]
 
 
-def _downsample(
+def downsample(
     volume: np.ndarray, affine: np.ndarray, spacing_mm: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian anti-aliasing then linear resampling to ``spacing_mm`` (never upsamples)."""
-    factor = spacing_mm / float(np.mean(nib.affines.voxel_sizes(affine)))
-    if factor <= 1:
+    """Gaussian anti-aliasing then linear resampling to ``spacing_mm`` along each axis finer
+    than it (never upsamples); returns the float32 volume and its affine."""
+    factors = np.maximum(1.0, spacing_mm / nib.affines.voxel_sizes(affine))
+    if np.all(factors == 1):
         return volume, affine
     # sigma = (factor - 1) / 2 is the anti-aliasing that skimage.transform.rescale uses.
-    smoothed = ndimage.gaussian_filter(volume, sigma=(factor - 1) / 2)
-    shape = tuple(int((size - 1) // factor) + 1 for size in volume.shape)
+    smoothed = ndimage.gaussian_filter(volume, sigma=(factors - 1) / 2)
+    shape = tuple(int((size - 1) // f) + 1 for size, f in zip(volume.shape, factors, strict=True))
     # New voxel i sits at old voxel i * factor, so voxel 0 keeps its place.
-    resampled = ndimage.affine_transform(smoothed, [factor] * 3, output_shape=shape, order=1)
-    return resampled.astype(np.float32), affine @ np.diag([factor, factor, factor, 1.0])
+    resampled = ndimage.affine_transform(smoothed, factors, output_shape=shape, order=1)
+    return resampled.astype(np.float32), affine @ np.diag([*factors, 1.0])
 
 
 # ----------------------------------------------------------------------------- planning

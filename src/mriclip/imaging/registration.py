@@ -23,6 +23,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from mriclip.imaging.phantom import downsample, package_data_file
+
 #: The packaged template: nilearn's ICBM152 2009 (symmetric) T1, read from the installed package.
 PACKAGED_TEMPLATE = "icbm152"
 _PACKAGED_TEMPLATE_PARTS = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
@@ -34,8 +36,6 @@ _MIN_LEVEL_VOXELS = 4  # SimpleITK's least image size per axis, at the coarser o
 def template_path(template: str) -> Path:
     """The template file: :data:`PACKAGED_TEMPLATE` or a NIfTI path."""
     if template == PACKAGED_TEMPLATE:
-        from mriclip.imaging.phantom import package_data_file
-
         return package_data_file("nilearn", *_PACKAGED_TEMPLATE_PARTS)
     path = Path(template)
     if not path.is_file():
@@ -48,15 +48,11 @@ def template_path(template: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _template(template: str, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """The template on an axis-aligned RAS grid at ``spacing_mm``, cropped to its head
-    (smoothed before subsampling so the coarse copy does not alias); read-only, cached."""
+    """The template on an axis-aligned RAS grid at ``spacing_mm``, cropped to its head;
+    read-only, cached."""
     image = nib.as_closest_canonical(nib.load(template_path(template)))
     volume = np.asarray(image.dataobj, dtype=np.float32)
-    voxel_mm = nib.affines.voxel_sizes(image.affine)
-    factors = voxel_mm / spacing_mm
-    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
-    coarse = ndimage.zoom(ndimage.gaussian_filter(volume, sigma), factors, order=1)
-    affine = image.affine @ np.diag([*(1.0 / factors), 1.0])
+    coarse, affine = downsample(volume, image.affine, spacing_mm)
     head = np.argwhere(coarse > 0.05 * np.percentile(coarse[coarse > 0], 99))
     low, high = head.min(axis=0), head.max(axis=0) + 1
     coarse = np.ascontiguousarray(
@@ -117,23 +113,16 @@ def estimate_transform(
     if method not in ("rigid", "affine"):
         raise ValueError(f"registration method must be rigid or affine, got {method!r}")
     fixed = _to_sitk(*_template(template, spacing_mm))
-    scan_mm = nib.affines.voxel_sizes(affine)
-    factors = np.minimum(1.0, scan_mm / spacing_mm)
-    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
-    coarse = ndimage.zoom(
-        ndimage.gaussian_filter(volume.astype(np.float32), sigma), factors, order=1
-    )
+    coarse, coarse_affine = downsample(volume.astype(np.float32), affine, spacing_mm)
     if min(coarse.shape) < 2 * _MIN_LEVEL_VOXELS:
-        extent = np.array(volume.shape) * scan_mm
+        extent = np.array(volume.shape) * nib.affines.voxel_sizes(affine)
         raise ValueError(
             f"registration needs the scan to span {2 * _MIN_LEVEL_VOXELS} voxels of "
             f"registration_spacing_mm ({spacing_mm:g} mm) along every axis, and this one spans "
             f"{'x'.join(f'{e:.0f}' for e in extent)} mm: set preprocessing.registration: none "
             "or a smaller registration_spacing_mm"
         )
-    # ndimage.zoom puts the corners of both grids on each other.
-    step = (np.array(volume.shape) - 1.0) / np.maximum(np.array(coarse.shape) - 1.0, 1.0)
-    moving = _to_sitk(coarse, affine @ np.diag([*step, 1.0]))
+    moving = _to_sitk(coarse, coarse_affine)
 
     transform = sitk.Euler3DTransform() if method == "rigid" else sitk.AffineTransform(3)
     initial = sitk.CenteredTransformInitializer(
