@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mriclip.datasets import ScanStore
-from mriclip.imaging.collection import ScanSource, preprocess_collection
+from mriclip.imaging.collection import ScanSource, preprocess_collection, scan_files
 from mriclip.imaging.preprocessing import preprocess_scan
 from mriclip.imaging.validation import build_nifti_catalog
-from mriclip.pipelines.data_engineering.nodes import scan_files, select_input
+from mriclip.pipelines.data_engineering.nodes import select_input
 from tests.conftest import _loaded, make_raw_cohort, preprocessing_config
 
 COLUMNS = {"scan_id": "scan_id", "patient_id": "patient_id"}

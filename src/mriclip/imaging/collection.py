@@ -35,11 +35,18 @@ from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
 from nibabel.processing import resample_from_to
 
 from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
-from mriclip.imaging.validation import as_3d, content_sha256, describe_error, same_grid
+from mriclip.imaging.validation import (
+    ProblemLog,
+    as_3d,
+    content_sha256,
+    describe_error,
+    same_grid,
+)
 from mriclip.parallel import map_as_completed
 
 logger = logging.getLogger(__name__)
@@ -212,3 +219,47 @@ def preprocess_collection(
         len(failures),
     )
     return PreprocessedCollection(records, failures, store)
+
+
+def scan_files(scan) -> list[str]:
+    """The image files of a NIfTI-catalog row, one per channel: its sequences, or its one
+    image."""
+    if isinstance(scan.sequence_files, str):
+        return scan.sequence_files.split(";")
+    return [scan.image_file]
+
+
+def preprocess_catalog(
+    catalog: pd.DataFrame,
+    images: dict[str, Callable],
+    labels: dict[str, Callable],
+    config: PreprocessingConfig,
+    store: Store,
+    workers: int,
+    dask_scheduler: str | None,
+) -> tuple[PreprocessedCollection, ProblemLog]:
+    """:func:`preprocess_collection` of the usable (``ok``) rows of a NIfTI catalog, its
+    ``images`` and ``labels`` partitions by file name; a scan that failed becomes a row of
+    the returned "preprocessing" problem log."""
+    usable = catalog[catalog["status"] == "ok"]
+    sources = [
+        ScanSource(
+            scan.scan_id,
+            images[scan.image_file],
+            labels[scan.label_file] if isinstance(scan.label_file, str) else None,
+            tuple(images[file] for file in scan_files(scan)[1:]),
+        )
+        for scan in usable.itertuples()
+    ]
+    done = preprocess_collection(sources, config, store, workers, dask_scheduler)
+    problems = ProblemLog("preprocessing")
+    for scan in usable.itertuples():
+        if scan.scan_id in done.failures:
+            problems.add(
+                scan.scan_id,
+                scan.image_file,
+                f"preprocessing failed: {done.failures[scan.scan_id]}",
+                "inspect the scan (empty, a slab, or an unusual header?) or remove it; "
+                "the log has the traceback at DEBUG level",
+            )
+    return done, problems

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from mriclip.imaging.ablation import inpaint_lesions
 from mriclip.imaging.bids import BidsRoot, read_bids
-from mriclip.imaging.collection import ScanSource, Store, on_grid_of, preprocess_collection
+from mriclip.imaging.collection import Store, on_grid_of, preprocess_catalog, scan_files
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_twin
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
@@ -75,13 +75,6 @@ def catalog_scans(
     )
 
 
-def scan_files(scan) -> list[str]:
-    """The image files of a catalog row, one per channel: its sequences, or its one image."""
-    if isinstance(scan.sequence_files, str):
-        return scan.sequence_files.split(";")
-    return [scan.image_file]
-
-
 def validate_lesions(
     raw_scans: pd.DataFrame,
     raw_lesions: pd.DataFrame,
@@ -108,40 +101,25 @@ def preprocess_volumes(
     (saved lazily, one ``.npy`` each), the per-scan report, the lesion table on the new grid,
     and the problems met."""
     config = PreprocessingConfig(**params["preprocessing"])
-    usable = nifti_catalog[nifti_catalog["status"] == "ok"]
-    sources = [
-        ScanSource(
-            scan.scan_id,
-            raw_images[scan.image_file],
-            raw_labels[scan.label_file] if isinstance(scan.label_file, str) else None,
-            tuple(raw_images[file] for file in scan_files(scan)[1:]),
-        )
-        for scan in usable.itertuples()
-    ]
-    done = preprocess_collection(
-        sources, config, preprocessing_cache, params["workers"], params["dask_scheduler"]
+    done, problems = preprocess_catalog(
+        nifti_catalog,
+        raw_images,
+        raw_labels,
+        config,
+        preprocessing_cache,
+        params["workers"],
+        params["dask_scheduler"],
     )
-    problems = ProblemLog("preprocessing")
     # Lesions without a centre are listed but never stop a run: volume mode does not need them.
     uncentred = ProblemLog("lesion_centres")
     lesions_of = dict(tuple(validated_lesions.groupby("scan_id", sort=False)))
     no_lesions = validated_lesions.iloc[:0]
     reports, lesion_rows = [], []
-    for scan in usable.itertuples():
-        if scan.scan_id in done.failures:
-            problems.add(
-                scan.scan_id,
-                scan.image_file,
-                f"preprocessing failed: {done.failures[scan.scan_id]}",
-                "inspect the scan (empty, a slab, or an unusual header?) or remove it; "
-                "the log has the traceback at DEBUG level",
-            )
-            continue
-        record = done.records[scan.scan_id]
-        reports.append({"scan_id": scan.scan_id, **record["report"]})
-        scan_lesions = lesions_of.get(scan.scan_id, no_lesions)
+    for scan_id, record in done.records.items():
+        reports.append({"scan_id": scan_id, **record["report"]})
+        scan_lesions = lesions_of.get(scan_id, no_lesions)
         lesion_rows += _centred_lesions(
-            scan.scan_id, record["lesions"], scan_lesions, problems, uncentred
+            scan_id, record["lesions"], scan_lesions, problems, uncentred
         )
     problems.raise_if_any(params["on_invalid"])
     lesion_table = pd.DataFrame(

@@ -9,13 +9,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from mriclip.imaging.collection import Store
+from mriclip.imaging.collection import Store, preprocess_catalog
+from mriclip.imaging.preprocessing import PreprocessingConfig
 from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.models.brainmvp import BrainMVP
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder, apply_mask, block_mask
-from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
 from mriclip.training.engine import configs_from_params
 from mriclip.training.pretraining import (
     BrainMVPConfig,
@@ -36,13 +36,18 @@ def preprocess_unlabelled(
     """Validate and preprocess extra unlabelled scans exactly like the labelled ones (in
     parallel, reusing unchanged scans from the cache); the volumes are loaders, saved lazily."""
     catalog, problems = build_unlabelled_catalog(unlabelled_images, data_engineering["on_invalid"])
-    no_lesions = pd.DataFrame(columns=["scan_id", "lesion_id", "region"])
-    volumes, _, _, _, more_problems = preprocess_volumes(
-        unlabelled_images, {}, catalog, no_lesions, unlabelled_preprocessing_cache, data_engineering
+    done, failures = preprocess_catalog(
+        catalog,
+        unlabelled_images,
+        {},
+        PreprocessingConfig(**data_engineering["preprocessing"]),
+        unlabelled_preprocessing_cache,
+        data_engineering["workers"],
+        data_engineering["dask_scheduler"],
     )
-    return {f"unlabelled_{k}": v for k, v in volumes.items()}, pd.concat(
-        [problems, more_problems], ignore_index=True
-    )
+    failures.raise_if_any(data_engineering["on_invalid"])
+    volumes = {f"unlabelled_{k}": v for k, v in done.loaders("volume").items()}
+    return volumes, pd.concat([problems, failures.table()], ignore_index=True)
 
 
 METHODS = ("mae", "brainmvp")
