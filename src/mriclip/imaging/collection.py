@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -147,12 +147,22 @@ def run_task(task: ScanTask) -> tuple[dict, bool] | TaskFailure:
         return TaskFailure(describe_error(error), traceback.format_exc())
 
 
+def load_channels(source: ScanSource) -> tuple[nib.Nifti1Image, list[np.ndarray]]:
+    """The scan's image (its reference: the grid and affine of its channels) and the 3D
+    array of each channel on that grid: the image's, then its further sequences' (resampled
+    onto it where they lie on another)."""
+    image = source.load_image()
+    sequences = [as_3d(on_grid_of(load(), image)) for load in source.load_sequences]
+    return image, [as_3d(image), *sequences]
+
+
 def _preprocess(task: ScanTask, prints: dict) -> dict:
     source = task.source
-    image = source.load_image()
+    image, channels = load_channels(source)
     label = None if source.load_label is None else as_3d(source.load_label())
-    sequences = [as_3d(on_grid_of(load(), image)) for load in source.load_sequences]
-    volume, label_out, report = preprocess_scan(image, as_3d(image), label, task.config, sequences)
+    volume, label_out, report = preprocess_scan(
+        image, channels[0], label, task.config, channels[1:]
+    )
     arrays = {"volume": volume}
     record = {"fingerprint": prints, "report": report, "lesions": None}
     if label_out is not None:
@@ -229,6 +239,21 @@ def scan_files(scan) -> list[str]:
     return [scan.image_file]
 
 
+def scan_source(
+    scan, images: Mapping[str, Callable], labels: Mapping[str, Callable] | None = None
+) -> ScanSource:
+    """The source of a NIfTI-catalog row from the ``images`` (and ``labels``) partitions by
+    file name: its image, label map (when it has one and ``labels`` are given) and further
+    sequences."""
+    has_label = labels is not None and isinstance(scan.label_file, str)
+    return ScanSource(
+        scan.scan_id,
+        images[scan.image_file],
+        labels[scan.label_file] if has_label else None,
+        tuple(images[file] for file in scan_files(scan)[1:]),
+    )
+
+
 def preprocess_catalog(
     catalog: pd.DataFrame,
     images: dict[str, Callable],
@@ -242,15 +267,7 @@ def preprocess_catalog(
     ``images`` and ``labels`` partitions by file name; a scan that failed becomes a row of
     the returned "preprocessing" problem log."""
     usable = catalog[catalog["status"] == "ok"]
-    sources = [
-        ScanSource(
-            scan.scan_id,
-            images[scan.image_file],
-            labels[scan.label_file] if isinstance(scan.label_file, str) else None,
-            tuple(images[file] for file in scan_files(scan)[1:]),
-        )
-        for scan in usable.itertuples()
-    ]
+    sources = [scan_source(scan, images, labels) for scan in usable.itertuples()]
     done = preprocess_collection(sources, config, store, workers, dask_scheduler)
     problems = ProblemLog("preprocessing")
     for scan in usable.itertuples():

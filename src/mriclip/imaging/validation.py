@@ -39,6 +39,9 @@ CATALOG_COLUMNS = [
 #: What a scan lacking some of ``data_engineering.sequences`` gets: the first sequence it has
 #: in their place (``duplicate``, as BrainMVP does), or left out (``skip``); listed either way.
 MISSING_SEQUENCES = ("duplicate", "skip")
+#: The source of the sequence settings a data_engineering run reads: parameters, which a fix
+#: may change (a model bundle's are fixed by its training).
+PARAMETERS = "data_engineering"
 
 
 class InputDataError(ValueError):
@@ -84,6 +87,50 @@ def describe_error(error: BaseException) -> str:
         parts.append(f"{type(error).__name__}: {error}")
         error = error.__cause__ or error.__context__
     return " <- caused by ".join(parts)
+
+
+@dataclass(frozen=True)
+class SequenceContract:
+    """How multi-sequence scans are read: a scan is the files ``<scan_id>_<sequence>.nii.gz``,
+    stacked as channels in the order of ``sequences``.
+
+    Args:
+        sequences: the sequences' names in channel order (distinct, at least one).
+        missing: what a scan lacking some gets, one of :data:`MISSING_SEQUENCES`.
+        source: where both come from, as messages name it: :data:`PARAMETERS` (the
+            ``data_engineering`` parameters) or e.g. a model bundle's settings, which only a
+            new training changes.
+    """
+
+    sequences: tuple[str, ...]
+    missing: str = "duplicate"
+    source: str = PARAMETERS
+
+    def __post_init__(self) -> None:
+        names = self.sequences
+        if isinstance(names, str) or not names or len(set(names)) != len(names):
+            raise ValueError(
+                f"{self.setting('sequences')} must be null or distinct names, got {names!r}"
+            )
+        object.__setattr__(self, "sequences", tuple(names))
+        if self.missing not in MISSING_SEQUENCES:
+            raise ValueError(
+                f"{self.setting('missing_sequences')} must be one of {MISSING_SEQUENCES}, "
+                f"got {self.missing!r}"
+            )
+
+    def setting(self, key: str) -> str:
+        """How messages name the setting ``key`` (``sequences``, ``missing_sequences``)."""
+        return f"{self.source}.{key}"
+
+    @property
+    def adjustable(self) -> bool:
+        """Whether a fix may change the settings (parameters) rather than the files."""
+        return self.source == PARAMETERS
+
+    def files(self, scan_id: str) -> list[str]:
+        """The files of scan ``scan_id``, in channel order."""
+        return [image_file_name(scan_id, name) for name in self.sequences]
 
 
 def image_file_name(scan_id: str, sequence: str | None) -> str:
@@ -223,22 +270,45 @@ def spacing_problem(image: nib.Nifti1Image) -> str | None:
 
 
 def _index_sequence_files(
-    files: Mapping[str, Callable], sequences: Sequence[str], problems: ProblemLog
+    files: Mapping[str, Callable], contract: SequenceContract, problems: ProblemLog
 ) -> dict[str, dict[str, tuple[str, Callable]]]:
-    """Scan id -> sequence -> (file name, loader) of ``<scan_id>_<sequence>.nii[.gz]`` files."""
+    """Scan id -> sequence -> (file name, loader) of ``<scan_id>_<sequence>.nii[.gz]`` files;
+    a file naming no sequence is a problem that names the files a scan needs."""
     indexed: dict[str, dict[str, tuple[str, Callable]]] = {}
     for stem, (filename, load) in _index_files(files, "image", problems).items():
-        sequence = next((name for name in sequences if stem.endswith(f"_{name}")), None)
+        sequence = next((name for name in contract.sequences if stem.endswith(f"_{name}")), None)
         if sequence is None:
             problems.add(
                 None,
                 filename,
-                f"image file names no sequence of data_engineering.sequences {list(sequences)}",
-                "name it <scan_id>_<sequence>.nii.gz, or add its sequence to the parameter",
+                f"image file names no sequence of {contract.setting('sequences')} "
+                f"{list(contract.sequences)}; expected the scan's files "
+                + ", ".join(contract.files(stem)),
+                "name each sequence's file <scan_id>_<sequence>.nii.gz"
+                + (
+                    ", or add its sequence to the parameter"
+                    if contract.adjustable
+                    else "; the model was trained on these sequences"
+                ),
             )
             continue
         indexed.setdefault(stem[: -len(sequence) - 1], {})[sequence] = (filename, load)
     return indexed
+
+
+def _index_images(
+    files: Mapping[str, Callable], contract: SequenceContract | None, problems: ProblemLog
+) -> tuple[dict[str, tuple[str, Callable]], dict[str, dict[str, tuple[str, Callable]]]]:
+    """Scan id -> (file name, loader) of its image (with ``contract``: of the first sequence
+    it has), and scan id -> sequence -> (file name, loader) (empty without ``contract``)."""
+    if contract is None:
+        return _index_files(files, "image", problems), {}
+    sequence_files = _index_sequence_files(files, contract, problems)
+    image_files = {
+        scan_id: next(found[name] for name in contract.sequences if name in found)
+        for scan_id, found in sequence_files.items()
+    }
+    return image_files, sequence_files
 
 
 def same_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> bool:
@@ -251,8 +321,7 @@ def same_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> bool:
 def _inspect_sequences(
     row: dict,
     scan_files: Mapping[str, tuple[str, Callable]],
-    sequences: Sequence[str],
-    missing_sequences: str,
+    contract: SequenceContract,
     notes: ProblemLog,
 ) -> str:
     """Check a multi-sequence scan's other sequences against its first (``row`` holds the
@@ -260,9 +329,10 @@ def _inspect_sequences(
     resampled onto the first's in preprocessing, and listed in ``notes``, as are duplicated
     missing sequences. Fills ``sequence_files``; returns "ok" or the problem."""
     scan_id, reference_file = row["scan_id"], row["image_file"]
+    sequences, rule = contract.sequences, contract.setting("missing_sequences")
     missing = [name for name in sequences if name not in scan_files]
-    if missing and missing_sequences == "skip":
-        return f"missing sequence(s) {missing} (data_engineering.missing_sequences: skip)"
+    if missing and contract.missing == "skip":
+        return f"missing sequence(s) {missing} ({rule}: skip)"
     reference = scan_files[next(name for name in sequences if name in scan_files)][1]()
     for name, (filename, load) in scan_files.items():
         if filename == reference_file:
@@ -290,8 +360,9 @@ def _inspect_sequences(
             scan_id,
             f"scan '{scan_id}'",
             f"missing sequence(s) {missing}",
-            f"filled with {reference_file} (data_engineering.missing_sequences: duplicate); "
-            f"add images/{scan_id}_<sequence>.nii.gz, or set it to skip",
+            f"filled with {reference_file} ({rule}: duplicate); add "
+            + ", ".join(f"images/{image_file_name(scan_id, name)}" for name in missing)
+            + (", or set it to skip" if contract.adjustable else ""),
         )
     row["sequence_files"] = ";".join(
         scan_files[name][0] if name in scan_files else reference_file for name in sequences
@@ -320,15 +391,12 @@ def build_nifti_catalog(
     listed among the problems as notes, which never stop a run.
     Returns ``(catalog, problems)``; the catalog has one row per scan with a status.
     """
-    if sequences is not None and (not sequences or len(set(sequences)) != len(sequences)):
-        raise ValueError(
-            f"data_engineering.sequences must be null or distinct names, got {sequences!r}"
-        )
     if missing_sequences not in MISSING_SEQUENCES:
         raise ValueError(
             f"data_engineering.missing_sequences must be one of {MISSING_SEQUENCES}, "
             f"got {missing_sequences!r}"
         )
+    contract = None if sequences is None else SequenceContract(sequences, missing_sequences)
     scan_col, patient_col = columns["scan_id"], columns["patient_id"]
     require_columns(scans, [scan_col, patient_col], "scans table (scans.csv)")
     problems = ProblemLog("nifti_catalog")
@@ -353,14 +421,7 @@ def build_nifti_catalog(
         )
 
     notes = ProblemLog("sequences")
-    if sequences is None:
-        image_files = _index_files(images, "image", problems)
-    else:
-        sequence_files = _index_sequence_files(images, sequences, problems)
-        image_files = {
-            scan_id: next(files[name] for name in sequences if name in files)
-            for scan_id, files in sequence_files.items()
-        }
+    image_files, sequence_files = _index_images(images, contract, problems)
     label_files = _index_files(labels, "label", problems)
     for scan_id in sorted(set(label_files) - set(image_files)):
         problems.add(
@@ -390,9 +451,8 @@ def build_nifti_catalog(
             label_file=label_files.get(scan_id, (None,))[0],
         )
         status = _inspect_image(row, load_image, label_files.get(scan_id), grid)
-        if status == "ok" and sequences is not None:
-            files = sequence_files[scan_id]
-            status = _inspect_sequences(row, files, sequences, missing_sequences, notes)
+        if status == "ok" and contract is not None:
+            status = _inspect_sequences(row, sequence_files[scan_id], contract, notes)
         if status == "ok" and scan_id not in patients:
             status = "scan has no row in scans.csv"
             fix = f"add a row with scan_id '{scan_id}' to scans.csv"
@@ -433,6 +493,8 @@ def _fix_for(status: str) -> str:
         return SPACING_FIX
     if status.startswith("field of view"):
         return FIELD_OF_VIEW_FIX
+    if status.startswith("missing sequence"):
+        return "add the scan's file of each missing sequence, <scan_id>_<sequence>.nii.gz"
     return "re-export the file or remove it; see the problem text"
 
 
@@ -559,17 +621,27 @@ def collect_lesions(
 
 
 def build_unlabelled_catalog(
-    images: Mapping[str, Callable[[], nib.Nifti1Image]], on_invalid: str = "skip"
+    images: Mapping[str, Callable[[], nib.Nifti1Image]],
+    on_invalid: str = "skip",
+    sequences: SequenceContract | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate a folder of extra scans that have no table row (e.g. for pretraining)."""
+    """Validate a folder of scans that have no table row (extra scans for pretraining, new
+    scans for inference): any NIfTI file is a scan, or with ``sequences`` a scan is its
+    sequences' files, checked as :func:`build_nifti_catalog` checks them (notes included)."""
     problems = ProblemLog("unlabelled_catalog")
+    notes = ProblemLog("sequences")
+    image_files, sequence_files = _index_images(images, sequences, problems)
     rows = []
-    for scan_id, (image_file, load_image) in _index_files(images, "image", problems).items():
+    for scan_id, (image_file, load_image) in image_files.items():
         row = dict.fromkeys(CATALOG_COLUMNS)
         row.update(scan_id=scan_id, image_file=image_file)
-        row["status"] = _inspect_image(row, load_image, None)
-        if row["status"] != "ok":
-            problems.add(scan_id, image_file, row["status"], _fix_for(row["status"]))
+        status = _inspect_image(row, load_image, None)
+        if status == "ok" and sequences is not None:
+            status = _inspect_sequences(row, sequence_files[scan_id], sequences, notes)
+        if status != "ok":
+            problems.add(scan_id, image_file, status, _fix_for(status))
+        row["status"] = status
         rows.append(row)
     problems.raise_if_any(on_invalid)
-    return pd.DataFrame(rows, columns=CATALOG_COLUMNS), problems.table()
+    catalog = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
+    return catalog, pd.concat([problems.table(), notes.table()], ignore_index=True)
