@@ -47,6 +47,7 @@ def test_pipeline_writes_every_named_output(raw_cohort):
         far = ~ndimage.binary_dilation(lesion, iterations=8)
         np.testing.assert_array_equal(twin[far], volumes[scan_id][far])  # the rest untouched
     assert out["preprocessing_settings"]["target_shape"] == [32, 32, 32]
+    assert out["sequence_settings"] == {"sequences": None, "missing_sequences": "duplicate"}
     for lesion in lesions.itertuples():  # centres lie inside their own lesion on the new grid
         centre = tuple(int(round(c)) for c in (lesion.center_x, lesion.center_y, lesion.center_z))
         assert labels[lesion.scan_id][centre] == lesion.lesion_id

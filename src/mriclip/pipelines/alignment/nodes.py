@@ -11,12 +11,18 @@ from mriclip.training.methods import AlignmentMethod
 
 
 def train_clip_model(
-    preprocessing_settings: dict, params: dict, evaluation: dict, seed: int, **inputs
+    preprocessing_settings: dict,
+    sequence_settings: dict,
+    params: dict,
+    evaluation: dict,
+    seed: int,
+    **inputs,
 ) -> tuple[dict, pd.DataFrame]:
     """The node: train on the configured fold and save the model as a bundle that carries
-    what inference needs besides the weights: the preprocessing the volumes had, the patch
-    size and mode, and the zero-shot targets with their prompts. ``inputs`` are the fold's
-    (``FoldInputs``; the pipeline's ``FOLD_INPUTS``)."""
+    what inference needs besides the weights: the preprocessing the volumes had, the
+    sequences they stack (and the missing-sequence rule), the patch size and mode, and the
+    zero-shot targets with their prompts. ``inputs`` are the fold's (``FoldInputs``; the
+    pipeline's ``FOLD_INPUTS``)."""
     data = FoldInputs(**inputs)
     model, history = train_on_fold(data, params, seed)
     splits, sentences = data.splits, data.scan_sentences
@@ -25,6 +31,8 @@ def train_clip_model(
     ]
     inference = {
         "preprocessing": preprocessing_settings,
+        "sequences": sequence_settings["sequences"],
+        "missing_sequences": sequence_settings["missing_sequences"],
         "mode": params["mode"],
         "patch_size": params["patch_size"],
         "zero_shot": zero_shot_spec(data.regions, data.sentences, evaluation, training_rows),

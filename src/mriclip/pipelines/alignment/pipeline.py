@@ -27,6 +27,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     **FOLD_INPUTS,
                     "preprocessing_settings": "preprocessing_settings",
+                    "sequence_settings": "sequence_settings",
                     "params": "params:alignment",
                     "evaluation": "params:evaluation",
                     "seed": "params:seed",

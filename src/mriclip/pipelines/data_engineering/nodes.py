@@ -234,6 +234,12 @@ def record_preprocessing_settings(params: dict) -> dict:
     return asdict(PreprocessingConfig(**params["preprocessing"]))
 
 
+def record_sequence_settings(params: dict) -> dict:
+    """The sequences the volumes stack as channels (null: one image per scan) and the rule for
+    missing ones, for the model bundle: inference must read new scans by the same contract."""
+    return {"sequences": params["sequences"], "missing_sequences": params["missing_sequences"]}
+
+
 def make_lesion_ablated_twins(
     raw_images: dict[str, Callable],
     raw_ablated_images: dict[str, Callable],

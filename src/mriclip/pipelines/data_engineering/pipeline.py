@@ -86,6 +86,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="record_preprocessing_settings",
             ),
             Node(
+                nodes.record_sequence_settings,
+                "params:data_engineering",
+                "sequence_settings",
+                name="record_sequence_settings",
+            ),
+            Node(
                 nodes.make_lesion_ablated_twins,
                 [
                     "input_images",
