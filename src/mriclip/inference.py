@@ -2,11 +2,13 @@
 evidence maps, from the model bundle alone.
 
 The bundle (``clip_model``) carries the preprocessing settings its training volumes had, the
-patch size and the zero-shot spec (targets, classes, prompt templates). A new scan goes
-through exactly that preprocessing, is covered by patches as at evaluation
-(:mod:`mriclip.evaluation.scan_scoring`), and gets per class the aggregated probability. The
-lesion evidence of the patches, blended into a map on the preprocessed grid, is resampled
-onto the input scan's own grid and affine, so it opens over the input in any viewer.
+sequences they stacked as channels (with the missing-sequence rule; a bundle without them is
+single-sequence), the patch size and the zero-shot spec (targets, classes, prompt templates).
+A new scan is read by the same data contract, goes through exactly that preprocessing, is
+covered by patches as at evaluation (:mod:`mriclip.evaluation.scan_scoring`), and gets per
+class the aggregated probability. The lesion evidence of the patches, blended into a map on
+the preprocessed grid, is resampled onto the input scan's own grid and affine (a
+multi-sequence scan's: its first sequence's), so it opens over the input in any viewer.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from mriclip.evaluation.scan_scoring import (
 )
 from mriclip.imaging import registration
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
+from mriclip.imaging.validation import SequenceContract
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
+from mriclip.training.samples import spatial_shape
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,12 @@ class InferenceSpec:
     mode: str
     patch_size: int
     zero_shot: Mapping
+    #: how a scan's files are read, as in training; None: one image per scan
+    sequences: SequenceContract | None = None
+
+
+#: How messages name the bundle's sequence settings.
+BUNDLE_SETTINGS = "the clip_model bundle's inference"
 
 
 def inference_spec(bundle: Mapping) -> InferenceSpec:
@@ -117,8 +127,43 @@ def inference_spec(bundle: Mapping) -> InferenceSpec:
             f"{tuple(config.target_shape)}"
         )
     return InferenceSpec(
-        config, settings["mode"], int(settings["patch_size"]), settings["zero_shot"]
+        config,
+        settings["mode"],
+        int(settings["patch_size"]),
+        settings["zero_shot"],
+        sequence_contract(settings, bundle["config"]["image_encoder"].get("in_channels", 1)),
     )
+
+
+def sequence_contract(settings: Mapping, in_channels: int) -> SequenceContract | None:
+    """The sequences a bundle's model was trained on (None: one image per scan, as bundles
+    from before multi-sequence data are), checked against its image encoder's
+    ``in_channels``."""
+    sequences = settings.get("sequences")
+    if sequences is None:
+        contract = None
+    elif "missing_sequences" not in settings:
+        raise IncompatibleBundleError(
+            "the clip_model bundle records the sequences but not the missing-sequence rule "
+            "(inference.missing_sequences), so new scans cannot be read as training read them"
+        )
+    else:
+        try:
+            contract = SequenceContract(sequences, settings["missing_sequences"], BUNDLE_SETTINGS)
+        except ValueError as error:
+            raise IncompatibleBundleError(str(error)) from error
+    if contract is None and in_channels != 1:
+        raise IncompatibleBundleError(
+            f"the model's image encoder takes {in_channels} image channels (sequences) but the "
+            "bundle does not record which: it was saved before mriclip recorded them; re-run "
+            "the alignment pipeline on the data it was trained on"
+        )
+    if contract is not None and len(contract.sequences) != in_channels:
+        raise IncompatibleBundleError(
+            f"the bundle records the sequences {list(contract.sequences)} but its image "
+            f"encoder takes {in_channels} image channel(s): the bundle is inconsistent"
+        )
+    return contract
 
 
 def build_scorer(model: ClipModel, spec: Mapping, scoring: Mapping, prompts: Mapping) -> ScanScorer:
@@ -148,28 +193,35 @@ def predict_scan(
     scorer: ScanScorer,
     spec: InferenceSpec,
     image: nib.Nifti1Image,
-    data: np.ndarray,
+    channels: Sequence[np.ndarray],
     scoring: Mapping,
 ) -> ScanPrediction:
-    """Preprocess ``image`` (its 3D ``data``) as the model's training volumes were, score its
-    patches and map their evidence back onto the input grid."""
-    volume, _, metadata = preprocess_scan(image, data, None, spec.preprocessing)
+    """Preprocess the scan as the model's training volumes were, score its patches and map
+    their evidence back onto the input grid. ``image`` is the scan's (its reference's, for
+    several sequences: grid and affine), ``channels`` the 3D arrays on its grid: its own,
+    then its further sequences' in the model's order (``mriclip.imaging.collection.
+    load_channels``)."""
+    volume, _, metadata = preprocess_scan(
+        image, channels[0], None, spec.preprocessing, channels[1:]
+    )
     output_affine = np.array(json.loads(metadata["output_affine"]), dtype=float)
-    size = spec.patch_size if spec.mode == "patch" else max(volume.shape)
+    grid = spatial_shape(volume)
+    size = spec.patch_size if spec.mode == "patch" else max(grid)
     starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
     if len(starts) == 0:
         raise ValueError(
             "no patch holds enough head (evaluation.scan_scoring.min_foreground_fraction); "
             "the head may be too small in the field of view"
         )
-    size = min(size, *volume.shape)
+    size = min(size, *grid)
     patch_embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
     probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
     scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     regions = probabilities[next(iter(spec.zero_shot["targets"]))]
-    maps = evidence_map(volume.shape, starts, size, np.column_stack([evidence, regions]))
+    maps = evidence_map(grid, starts, size, np.column_stack([evidence, regions]))
     on_input = np.stack(
-        [resample_to_grid(m, output_affine, data.shape, image.affine) for m in maps], axis=-1
+        [resample_to_grid(m, output_affine, channels[0].shape, image.affine) for m in maps],
+        axis=-1,
     )
     mean = patch_embeddings.mean(axis=0)
     return ScanPrediction(

@@ -137,6 +137,11 @@ def test_evidence_maps_lie_on_the_input_grid(bundle, new_scans):
         assert data[0, 0, 0, 0] == 0 and data[-1, -1, -1, 0] == 0
 
 
+def test_a_bundle_without_sequences_reads_one_image_per_scan(bundle):
+    assert "sequences" not in bundle["inference"]  # as bundles saved before they were recorded
+    assert inference_spec(bundle).sequences is None
+
+
 def test_inference_refuses_bundles_it_cannot_reproduce(bundle):
     older = {key: value for key, value in bundle.items() if key != "inference"}
     with pytest.raises(IncompatibleBundleError, match="no 'inference' settings"):

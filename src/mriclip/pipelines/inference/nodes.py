@@ -10,7 +10,8 @@ import nibabel as nib
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mriclip.imaging.validation import ProblemLog, as_3d, build_unlabelled_catalog
+from mriclip.imaging.collection import load_channels, scan_source
+from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog, image_file_name
 from mriclip.inference import (
     build_scorer,
     inference_spec,
@@ -25,11 +26,17 @@ logger = logging.getLogger(__name__)
 
 
 def catalog_new_scans(
-    inference_images: dict[str, Callable], inference_scans: pd.DataFrame, params: dict
+    clip_model: dict,
+    inference_images: dict[str, Callable],
+    inference_scans: pd.DataFrame,
+    params: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same checks as for training scans; an optional scans table adds ids' clinical
-    columns, and its rows without an image are listed."""
-    catalog, problems = build_unlabelled_catalog(inference_images, "skip")
+    """The same checks as for training scans, by the data contract the model was trained
+    with (any NIfTI file a scan, or ``<scan_id>_<sequence>.nii.gz`` per sequence of its
+    bundle); an optional scans table adds ids' clinical columns, and its rows without an
+    image are listed."""
+    contract = inference_spec(clip_model).sequences  # refuses a bundle it cannot reproduce
+    catalog, problems = build_unlabelled_catalog(inference_images, "skip", contract)
     scan_col = params["columns"]["scan_id"]
     extra = ProblemLog("inference_catalog")
     if len(inference_scans):
@@ -41,8 +48,10 @@ def catalog_new_scans(
             )
         table = inference_scans.assign(scan_id=inference_scans[scan_col].astype(str))
         for scan_id in sorted(set(table["scan_id"]) - set(catalog["scan_id"])):
+            files = contract.files(scan_id) if contract else [image_file_name(scan_id, None)]
             extra.add(scan_id, f"scans.csv scan_id '{scan_id}'", "row has no image file",
-                      f"add images/{scan_id}.nii.gz or remove the row")  # fmt: skip
+                      "add " + ", ".join(f"images/{file}" for file in files)
+                      + " or remove the row")  # fmt: skip
         clinical = table.drop(columns=[c for c in table.columns if c in catalog.columns
                                        and c != "scan_id"])  # fmt: skip
         catalog = catalog.merge(clinical, on="scan_id", how="left")
@@ -72,8 +81,8 @@ def predict_new_scans(
     tick = time.perf_counter()
     for scan in tqdm(usable.itertuples(), total=len(usable), desc="inference", disable=None):
         try:
-            image = inference_images[scan.image_file]()
-            prediction = predict_scan(model, scorer, spec, image, as_3d(image), scoring)
+            image, channels = load_channels(scan_source(scan, inference_images))
+            prediction = predict_scan(model, scorer, spec, image, channels, scoring)
         except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
             problems.add(
                 scan.scan_id,

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.catalog_new_scans,
-                ["inference_images", "inference_scans", "params:data_engineering"],
+                ["clip_model", "inference_images", "inference_scans", "params:data_engineering"],
                 ["inference_catalog", "inference_catalog_problems"],
                 name="catalog_new_scans",
                 tags=["validation"],
