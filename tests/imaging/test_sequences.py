@@ -11,6 +11,7 @@ from mriclip.imaging.collection import ScanSource, preprocess_collection, scan_f
 from mriclip.imaging.preprocessing import preprocess_scan
 from mriclip.imaging.validation import build_nifti_catalog
 from mriclip.pipelines.data_engineering.nodes import select_input
+from mriclip.pipelines.pretraining.nodes import preprocess_unlabelled
 from tests.conftest import _loaded, make_raw_cohort, preprocessing_config
 
 COLUMNS = {"scan_id": "scan_id", "patient_id": "patient_id"}
@@ -136,3 +137,24 @@ def test_sequences_with_a_bids_source_are_refused_naming_the_parameter():
     params = {"source": "bids", "sequences": SEQUENCES}
     with pytest.raises(ValueError, match="data_engineering.sequences"):
         select_input({}, {}, None, None, params)
+
+
+def test_unlabelled_scans_for_pretraining_follow_the_sequences_too(two_sequences, tmp_path):
+    images, _, _ = two_sequences
+    del images["S2_t2.nii.gz"]
+    params = {
+        "sequences": SEQUENCES,
+        "missing_sequences": "skip",
+        "on_invalid": "skip",
+        "preprocessing": CONFIG.__dict__,
+        "workers": 1,
+        "dask_scheduler": None,
+    }
+    volumes, problems = preprocess_unlabelled(images, ScanStore(str(tmp_path)), params)
+    assert sorted(volumes) == ["unlabelled_S0", "unlabelled_S1"]
+    stack = volumes["unlabelled_S0"]()
+    assert stack.shape == (2, 24, 24, 24)
+    t1, _, _ = preprocess_scan(images["S0_t1.nii.gz"](), images["S0_t1.nii.gz"]().get_fdata(),
+                               None, CONFIG)  # fmt: skip
+    np.testing.assert_allclose(stack[0], t1, atol=1e-5)
+    assert "S2" in set(problems["scan_id"])
