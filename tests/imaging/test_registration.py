@@ -88,7 +88,7 @@ def test_registered_preprocessing_puts_one_head_on_one_grid():
     lesion lands on the same voxels; unregistered, they do not. The output affine maps the
     output lesion centre to where the lesion is in each scanner's millimetres."""
     config = preprocessing_config(target_shape=(48, 48, 48), registration="rigid")
-    plain = preprocessing_config(target_shape=(48, 48, 48))
+    plain = preprocessing_config(target_shape=(48, 48, 48), registration="none")
     scans = [
         posed_scan((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
         posed_scan((12.0, 8.0, -9.0), (9.0, 6.0, -7.0), flip_axes=(0,)),

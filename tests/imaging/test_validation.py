@@ -210,7 +210,9 @@ def test_field_of_view_rule_matches_what_preprocessing_can_hold(raw_cohort):
     4 voxels thick, the rule's limit, passes and preprocesses to the target shape."""
     images, labels, scans, _ = raw_cohort
     volume = images["S0.nii.gz"]().get_fdata()
-    config = preprocessing_config(target_spacing=(4.0, 4.0, 4.0), target_shape=(32, 32, 32))
+    config = preprocessing_config(
+        target_spacing=(4.0, 4.0, 4.0), target_shape=(32, 32, 32), registration="none"
+    )
     grid = GridRule(config.target_spacing, min_extent_voxels=4)
     slabs = {"S1": volume[:, :, 16:20], "S2": volume[:, :, 16:24]}  # 8 and 16 mm thick
     for scan_id, slab in slabs.items():
