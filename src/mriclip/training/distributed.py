@@ -118,11 +118,17 @@ def launch(
     """Run ``entrypoint(**arguments)`` in ``config.nproc_per_node`` processes of a
     ``config.world_size`` process group on ``backend``; returns what global rank 0 returned.
 
-    The arguments are pickled to reach the workers; one that cannot be is named here rather
-    than deep in the launcher. On a node without rank 0 this raises :class:`NotRankZero`."""
+    The arguments are pickled to reach the workers, each its own copy; one that cannot be is
+    named here rather than deep in the launcher. On a node without rank 0 this raises
+    :class:`NotRankZero`."""
+    # Pickled here, not by the launcher: torch.multiprocessing's pickler sends a CPU tensor as
+    # shared memory, so every worker (and this process) would train one and the same
+    # parameters, each rank's optimiser step landing on the others' (twice the step, racing).
+    # A plain pickle gives each worker its own copy, as torchrun's processes have.
+    pickled = {}
     for name, value in arguments.items():
         try:
-            pickle.dumps(value)
+            pickled[name] = pickle.dumps(value)
         except Exception as error:
             raise TypeError(
                 f"{name} cannot be sent to the distributed training workers (they get it "
@@ -136,7 +142,7 @@ def launch(
         config.nnodes,
         backend,
     )
-    returned = elastic_launch(config.launch_config(), _worker)(backend, entrypoint, arguments)
+    returned = elastic_launch(config.launch_config(), _worker)(backend, entrypoint, pickled)
     results = [result for result in returned.values() if result is not None]
     if not results:
         logger.info("node %d: training done; node 0 saves the outputs", config.node_rank)
@@ -144,10 +150,12 @@ def launch(
     return results[0]
 
 
-def _worker(backend: str, entrypoint: Callable, arguments: dict) -> object:
-    """One worker process: join the process group, run, return the result on rank 0 only."""
+def _worker(backend: str, entrypoint: Callable, pickled: dict[str, bytes]) -> object:
+    """One worker process: join the process group, run ``entrypoint`` on its own copy of the
+    arguments, return the result on rank 0 only."""
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    arguments = {name: pickle.loads(value) for name, value in pickled.items()}
     dist.init_process_group(backend)
     try:
         result = entrypoint(**arguments)
