@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -56,9 +57,11 @@ def main() -> None:
         check=True,
         capture_output=True,
         text=True,
+        # Wide enough that rich's log handler does not wrap the throughput line mid-sentence.
+        env={**os.environ, "COLUMNS": "250"},
     )
     wall = time.perf_counter() - start
-    log = re.sub(r"\s+", " ", run.stdout + run.stderr)  # the log handler wraps long lines
+    log = re.sub(r"\s+", " ", run.stdout + run.stderr)
     logged = re.search(r"inference: \d+ scans in ([\d.]+) s \(([\d.]+) scans/s\)", log)
     predictions = pd.read_csv(sorted(PREDICTIONS.iterdir())[-1] / PREDICTIONS.name)
 
