@@ -66,11 +66,14 @@ COLUMNS = [
 ]
 
 
-def reconstruction_cell(summary: Mapping | None) -> str:
-    """ "0.223 (0.279)": held-out reconstruction MSE and its unmasked-mean baseline."""
+def reconstruction_cell(summary: Mapping | None, init: str) -> str:
+    """ "0.223 (0.279)": held-out reconstruction MSE and its unmasked-mean baseline; for the
+    ``pretrained`` init prefixed with the method that encoder was pretrained with."""
     if not summary or "reconstruction_loss" not in summary:
         return MISSING
-    return f"{summary['reconstruction_loss']:.3f} ({summary['unmasked_mean_loss']:.3f})"
+    losses = f"{summary['reconstruction_loss']:.3f} ({summary['unmasked_mean_loss']:.3f})"
+    method = summary.get("method", "")  # summaries written before BrainMVP do not name it
+    return f"{method} {losses}".strip() if init == "pretrained" else losses
 
 
 def budget(args: argparse.Namespace) -> dict:
@@ -107,7 +110,7 @@ def run_init(init: str, args: argparse.Namespace, shared: dict) -> dict[str, str
     # The latest pretraining summary is the one of the encoder this alignment started from.
     summary = None if init == "random" else catalog.load("pretraining_summary")
     return {
-        "pretraining MSE (baseline)": reconstruction_cell(summary),
+        "pretraining MSE (baseline)": reconstruction_cell(summary, init),
         **{name: cell(estimate) for name, estimate in estimates.items()},
         "pretraining min": MISSING if pretraining_minutes is None else f"{pretraining_minutes:.1f}",
         "alignment + evaluation min": f"{seconds / 60:.1f}",
@@ -121,8 +124,8 @@ def budget_line(env: str | None, shared: dict) -> str:
     alignment, pretraining = params["alignment"]["training"], params["pretraining"]["training"]
     return (
         f"env {env or 'base'}, seed {params['seed']}; alignment {alignment['steps']} steps "
-        f"of {alignment['micro_batch_size']} cubes; pretraining {pretraining['steps']} steps "
-        f"of {pretraining['batch_size']} crops; "
+        f"of {alignment['micro_batch_size']} cubes; pretraining (mae, brainmvp) "
+        f"{pretraining['steps']} steps of {pretraining['batch_size']} crops; "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
     )
 
