@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro_runs import PROJECT, cell, metric_with_interval, run_pipelines, zero_shot_estimates
 
 from mriclip.evaluation.baselines import linear_probe
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.embedding import label_matrix
 from mriclip.evaluation.embedding_tables import embedding_matrix, patient_ids, select_embeddings
 from mriclip.models.encoders import build_image_encoder
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 def variants(params: dict) -> dict[str, dict]:
@@ -79,47 +76,18 @@ def probe_with_interval(catalog, params: dict, resamples: int) -> dict:
 def run_variant(changes: dict, steps: int, probe_resamples: int) -> dict:
     training = {"steps": steps, "warmup_steps": max(1, steps // 10), **changes.get("training", {})}
     alignment = {**changes, "training": training}
-    start = time.perf_counter()
-    with KedroSession.create(project_path=PROJECT, runtime_params={"alignment": alignment}) as s:
-        s.run(pipeline_names=["alignment", "evaluation"], tags=["gpu", "metrics"])
-        seconds = time.perf_counter() - start
-        context = s.load_context()
-        catalog, params = context.catalog, context.params
-        zero_shot = catalog.load("zero_shot_metrics")
-        retrieval = catalog.load("retrieval_metrics")
-        probe = probe_with_interval(catalog, params, probe_resamples)
-    end_tracking_run()
-
-    def auc(part: dict, comparison: str) -> tuple[float, list[float]]:
-        overall = part[comparison]["overall"]
-        return overall["auc_macro"], overall["auc_macro_ci"]
-
-    lesion_retrieval = retrieval["lesion_level"]["model"]["overall"]
+    seconds, context = run_pipelines(
+        ["alignment", "evaluation"], {"alignment": alignment}, tags=["gpu", "metrics"]
+    )
+    catalog, params = context.catalog, context.params
+    retrieval = catalog.load("retrieval_metrics")
+    probe = probe_with_interval(catalog, params, probe_resamples)
     return {
-        "scan AUC": auc(zero_shot["scan_level"], "model"),
-        "scan AUC ablated": auc(zero_shot["scan_level"], "lesion_ablated"),
-        "lesion AUC": auc(zero_shot["lesion_level"], "model"),
-        "lesion AUC ablated": auc(zero_shot["lesion_level"], "lesion_ablated"),
-        "lesion MRR": (lesion_retrieval["mrr"], lesion_retrieval["mrr_ci"]),
+        **zero_shot_estimates(catalog.load("zero_shot_metrics")),
+        "lesion MRR": metric_with_interval(retrieval, "lesion_level.model.overall.mrr"),
         "probe AUC": (probe["auc_macro"], probe["auc_macro_ci"]),
         "minutes": seconds / 60,
     }
-
-
-def end_tracking_run() -> None:
-    """With the mlflow extra, kedro-mlflow leaves the session's run active; the next
-    session would log its other parameters into it, which mlflow refuses."""
-    try:
-        import mlflow
-    except ImportError:
-        return
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-
-
-def cell(value: tuple[float, list[float]]) -> str:
-    point, (low, high) = value
-    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def main() -> None:

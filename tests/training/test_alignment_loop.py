@@ -134,6 +134,7 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
         ("steps", 0, "alignment.training.steps must be >= 1"),
         ("micro_batch_size", 0, "alignment.training.micro_batch_size must be >= 1"),
         ("num_workers", -1, "alignment.training.num_workers must be >= 0"),
+        ("warmup_steps", 5, r"alignment.training.warmup_steps must be in \[0, steps = 4\]"),
         ("positive_key", "labels", "alignment.training.positive_key must be"),
         ("keep", "first", "alignment.training.keep must be"),
         ("lr_visoin", 1e-3, r"unknown key\(s\) \['lr_visoin'\]"),

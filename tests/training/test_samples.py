@@ -214,3 +214,20 @@ def test_a_stack_of_sequences_gives_the_same_cubes_in_every_channel(cohort):
         crop_with_padding(stacked["S0"], start, 16)[1],
         2 * crop_with_padding(volumes["S0"], start, 16),
     )
+
+
+def test_slip_views_of_a_stack_of_sequences_keep_every_sequence_and_the_cube_position(cohort):
+    """SLIP's two views of a multi-sequence cube: every sequence channel, then the position
+    channels of where the cube was cut (the item's own), on the volume's spatial grid."""
+    scans, volumes, labels, lesions = cohort
+    stacked = {sid: np.stack([v, 2 * v, -v]) for sid, v in volumes.items()}
+    noise = full_augmentation(AugmentationConfig(additive_noise_prob=1.0), ["image"], seed=3)
+    data = AlignmentSamples(scans, stacked, lesions, TEMPLATES, patch_size=16, labels=labels,
+                            paraphrase=False, position_channels=True, views=noise)  # fmt: skip
+    for key in [(0, 0), (1, 1), (0, 2)]:
+        item = data[key]
+        views = item["views"]
+        assert views.shape == (2, 6, 16, 16, 16)
+        for view in views:
+            torch.testing.assert_close(view[3:], item["image"][3:])
+        assert not torch.equal(views[0, :3], views[1, :3])  # two draws of the noise

@@ -77,6 +77,12 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        # Checked here, not only by the schedule, so that a short run (steps lowered alone)
+        # fails before any data is read, naming the parameter to lower with it.
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(
+                f"warmup_steps must be in [0, steps = {self.steps}], got {self.warmup_steps}"
+            )
 
 
 TaskConfig = TypeVar("TaskConfig")

@@ -325,7 +325,7 @@ class AlignmentSamples(Dataset):
             self.views.set_random_state(int(rng.integers(2**31)))
             views = [plain_tensor(self.views({"image": raw})["image"]) for _ in range(2)]
             if self.position_channels:
-                views = [with_position(view, start, volume.shape) for view in views]
+                views = [with_position(view, start, spatial_shape(volume)) for view in views]
             item["views"] = torch.stack(views).float()
         return item
 
