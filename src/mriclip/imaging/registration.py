@@ -124,25 +124,32 @@ def estimate_transform(
         )
     moving = _to_sitk(coarse, coarse_affine)
 
-    transform = sitk.Euler3DTransform() if method == "rigid" else sitk.AffineTransform(3)
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, transform, sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    registration = sitk.ImageRegistrationMethod()
-    registration.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     # Every voxel of the coarse copies, and one thread: the same scan always gets the same
-    # transform, which the preprocessing cache and the twins (registered separately) rely on.
-    registration.SetMetricSamplingStrategy(registration.NONE)
-    registration.SetNumberOfThreads(1)
-    registration.SetInterpolator(sitk.sitkLinear)
-    registration.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6
-    )
-    registration.SetOptimizerScalesFromPhysicalShift()
-    registration.SetShrinkFactorsPerLevel([2, 1])
-    registration.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    registration.SetInitialTransform(initial, inPlace=False)
-    fitted = registration.Execute(fixed, moving)
+    # transform, which the preprocessing cache, its worker processes and the twins
+    # (registered separately) rely on. ITK's metric splits its work by the global default
+    # thread count, not by the method's SetNumberOfThreads; with 2 threads one call's
+    # transform differed from the next one's by up to 6e-5, so the default is 1 meanwhile.
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        transform = sitk.Euler3DTransform() if method == "rigid" else sitk.AffineTransform(3)
+        initial = sitk.CenteredTransformInitializer(
+            fixed, moving, transform, sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+        registration = sitk.ImageRegistrationMethod()
+        registration.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        registration.SetMetricSamplingStrategy(registration.NONE)
+        registration.SetInterpolator(sitk.sitkLinear)
+        registration.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6
+        )
+        registration.SetOptimizerScalesFromPhysicalShift()
+        registration.SetShrinkFactorsPerLevel([2, 1])
+        registration.SetSmoothingSigmasPerLevel([1.0, 0.0])
+        registration.SetInitialTransform(initial, inPlace=False)
+        fitted = registration.Execute(fixed, moving)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return _ras_matrix(fitted)
 
 
