@@ -25,7 +25,10 @@ def objective_with(alignment, train_fold, folds=(0,)):
 
 def test_bad_trials_are_pruned_and_failures_recorded_while_the_study_goes_on(tmp_path):
     alignment = load_parameters("test")["alignment"]
-    study = open_study(f"sqlite:///{tmp_path}/s.db", "s", "zero_shot_auc", "median", seed=0)
+    study, created = open_study(
+        f"sqlite:///{tmp_path}/s.db", "s", "zero_shot_auc", "median", seed=0
+    )
+    assert created
     calls = []
 
     def train_fold(params, fold, on_validation):
@@ -60,7 +63,8 @@ def test_second_invocation_continues_the_same_study(tmp_path):
         return {"val_zero_shot_auc": 1 / (1 + abs(math.log10(params["training"]["lr_vision"])))}
 
     for expected in (2, 4):
-        study = open_study(url, "continued", "zero_shot_auc", "none", seed=0)
+        study, created = open_study(url, "continued", "zero_shot_auc", "none", seed=0)
+        assert created == (expected == 2)
         run_study(study, objective_with(alignment, train_fold), n_trials=2, timeout_s=None)
         assert len(study.trials) == expected
 
@@ -113,7 +117,7 @@ def test_storage_urls_name_sqlite_journal_or_a_database(tmp_path):
     journal = tmp_path / "deep" / "optuna.journal"
     storage = make_storage(f"journal:///{journal}")
     assert isinstance(storage, JournalStorage) and journal.parent.is_dir()
-    study = open_study(f"journal:///{journal}", "j", "val_loss", "none", 0)
+    study, _ = open_study(f"journal:///{journal}", "j", "val_loss", "none", 0)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
     reopened = optuna.load_study(study_name="j", storage=make_storage(f"journal:///{journal}"))
     assert [trial.value for trial in reopened.trials] == [trial.value for trial in study.trials]

@@ -99,25 +99,31 @@ def redacted(storage_url: str) -> str:
 
 def open_study(
     storage_url: str, study_name: str, objective: str, pruner: str, seed: int
-) -> optuna.Study:
-    """Create the study, or continue it if the storage already holds one of that name."""
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or continue it if the storage already holds one of that name;
+    returns it and whether this call created it. Of several workers starting one new study
+    at once exactly one creates it (the storage refuses a second study of the name), so
+    "created" says who sets the study up, where "it has no trials yet" is true for all."""
     if objective not in OBJECTIVES:
         raise ValueError(f"tuning.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
     storage = make_storage(storage_url)
     if isinstance(storage, str):
         create_tables(storage)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction=OBJECTIVES[objective],
-        pruner=make_pruner(pruner),
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        load_if_exists=True,
-    )
+    settings = {
+        "storage": storage,
+        "study_name": study_name,
+        "pruner": make_pruner(pruner),
+        "sampler": optuna.samplers.TPESampler(seed=seed),
+    }
+    try:
+        study = optuna.create_study(direction=OBJECTIVES[objective], **settings)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(**settings), False
     logger.info(
         "study %r in %s: %d trials so far", study_name, redacted(storage_url), len(study.trials)
     )
-    return study
+    return study, created
 
 
 FoldTrainer = Callable[[dict, int, Callable[[dict], None]], dict]

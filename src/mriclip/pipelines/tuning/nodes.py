@@ -43,18 +43,17 @@ def tune_alignment(
             )
         return history.dropna(subset=["val_loss"]).iloc[-1].to_dict()
 
-    study = open_study(
+    study, created = open_study(
         optuna_storage,
         params["study_name"],
         params["objective"],
         params["pruner"],
         params["sampler_seed"],
     )
-    if params["enqueue_defaults"] and not study.trials:
-        # skip_if_exists: a second worker starting on the same new study does not repeat it
-        study.enqueue_trial(
-            current_values(space, alignment), user_attrs={"defaults": True}, skip_if_exists=True
-        )
+    if params["enqueue_defaults"] and created:
+        # Only the worker that created the study: workers that all saw it without trials
+        # each enqueued the defaults before (skip_if_exists cannot see a trial not yet written).
+        study.enqueue_trial(current_values(space, alignment), user_attrs={"defaults": True})
     objective = make_objective(
         space, alignment, params["trial_overrides"], folds, params["objective"], train_fold
     )
