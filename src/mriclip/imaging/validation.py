@@ -133,6 +133,14 @@ class SequenceContract:
         return [image_file_name(scan_id, name) for name in self.sequences]
 
 
+def parameters_contract(
+    sequences: Sequence[str] | None, missing_sequences: str
+) -> SequenceContract | None:
+    """The contract ``data_engineering.sequences`` and ``missing_sequences`` describe; None
+    (one image per scan) without sequences."""
+    return None if sequences is None else SequenceContract(sequences, missing_sequences)
+
+
 def image_file_name(scan_id: str, sequence: str | None) -> str:
     """The data contract's file of a scan: ``<scan_id>.nii.gz`` for a single image (and a
     label map), ``<scan_id>_<sequence>.nii.gz`` for one sequence of several."""
@@ -396,7 +404,7 @@ def build_nifti_catalog(
             f"data_engineering.missing_sequences must be one of {MISSING_SEQUENCES}, "
             f"got {missing_sequences!r}"
         )
-    contract = None if sequences is None else SequenceContract(sequences, missing_sequences)
+    contract = parameters_contract(sequences, missing_sequences)
     scan_col, patient_col = columns["scan_id"], columns["patient_id"]
     require_columns(scans, [scan_col, patient_col], "scans table (scans.csv)")
     problems = ProblemLog("nifti_catalog")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from mriclip.imaging.collection import Store, preprocess_catalog
 from mriclip.imaging.preprocessing import PreprocessingConfig
-from mriclip.imaging.validation import SequenceContract, build_unlabelled_catalog
+from mriclip.imaging.validation import build_unlabelled_catalog, parameters_contract
 from mriclip.models.brainmvp import BrainMVP
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
@@ -37,11 +37,8 @@ def preprocess_unlabelled(
     parallel, reusing unchanged scans from the cache), by the same data contract (with
     ``data_engineering.sequences``, a scan is its sequences' files, stacked as channels); the
     volumes are loaders, saved lazily."""
-    sequences = data_engineering["sequences"]
-    contract = (
-        None
-        if sequences is None
-        else SequenceContract(sequences, data_engineering["missing_sequences"])
+    contract = parameters_contract(
+        data_engineering["sequences"], data_engineering["missing_sequences"]
     )
     catalog, problems = build_unlabelled_catalog(
         unlabelled_images, data_engineering["on_invalid"], contract
