@@ -121,6 +121,17 @@ def test_evidence_map_blends_overlapping_patches():
     assert two.shape == (2, 24, 16, 16) and np.allclose(two[1][blended > -1], 0.5)
 
 
+def test_evidence_map_is_zero_outside_the_head_and_unchanged_inside():
+    starts = np.array([[0, 0, 0], [8, 0, 0]])
+    values = np.array([[0.9, 0.2], [0.4, 0.7]])
+    head = np.zeros((24, 16, 16), bool)
+    head[4:20, 2:14, 3:13] = True
+    free = evidence_map((24, 16, 16), starts, 16, values)
+    masked = evidence_map((24, 16, 16), starts, 16, values, foreground=head)
+    np.testing.assert_array_equal(masked[:, head], free[:, head])
+    assert np.all(masked[:, ~head] == 0) and np.all(free[:, ~head] > 0)
+
+
 def test_resampling_to_the_input_grid_puts_values_where_the_affines_say():
     # The preprocessed grid: 2 mm voxels, shifted; the input: 1 mm voxels, flipped x axis.
     source_affine = np.diag([2.0, 2.0, 2.0, 1.0])

@@ -16,8 +16,17 @@ from typing import Any
 
 import numpy as np
 
-#: The metric names that get intervals (AUCs, MRRs, mAP) wherever they appear in a dict.
-INTERVAL_METRICS = ("auc", "auc_macro", "auc_micro_pooled", "class_mrr", "mrr", "average_precision")
+#: The metric names that get intervals (AUCs, MRRs, mAP, calibration error) wherever they
+#: appear in a dict.
+INTERVAL_METRICS = (
+    "auc",
+    "auc_macro",
+    "auc_micro_pooled",
+    "class_mrr",
+    "mrr",
+    "average_precision",
+    "ece",
+)
 
 
 def _leaves(metrics: Mapping, names: Sequence[str], path: tuple = ()) -> dict[tuple, float]:

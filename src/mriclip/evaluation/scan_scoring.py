@@ -113,11 +113,17 @@ def aggregate_patches(probabilities: np.ndarray, method: str, top_k: int = 3) ->
 
 
 def evidence_map(
-    shape: tuple[int, int, int], starts: np.ndarray, patch_size: int, values: np.ndarray
+    shape: tuple[int, int, int],
+    starts: np.ndarray,
+    patch_size: int,
+    values: np.ndarray,
+    foreground: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-voxel map of patch ``values`` (P,) or (P, C): each voxel the Gaussian-weighted mean
     of the patches covering it (MONAI's importance map, as sliding-window inference blends
-    patches); 0 where no patch lies. Shape ``shape`` or ``(C, *shape)``."""
+    patches); 0 where no patch lies and, given a ``foreground`` mask of ``shape``, outside the
+    head (a patch at the head's border says nothing about the air beside it). Shape ``shape``
+    or ``(C, *shape)``."""
     values = np.asarray(values, dtype=np.float32)
     channels = values[:, None] if values.ndim == 1 else values
     weight = np.asarray(
@@ -130,7 +136,10 @@ def evidence_map(
         total[(slice(None), *box)] += value[:, None, None, None] * weight
         weights[box] += weight
     covered = weights > 0
+    if foreground is not None:
+        covered &= np.asarray(foreground, dtype=bool)
     total[:, covered] /= weights[covered]
+    total[:, ~covered] = 0.0
     return total[0] if values.ndim == 1 else total
 
 

@@ -2,7 +2,9 @@
 
 import logging
 import os
+import platform
 import random
+from importlib import metadata
 
 import numpy as np
 import torch
@@ -66,3 +68,42 @@ def uncompile(parts: dict[str, nn.Module]) -> None:
     call too.)"""
     for module in parts.values():
         module._compiled_call_impl = None
+
+
+#: Packages whose versions decide a run's numbers (kernels, resampling, registration).
+_VERSIONED_PACKAGES = ("torch", "numpy", "scipy", "monai", "SimpleITK", "scikit-learn")
+
+
+def compute_environment() -> dict:
+    """What a run's numbers depend on besides code, data and parameters: thread counts (torch,
+    BLAS, OpenMP and ITK round differently with more threads), package versions and the
+    machine. Stored with the metrics so that a figure can be reproduced, or a difference
+    explained."""
+    from threadpoolctl import threadpool_info
+
+    environment = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "blas": sorted(
+            {f"{pool['internal_api']}:{pool['num_threads']}" for pool in threadpool_info()}
+        ),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
+    }
+    try:
+        import SimpleITK as sitk
+
+        environment["itk_threads"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    except ImportError:
+        pass
+    return environment
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

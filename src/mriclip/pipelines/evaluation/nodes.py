@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from mriclip.evaluation.baselines import fusion_classifier, linear_probe
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
+from mriclip.evaluation.calibration import expected_calibration_error
 from mriclip.evaluation.embedding import (
     embed_dataset,
     embed_patches,
@@ -72,11 +73,12 @@ from mriclip.models.factory import (
     load_clip_model,
 )
 from mriclip.text.templates import SentenceTemplates
-from mriclip.training.runtime import pick_device, seed_everything
+from mriclip.training.runtime import compute_environment, pick_device, seed_everything
 from mriclip.training.samples import (
     AlignmentSamples,
     LesionPatches,
     VolumeSource,
+    is_foreground,
     reference_channel,
     spatial_shape,
     stack_channels,
@@ -368,6 +370,20 @@ def _zero_shot_with_intervals(scores, labels, classes, groups, params, seed) -> 
     )
 
 
+def _scan_level_with_intervals(scores, labels, classes, groups, params, seed) -> dict:
+    """Zero-shot metrics of scan-level probabilities, with their expected calibration error
+    (``overall.ece``: users read ``prob_<class>`` as probabilities)."""
+
+    def metrics(indices: np.ndarray) -> dict:
+        result = zero_shot_metrics(scores[indices], labels[indices], classes)
+        result["overall"]["ece"] = expected_calibration_error(
+            scores[indices], labels[indices], params["calibration"]["n_bins"]
+        )
+        return result
+
+    return _with_intervals(metrics, groups, params, seed)
+
+
 def lesion_detection_metrics(
     patch_scores: pd.DataFrame, groups: list[str], params: dict, seed: int
 ) -> dict:
@@ -418,7 +434,8 @@ def zero_shot_evaluation(
             "aggregation": params["scan_scoring"]["aggregation"],
             "top_k": params["scan_scoring"]["top_k"],
             "stride": params["scan_scoring"]["stride"],
-        }
+        },
+        "environment": compute_environment(),
     }
     for target in zero_shot_spec["targets"]:
         classes = zero_shot_spec["targets"][target]["classes"]
@@ -429,7 +446,7 @@ def zero_shot_evaluation(
                 continue
             labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec, target)
             groups = rows["scan_id"].map(patient_of).tolist()
-            part[comparison] = _zero_shot_with_intervals(
+            part[comparison] = _scan_level_with_intervals(
                 scores, labels, classes, groups, params, seed
             )
             if comparison == "model":
@@ -618,7 +635,8 @@ def _evidence_panels(
             starts = rows[["x", "y", "z"]].to_numpy(dtype=int)
             size = int(rows["patch_size"].iloc[0])
             values = rows["lesion_evidence"].to_numpy()
-            mapped = _axial(evidence_map(volume.shape, starts, size, values), depth)
+            head = is_foreground(np.asarray(volumes[scan_id]))
+            mapped = _axial(evidence_map(volume.shape, starts, size, values, head), depth)
             if variant == ORIGINAL:
                 panel["evidence"] = mapped
             else:
