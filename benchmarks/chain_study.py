@@ -90,6 +90,8 @@ def kedro_run(run: ChainRun, threads: int) -> ChainRun:
         "KEDRO_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
         "COLUMNS": "200",
+        # The copy's own sources, even where mriclip is installed in editable mode from here.
+        "PYTHONPATH": str(run.folder / "src"),
     }
     start = time.perf_counter()
     with open(run.folder / f"{run.pipeline or 'default'}.log", "w") as log:
