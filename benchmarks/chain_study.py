@@ -62,13 +62,15 @@ def copy_project(destination: Path) -> Path:
 
 
 def dotted(params: Mapping, prefix: str = "") -> list[str]:
-    """Nested parameters as ``kedro run --params`` items (``a.b=1``); lists as YAML flow."""
+    """Nested parameters as ``kedro run --params`` items (``a.b=1``); other than strings,
+    values are written as JSON (YAML reads it back: null, true, [1, 2])."""
     items = []
     for key, value in params.items():
         if isinstance(value, Mapping):
             items += dotted(value, f"{prefix}{key}.")
         else:
-            items.append(f"{prefix}{key}={json.dumps(value) if isinstance(value, list) else value}")
+            text = value if isinstance(value, str) else json.dumps(value)  # None -> null
+            items.append(f"{prefix}{key}={text}")
     return items
 
 
