@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs" / "benchmarks.md"
 REGIONS = ("frontal", "parietal", "temporal", "occipital", "cerebellar")
@@ -61,27 +63,17 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def dotted(params: Mapping, prefix: str = "") -> list[str]:
-    """Nested parameters as ``kedro run --params`` items (``a.b=1``); other than strings,
-    values are written as JSON (YAML reads it back: null, true, [1, 2])."""
-    items = []
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            items += dotted(value, f"{prefix}{key}.")
-        else:
-            text = value if isinstance(value, str) else json.dumps(value)  # None -> null
-            items.append(f"{prefix}{key}={text}")
-    return items
-
-
 def kedro_run(run: ChainRun, threads: int) -> ChainRun:
-    """``kedro run [--pipeline P] --params ...`` in ``run.folder`` with ``threads`` threads
-    for torch, OpenMP and BLAS; its log goes to ``<folder>/<pipeline>.log``."""
+    """``kedro run [--pipeline P]`` in ``run.folder`` with ``threads`` threads for torch,
+    OpenMP and BLAS, its parameters in the environment ``conf/study`` (``--params`` cannot
+    hold lists); its log goes to ``<folder>/<pipeline>.log``."""
     command = [sys.executable, "-m", "kedro", "run"]
     if run.pipeline:
         command += ["--pipeline", run.pipeline]
     if run.params:
-        command += ["--params", ",".join(dotted(run.params))]
+        (run.folder / "conf" / "study").mkdir(exist_ok=True)
+        OmegaConf.save(OmegaConf.create(run.params), run.folder / "conf/study/parameters.yml")
+        command += ["--env", "study"]
     environment = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
