@@ -95,16 +95,18 @@ def main() -> None:
     parser.add_argument("--trained", type=Path, help="a project folder holding a clip_model")
     parser.add_argument("--scans", type=int, default=50, help="scans (one per patient)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--params", default="", help="--params of the training run")
+    parser.add_argument(
+        "--params", default="", help="parameters of the training and inference runs (a.b=1,...)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/mriclip-transfer"))
     parser.add_argument("--section", default="transfer", help="docs/benchmarks.md section")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args()
 
+    items = [item for item in args.params.split(",") if item.strip()]
+    params = OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
     project = args.trained
     if project is None:
-        items = [item for item in args.params.split(",") if item.strip()]
-        params = OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
         project = copy_project(args.work / "trained")
         training = kedro_run(ChainRun("default chain", project, params), args.threads)
         if training.returncode != 0:
@@ -116,7 +118,8 @@ def main() -> None:
     inputs = {"scans": cohort.images, "lesion-ablated twins": cohort.ablated_images}
     for name, images in inputs.items():
         write_images(images, project / "data" / "01_raw" / "inference" / "images")
-        run = kedro_run(ChainRun(f"inference on {name}", project, {}, "inference"), args.threads)
+        inference = ChainRun(f"inference on {name}", project, params, "inference")
+        run = kedro_run(inference, args.threads)
         if run.returncode != 0:
             raise SystemExit(f"inference failed: see {project}/inference.log")
         rows[name] = scored(project, scans, cohort.lesions, TRANSFER_COHORT["seed"])
