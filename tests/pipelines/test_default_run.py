@@ -28,6 +28,9 @@ def test_default_pipeline_end_to_end(default_run):
     assert zero_shot["scan_level"]["random"]["overall"]["auc_macro"] == 0.5
     assert {"model", "lesion_ablated", "before_alignment"} <= set(zero_shot["scan_level"])
     assert len(zero_shot["scan_level"]["model"]["overall"]["auc_macro_ci"]) == 2
+    overall = zero_shot["scan_level"]["model"]["overall"]
+    assert 0 <= overall["ece"] <= 1 and 0 <= overall["ece_uncalibrated"] <= 1
+    assert zero_shot["environment"]["torch_threads"] >= 1
     assert "diagnosis" in zero_shot["targets"]
     twins = list((data / "05_model_input" / "lesion_ablated_volumes").glob("*.npy"))
     assert twins and len(twins) < 9  # the test split's scans only

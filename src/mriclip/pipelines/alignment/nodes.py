@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from mriclip.evaluation.prompts import zero_shot_spec
+from mriclip.evaluation.scan_calibration import fit_scan_calibration
 from mriclip.models.factory import clip_model_bundle
-from mriclip.training.folds import FoldInputs, train_on_fold
+from mriclip.training.folds import FoldInputs, train_on_fold, training_and_validation_scans
 from mriclip.training.methods import AlignmentMethod
 
 
@@ -20,8 +21,9 @@ def train_clip_model(
 ) -> tuple[dict, pd.DataFrame]:
     """The node: train on the configured fold and save the model as a bundle that carries
     what inference needs besides the weights: the preprocessing the volumes had, the
-    sequences they stack (and the missing-sequence rule), the patch size and mode, and the
-    zero-shot targets with their prompts. ``inputs`` are the fold's (``FoldInputs``; the
+    sequences they stack (and the missing-sequence rule), the patch size and mode, the
+    zero-shot targets with their prompts, and the scan-level calibration fitted on the
+    validation fold. ``inputs`` are the fold's (``FoldInputs``; the
     pipeline's ``FOLD_INPUTS``)."""
     data = FoldInputs(**inputs)
     model, history = train_on_fold(data, params, seed)
@@ -29,13 +31,18 @@ def train_clip_model(
     training_rows = sentences[
         sentences["scan_id"].isin(splits.loc[splits["split"] == "train", "scan_id"])
     ]
+    spec = zero_shot_spec(data.regions, data.sentences, evaluation, training_rows)
+    _, held_out = training_and_validation_scans(sentences, splits, params["fold"])
     inference = {
         "preprocessing": preprocessing_settings,
         "sequences": sequence_settings["sequences"],
         "missing_sequences": sequence_settings["missing_sequences"],
         "mode": params["mode"],
         "patch_size": params["patch_size"],
-        "zero_shot": zero_shot_spec(data.regions, data.sentences, evaluation, training_rows),
+        "zero_shot": spec,
+        "calibration": fit_scan_calibration(
+            model, held_out, data.preprocessed_volumes, spec, params["patch_size"], evaluation
+        ),
     }
     method = AlignmentMethod.from_params(params).settings()
     bundle = clip_model_bundle(model, params["text_encoder"], params["clip"], method, inference)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from mriclip.evaluation.baselines import fusion_classifier, linear_probe
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
-from mriclip.evaluation.calibration import expected_calibration_error
+from mriclip.evaluation.calibration import apply_calibration, expected_calibration_error
 from mriclip.evaluation.embedding import (
     embed_dataset,
     embed_patches,
@@ -55,6 +55,7 @@ from mriclip.evaluation.retrieval import (
     retrieval_random_baseline,
     single_class_reason,
 )
+from mriclip.evaluation.scan_calibration import target_labels
 from mriclip.evaluation.scan_scoring import (
     ScanScorer,
     evidence_map,
@@ -305,10 +306,13 @@ def score_test_scans(
     patch_embeddings: pd.DataFrame,
     prompt_embeddings: pd.DataFrame,
     zero_shot_spec: dict,
+    clip_model: dict,
     params: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per patch and per scan, every class's zero-shot probability and the lesion evidence,
-    for each stage and variant (``evaluation.prompts`` and ``evaluation.scan_scoring``)."""
+    for each stage and variant (``evaluation.prompts`` and ``evaluation.scan_scoring``). The
+    aligned model's scan probabilities are calibrated as inference calibrates them (the
+    bundle's calibration); the uncalibrated ones stay beside them as ``raw_prob_<class>``."""
     scoring, prompts = params["scan_scoring"], params["prompts"]
     columns = probability_columns(zero_shot_spec)
     patch_tables, scan_rows = [], []
@@ -331,27 +335,29 @@ def score_test_scans(
                 {"scan_id": scan_id, "stage": stage, "variant": variant,
                  "prob_any_lesion": any_lesion, **score_columns(zero_shot_spec, scores)}
             )  # fmt: skip
-    return pd.concat(patch_tables, ignore_index=True), pd.DataFrame(scan_rows)
+    scans = pd.DataFrame(scan_rows)
+    names = list(columns.values())
+    raw = scans[names].rename(columns=lambda name: f"raw_{name}")
+    aligned = scans["stage"] == "aligned"
+    calibration = clip_model.get("inference", {}).get("calibration")
+    scans.loc[aligned, names] = apply_calibration(scans.loc[aligned, names], calibration)
+    return pd.concat(patch_tables, ignore_index=True), pd.concat([scans, raw], axis=1)
 
 
 def _scan_scores(
-    test_scan_scores: pd.DataFrame, spec: dict, target: str, stage: str, variant: str
+    test_scan_scores: pd.DataFrame,
+    spec: dict,
+    target: str,
+    stage: str,
+    variant: str,
+    prefix: str = "",
 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """A stage and variant's scans and their (calibrated; ``prefix="raw_"``: uncalibrated)
+    probabilities of ``target``'s classes."""
     columns = probability_columns(spec)
     rows = select_embeddings(test_scan_scores, stage, variant)
-    names = [columns[(target, value)] for value in spec["targets"][target]["classes"]]
+    names = [prefix + columns[(target, value)] for value in spec["targets"][target]["classes"]]
     return rows, rows[names].to_numpy(dtype=np.float64)
-
-
-def _target_labels(
-    scan_ids: pd.Series, scan_sentences: pd.DataFrame, spec: dict, target: str
-) -> np.ndarray:
-    rows = scan_sentences.set_index("scan_id").loc[scan_ids]
-    classes = spec["targets"][target]["classes"]
-    if target == REGIONS_TARGET:
-        return label_matrix(rows["regions"].fillna("").tolist(), classes)
-    values = rows[spec["targets"][target]["column"]].astype(str).to_numpy()
-    return (values[:, None] == np.array(classes)[None, :]).astype(int)
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -444,13 +450,19 @@ def zero_shot_evaluation(
             rows, scores = _scan_scores(test_scan_scores, zero_shot_spec, target, stage, variant)
             if rows.empty:
                 continue
-            labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec, target)
+            labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec, target)
             groups = rows["scan_id"].map(patient_of).tolist()
             part[comparison] = _scan_level_with_intervals(
                 scores, labels, classes, groups, params, seed
             )
             if comparison == "model":
                 part["random"] = zero_shot_random_baseline(labels, classes)
+                _, raw = _scan_scores(
+                    test_scan_scores, zero_shot_spec, target, stage, variant, prefix="raw_"
+                )
+                part[comparison]["overall"]["ece_uncalibrated"] = expected_calibration_error(
+                    raw, labels, params["calibration"]["n_bins"]
+                )
         if target == REGIONS_TARGET:
             result["scan_level"] = part
         else:
@@ -524,7 +536,7 @@ def retrieval_evaluation(
                 )
                 if rows.empty:
                     continue
-                labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec,
+                labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec,
                                         REGIONS_TARGET)  # fmt: skip
             else:
                 rows, scores, labels = _lesion_cubes(
@@ -682,7 +694,7 @@ def evaluation_figures(
     )
     rows, scores = _scan_scores(test_scan_scores, zero_shot_spec, REGIONS_TARGET, "aligned",
                                 ORIGINAL)  # fmt: skip
-    labels = _target_labels(rows["scan_id"], scan_sentences, zero_shot_spec, REGIONS_TARGET)
+    labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec, REGIONS_TARGET)
     roc = roc_curves(scores, labels, regions)
     curves = training_curves(alignment_history)
     volumes = VolumeSource(preprocessed_volumes)

@@ -42,6 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "test_patch_embeddings",
                     "prompt_embeddings",
                     "zero_shot_spec",
+                    "clip_model",
                     "params:evaluation",
                 ],
                 ["test_patch_scores", "test_scan_scores"],
