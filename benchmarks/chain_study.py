@@ -51,6 +51,12 @@ class ChainRun:
     returncode: int | None = None
 
 
+def merged(params: Mapping, dotted: str) -> dict:
+    """``params`` with ``a.b=1,c=x`` changes (``kedro run --params`` syntax) merged in."""
+    items = [item.strip() for item in dotted.split(",") if item.strip()]
+    return OmegaConf.to_container(OmegaConf.merge(params, OmegaConf.from_dotlist(items)))
+
+
 def copy_project(destination: Path) -> Path:
     """conf (without conf/local), src and pyproject.toml of this project, and an empty data/."""
     if destination.exists():

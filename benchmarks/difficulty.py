@@ -20,6 +20,7 @@ from chain_study import (
     copy_project,
     machine,
     markdown_table,
+    merged,
     replace_section,
     run_all,
 )
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="threads per run")
     parser.add_argument("--only", default="", help="comma-separated row names to run")
+    parser.add_argument("--params", default="", help="more parameters for every run (a.b=1,...)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mriclip-difficulty"))
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args()
@@ -49,13 +51,16 @@ def main() -> None:
     for index, name in enumerate(chosen):
         demo = {"seed": args.seed, "n_patients": args.patients, "n_scans": None, **SETTINGS[name]}
         folder = copy_project(args.work / f"row-{index}")
-        runs.append(ChainRun(name, folder, {"seed": args.seed, "demo_data": demo}))
+        params = merged({"seed": args.seed, "demo_data": demo}, args.params)
+        runs.append(ChainRun(name, folder, params))
     runs = run_all(runs, args.jobs, args.threads)
 
     rows, regions = collect(runs, args.work)
     text = "\n\n".join(
         [
-            f"`python benchmarks/difficulty.py --seed {args.seed} --patients {args.patients}` "
+            f"`python benchmarks/difficulty.py --seed {args.seed} --patients {args.patients}"
+            + (f" --params {args.params}" if args.params else "")
+            + "` "
             f"on {machine()}, {args.threads} thread(s) per run. Brackets: patient-level "
             "bootstrap 95% intervals.",
             markdown_table(rows, list(HEADLINE)).rsplit("\n| **mean", 1)[0],

@@ -26,15 +26,10 @@ from chain_study import (
     copy_project,
     machine,
     markdown_table,
+    merged,
     replace_section,
     run_all,
 )
-from omegaconf import OmegaConf
-
-
-def extra_params(text: str) -> dict:
-    items = [item for item in text.split(",") if item.strip()]
-    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
 
 
 def main() -> None:
@@ -55,7 +50,7 @@ def main() -> None:
             "seed": seed,
             "demo_data": {"seed": seed, "n_patients": args.patients, "n_scans": None},
         }
-        params = OmegaConf.to_container(OmegaConf.merge(params, extra_params(args.params)))
+        params = merged(params, args.params)
         folder = copy_project(args.work / f"seed-{seed}")
         runs.append(ChainRun(f"seed {seed}", folder, params))
     runs = run_all(runs, args.jobs, args.threads)
