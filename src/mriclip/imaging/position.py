@@ -3,11 +3,11 @@ preprocessed grid.
 
 A lesion's region (frontal, cerebellar, ...) is a statement about *where* it is. A cube cut
 from the volume has lost that: a 16³ view of white matter looks alike in every lobe, so a
-model that sees only the cube can tell lesion from none but barely which region
-(``benchmarks/alignment_choices.py``: lesion-level region AUC 0.74 without, 0.97 with these
-channels). Preprocessed volumes share one RAS grid, so a grid coordinate is the same place
-in every head; an encoder built with ``position_channels`` takes them after its image
-channels (:class:`mriclip.models.encoders.ImageEncoder`).
+model that sees only the cube can tell lesion from none but barely which region (these
+channels raise the lesion-level region AUC: docs/benchmarks.md, section 'Levers', measured
+with ``benchmarks/alignment_choices.py``). Preprocessed volumes share one RAS grid, so a grid
+coordinate is the same place in every head; an encoder built with ``position_channels`` takes
+them after its image channels (:class:`mriclip.models.encoders.ImageEncoder`).
 
 Coordinates are voxel centres scaled to [-1, 1] over the grid, per axis; voxels of a crop
 that leave the grid (zero-padded) get values beyond that range, as they should.
