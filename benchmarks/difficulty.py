@@ -4,7 +4,7 @@ and with small lesions only (``demo_data.lesion_radius_mm``), each beside its le
 control; same seed for all. Writes the table to docs/benchmarks.md (section "difficulty").
 
     python benchmarks/difficulty.py [--seed 42] [--patients 150] [--jobs 2]
-                                    [--only contrast-0.5,small]
+                                    [--only "contrast 0.5,small (3-5 mm)"]
 """
 
 from __future__ import annotations

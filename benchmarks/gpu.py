@@ -1,4 +1,4 @@
-"""GPU speed (issue 11, item 5): training samples/s and peak memory with and without
+"""GPU speed (the GPU speed options): training samples/s and peak memory with and without
 torch.compile, and data-loader samples/s against them; and the data side on this CPU.
 
 On the preprocessed cohort in the catalog (``kedro run --pipeline demo_data`` and
