@@ -102,10 +102,34 @@ def kedro_run(run: ChainRun, threads: int) -> ChainRun:
     return run
 
 
-def run_all(runs: Sequence[ChainRun], jobs: int, threads: int) -> list[ChainRun]:
-    """Every run, ``jobs`` at a time."""
+def finished(folder: Path) -> bool:
+    """Whether a run in ``folder`` got as far as its zero-shot metrics."""
+    return any((folder / "data/08_reporting/zero_shot_metrics.json").glob("*/*.json"))
+
+
+def prepare(folder: Path, reuse: bool) -> Path:
+    """``folder`` as it is when ``reuse`` and its run finished, else a fresh project copy."""
+    return folder if reuse and finished(folder) else copy_project(folder)
+
+
+def run_all(
+    runs: Sequence[ChainRun], jobs: int, threads: int, reuse: bool = False
+) -> list[ChainRun]:
+    """Every run, ``jobs`` at a time; with ``reuse``, runs that finished before are read, not
+    run again (their time is the one recorded then, if any)."""
+
+    def one(run: ChainRun) -> ChainRun:
+        record = run.folder / "seconds.txt"
+        if reuse and finished(run.folder):
+            run.returncode = 0
+            run.seconds = float(record.read_text()) if record.exists() else None
+            return run
+        kedro_run(run, threads)
+        record.write_text(f"{run.seconds:.1f}")
+        return run
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda run: kedro_run(run, threads), runs))
+        return list(pool.map(one, runs))
 
 
 def latest_output(folder: Path, relative: str) -> Path:

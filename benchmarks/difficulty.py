@@ -10,6 +10,7 @@ control; same seed for all. Writes the table to docs/benchmarks.md (section "dif
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from chain_study import (
@@ -17,10 +18,10 @@ from chain_study import (
     PER_REGION,
     ChainRun,
     collect,
-    copy_project,
     machine,
     markdown_table,
     merged,
+    prepare,
     replace_section,
     run_all,
 )
@@ -44,16 +45,19 @@ def main() -> None:
     parser.add_argument("--params", default="", help="more parameters for every run (a.b=1,...)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mriclip-difficulty"))
     parser.add_argument("--no-docs", action="store_true", help="print only")
+    parser.add_argument(
+        "--reuse", action="store_true", help="read runs that finished in --work, run the rest"
+    )
     args = parser.parse_args()
 
     chosen = [name for name in SETTINGS if not args.only or name in args.only.split(",")]
     runs = []
-    for index, name in enumerate(chosen):
+    for name in chosen:
         demo = {"seed": args.seed, "n_patients": args.patients, "n_scans": None, **SETTINGS[name]}
-        folder = copy_project(args.work / f"row-{index}")
+        folder = prepare(args.work / re.sub(r"[^a-z0-9.]+", "-", name).strip("-"), args.reuse)
         params = merged({"seed": args.seed, "demo_data": demo}, args.params)
         runs.append(ChainRun(name, folder, params))
-    runs = run_all(runs, args.jobs, args.threads)
+    runs = run_all(runs, args.jobs, args.threads, args.reuse)
 
     rows, regions = collect(runs, args.work)
     text = "\n\n".join(

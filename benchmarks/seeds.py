@@ -23,10 +23,10 @@ from chain_study import (
     PER_REGION,
     ChainRun,
     collect,
-    copy_project,
     machine,
     markdown_table,
     merged,
+    prepare,
     replace_section,
     run_all,
 )
@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/mriclip-seeds"))
     parser.add_argument("--section", default="seeds", help="docs/benchmarks.md section")
     parser.add_argument("--no-docs", action="store_true", help="print only")
+    parser.add_argument(
+        "--reuse", action="store_true", help="read runs that finished in --work, run the rest"
+    )
     args = parser.parse_args()
 
     runs = []
@@ -51,12 +54,14 @@ def main() -> None:
             "demo_data": {"seed": seed, "n_patients": args.patients, "n_scans": None},
         }
         params = merged(params, args.params)
-        folder = copy_project(args.work / f"seed-{seed}")
+        folder = prepare(args.work / f"seed-{seed}", args.reuse)
         runs.append(ChainRun(f"seed {seed}", folder, params))
-    runs = run_all(runs, args.jobs, args.threads)
+    runs = run_all(runs, args.jobs, args.threads, args.reuse)
 
     rows, regions = collect(runs, args.work)
-    seconds = ", ".join(f"{run.name} {run.seconds:.0f} s" for run in runs)
+    seconds = ", ".join(
+        f"{run.name} {run.seconds:.0f} s" for run in runs if run.seconds is not None
+    )
     text = "\n\n".join(
         [
             f"`python benchmarks/seeds.py --seeds {' '.join(map(str, args.seeds))} "
