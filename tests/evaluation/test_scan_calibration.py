@@ -52,8 +52,7 @@ def setting():
     grid = np.indices((32, 32, 32)) - 15.5
     head = (grid**2).sum(axis=0) < 14**2
     volumes = {
-        f"S{i}": np.where(head, rng.normal(size=head.shape), 0).astype(np.float32)
-        for i in range(8)
+        f"S{i}": np.where(head, rng.normal(size=head.shape), 0).astype(np.float32) for i in range(8)
     }
     rows = pd.DataFrame(
         {
@@ -92,6 +91,17 @@ def test_calibration_is_fitted_on_the_held_out_scores_and_improves_their_ece(set
     # Platt maximises the likelihood on these very scans, not the ECE: not much worse.
     assert after <= regions["held_out_ece_before"] + 0.05
     assert raw.min() >= 0.0 and raw.max() <= 1.0
+
+
+def test_volumes_may_be_the_catalogs_loaders(setting):
+    """Kedro's partitioned datasets give a loader per scan, not an array."""
+    model, volumes, rows = setting
+    loaders = {scan_id: (lambda volume=volume: volume) for scan_id, volume in volumes.items()}
+    settings = (SPEC, 16, EVALUATION["scan_scoring"], EVALUATION["prompts"])
+    pd.testing.assert_frame_equal(
+        scan_scores(model, ["S0", "S3"], loaders, *settings),
+        scan_scores(model, ["S0", "S3"], volumes, *settings),
+    )
 
 
 def test_calibration_can_be_switched_off_or_lack_held_out_scans(setting):

@@ -21,7 +21,7 @@ from mriclip.evaluation.prompts import REGIONS_TARGET, prompt_texts
 from mriclip.evaluation.scan_scoring import ScanScorer, probability_columns, score_columns
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
-from mriclip.training.samples import spatial_shape
+from mriclip.training.samples import VolumeSource, spatial_shape
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +48,16 @@ def scan_scores(
     prompt_settings: Mapping,
 ) -> pd.DataFrame:
     """One row of ``prob_<class>`` columns per scan, scored as the evaluation scores test
-    scans."""
+    scans. ``volumes`` maps scan ids to arrays or to loaders of them."""
     texts = prompt_texts(spec)
     vectors = embed_texts(model, list(texts["text"])).numpy()
     scorer = ScanScorer.from_settings(
         spec, texts, vectors, float(model.logit_scale.detach()), scoring, prompt_settings
     )
+    source = VolumeSource(volumes)  # arrays, or the catalog's partition loaders
     rows = []
     for scan_id in scan_ids:
-        volume = np.asarray(volumes[scan_id])
+        volume = np.asarray(source[scan_id])
         size = min(patch_size, *spatial_shape(volume))
         starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
         embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
