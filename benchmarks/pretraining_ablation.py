@@ -46,7 +46,7 @@ from kedro_runs import (
     zero_shot_estimates,
 )
 
-from mriclip.evaluation.report import MISSING
+from mriclip.reporting.blocks import MISSING
 
 PRETRAINING_METHODS = ("mae", "brainmvp")
 INITS = ("pretrained", "random", *PRETRAINING_METHODS)
