@@ -50,6 +50,7 @@ from mriclip.pipelines.alignment.pipeline import FOLD_INPUTS
 
 # The node's own dataset builder (the pretraining node's, private to it).
 from mriclip.pipelines.pretraining.nodes import pretrain_encoder
+from mriclip.training.batching import BatchStream, batch_loader
 from mriclip.training.folds import (
     FoldInputs,
     alignment_samples,
@@ -57,7 +58,6 @@ from mriclip.training.folds import (
     training_and_validation_scans,
     with_lesion_maps,
 )
-from mriclip.training.loop import BatchStream, batch_loader
 from mriclip.training.pretraining import pretraining_samples
 from mriclip.training.runtime import describe_device
 

@@ -28,7 +28,7 @@ from mriclip.models.mae import block_mask
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.alignment import train_alignment
 from mriclip.training.folds import FoldInputs, alignment_samples
-from mriclip.training.methods import METHODS
+from mriclip.training.methods import METHODS, freeze_stages
 from tests.conftest import BASE_CONF, alignment_method
 from tests.training import test_accumulation as accumulation_tests
 from tests.training.test_alignment_loop import config, samples, tiny_model
@@ -323,3 +323,11 @@ def test_the_saved_model_loads_without_the_extra_heads_and_records_the_method(tm
 def test_bad_method_parameters(changes, message):
     with pytest.raises(ValueError, match=message):
         alignment_method(changes.pop("method", "clip"), **changes)
+
+
+def test_freeze_all_stages_freezes_every_one_and_says_how_many():
+    stages = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+    assert freeze_stages(stages, "all", "text") == 2
+    assert not any(p.requires_grad for stage in stages for p in stage.parameters())
+    with pytest.raises(ValueError, match="cannot freeze most text stages"):
+        freeze_stages(stages, "most", "text")

@@ -35,6 +35,19 @@ from mriclip.training.accumulation import ExtraTerm, MicroBatch
 METHODS = ("clip", "lit", "flip", "slip", "coca")
 
 
+def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> int:
+    """Freeze the first ``n_frozen`` stages (partial freezing, ``freeze_vision_stages`` and
+    ``freeze_text_stages``; ``"all"``: every one). Returns how many were frozen."""
+    if n_frozen == "all":
+        n_frozen = len(stages)
+    if not isinstance(n_frozen, int) or not 0 <= n_frozen <= len(stages):
+        raise ValueError(f"cannot freeze {n_frozen} {what} stages: it has {len(stages)}")
+    for stage in stages[:n_frozen]:
+        for parameter in stage.parameters():
+            parameter.requires_grad_(False)
+    return n_frozen
+
+
 @dataclass(frozen=True)
 class FlipConfig:
     mask_ratio: float  # fraction of the block_size³ blocks dropped from each training image
