@@ -51,15 +51,15 @@ from mriclip.pipelines.alignment.pipeline import FOLD_INPUTS
 # The node's own dataset builder (the pretraining node's, private to it).
 from mriclip.pipelines.pretraining.nodes import pretrain_encoder
 from mriclip.training.batching import BatchStream, batch_loader
-from mriclip.training.folds import (
+from mriclip.training.pretraining import pretraining_samples
+from mriclip.training.runtime import describe_device
+from mriclip.tuning.cross_validation import (
     FoldInputs,
     alignment_samples,
     train_on_fold,
     training_and_validation_scans,
     with_lesion_maps,
 )
-from mriclip.training.pretraining import pretraining_samples
-from mriclip.training.runtime import describe_device
 
 SMALL_ENCODER = {"feature_size": 12}
 SMALL = {

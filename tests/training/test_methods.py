@@ -27,8 +27,8 @@ from mriclip.models.losses import nt_xent_loss
 from mriclip.models.mae import block_mask
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.alignment import train_alignment
-from mriclip.training.folds import FoldInputs, alignment_samples
 from mriclip.training.methods import METHODS, freeze_stages
+from mriclip.tuning.cross_validation import FoldInputs, alignment_samples
 from tests.conftest import BASE_CONF, alignment_method
 from tests.training import test_accumulation as accumulation_tests
 from tests.training.test_alignment_loop import config, samples, tiny_model

@@ -7,8 +7,12 @@ import pandas as pd
 from mriclip.evaluation.prompts import zero_shot_spec
 from mriclip.evaluation.scan_calibration import fit_scan_calibration
 from mriclip.models.factory import clip_model_bundle
-from mriclip.training.folds import FoldInputs, train_on_fold, training_and_validation_scans
 from mriclip.training.methods import AlignmentMethod
+from mriclip.tuning.cross_validation import (
+    FoldInputs,
+    train_on_fold,
+    training_and_validation_scans,
+)
 
 
 def train_clip_model(

@@ -6,7 +6,7 @@ import logging
 
 import optuna
 
-from mriclip.training.folds import FoldInputs, train_on_fold
+from mriclip.tuning.cross_validation import FoldInputs, train_on_fold
 from mriclip.tuning.search_space import current_values, parse_search_space
 from mriclip.tuning.study import (
     TooFewValidationScans,
