@@ -47,8 +47,8 @@ from kedro_runs import (
 )
 
 from mriclip.reporting.blocks import MISSING
+from mriclip.training.pretraining import PRETRAINING_METHODS
 
-PRETRAINING_METHODS = ("mae", "brainmvp")
 INITS = ("pretrained", "random", *PRETRAINING_METHODS)
 DETECTION_COLUMNS = {
     "detection AUC": "lesion_detection.model.auc",

@@ -27,7 +27,7 @@ from mriclip.models.losses import nt_xent_loss
 from mriclip.models.mae import block_mask
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.alignment import train_alignment
-from mriclip.training.methods import METHODS, freeze_stages
+from mriclip.training.methods import ALIGNMENT_METHODS, freeze_stages
 from mriclip.tuning.cross_validation import FoldInputs, alignment_samples
 from tests.conftest import BASE_CONF, alignment_method
 from tests.training import test_accumulation as accumulation_tests
@@ -110,7 +110,7 @@ def relative_differences(model: nn.Module, reference: nn.Module) -> dict[str, fl
     return differences
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ALIGNMENT_METHODS)
 def test_accumulated_step_equals_plain_step_with_dropout(name):
     setup = (name, 0.1, "batch")
     batches = micro_batches(name)
@@ -131,7 +131,7 @@ def test_accumulated_step_equals_plain_step_with_dropout(name):
         assert any(not n.startswith("clip.") for n in differences)
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ALIGNMENT_METHODS)
 def test_accumulated_step_equals_one_big_batch_without_dropout(name):
     setup = (name, 0.0, "instance")
     batches = micro_batches(name, same_length=True)

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mriclip.reporting.blocks import Block, absent, format_number, heading, is_missing, note, table
+from mriclip.splits import in_split
 
 
 def _region_list(text: Any) -> list[str]:
@@ -48,8 +49,8 @@ def _region_counts(
                 region,
                 int(lesion_counts.get(region, 0)),
                 in_region["scan_id"].nunique(),
-                int((in_region["split"] == "train").sum()),
-                int((in_region["split"] == "test").sum()),
+                len(in_split(in_region, "train")),
+                len(in_split(in_region, "test")),
             ]
         )
     columns = ["region", "lesions", "scans", "train scans", "test scans"]
@@ -63,8 +64,8 @@ def _split_sizes(splits: pd.DataFrame) -> list[Block]:
     blocks = [heading("Splits (by patient)")]
     if not {"split", "fold", "scan_id", "patient_id"} <= set(splits.columns):
         return blocks + [absent("No split table in this run.")]
-    test = splits[splits["split"] == "test"]
-    train = splits[splits["split"] == "train"]
+    test = in_split(splits, "test")
+    train = in_split(splits, "train")
     rows = [["test (held out)", len(test), test["patient_id"].nunique()]]
     for fold, part in train.groupby("fold", sort=True):
         rows.append([f"train, fold {fold}", len(part), part["patient_id"].nunique()])
@@ -105,9 +106,7 @@ def data_section(
         ("lesions", len(lesions) if lesion_table is not None else None),
     ]
     if "split" in splits:
-        facts += [
-            (f"{side} scans", int((splits["split"] == side).sum())) for side in ("train", "test")
-        ]
+        facts += [(f"{side} scans", len(in_split(splits, side))) for side in ("train", "test")]
     facts.append(("problems", len(catalog_problems) if catalog_problems is not None else None))
     cards = {"kind": "cards", "facts": [(label, format_number(v)) for label, v in facts]}
     return (

@@ -1,4 +1,4 @@
-"""Seed 002's alignment methods beside plain CLIP (``alignment.method``):
+"""The alignment methods beside plain CLIP (``alignment.method``):
 
 - ``clip``: the two towers and the contrastive loss;
 - ``lit``: the pretrained image tower locked (eval mode, no gradient): only the text tower
@@ -32,7 +32,7 @@ from mriclip.models.heads import ResidualProjectionHead
 from mriclip.models.losses import nt_xent_loss
 from mriclip.training.accumulation import ExtraTerm, MicroBatch
 
-METHODS = ("clip", "lit", "flip", "slip", "coca")
+ALIGNMENT_METHODS = ("clip", "lit", "flip", "slip", "coca")
 
 
 def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> int:
@@ -104,8 +104,10 @@ class AlignmentMethod:
     coca: CocaConfig
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ValueError(f"alignment.method must be one of {METHODS}, got {self.name!r}")
+        if self.name not in ALIGNMENT_METHODS:
+            raise ValueError(
+                f"alignment.method must be one of {ALIGNMENT_METHODS}, got {self.name!r}"
+            )
 
     @classmethod
     def from_params(cls, alignment: Mapping) -> AlignmentMethod:

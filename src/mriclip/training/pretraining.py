@@ -42,6 +42,9 @@ from mriclip.training.samples import (
     with_channels,
 )
 
+#: ``pretraining.method``: AMAES-style masked autoencoder, or BrainMVP on several sequences.
+PRETRAINING_METHODS = ("mae", "brainmvp")
+
 
 class PretrainingSamples(Dataset):
     """Random ``patch_size``³ crops of each volume; ``image`` is augmented spatially and in
