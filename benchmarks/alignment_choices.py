@@ -33,6 +33,7 @@ from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.models.checkpoints import build_encoder_from_saved
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import create_clip_model, embed_texts
+from mriclip.splits import in_split
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
@@ -165,7 +166,7 @@ def main() -> None:
         "lesions": pd.read_csv(DATA / "03_primary/lesion_table.csv"),
     }
     for split in ("train", "test"):
-        ids = set(splits.loc[splits["split"] == split, "scan_id"])
+        ids = set(in_split(splits, split)["scan_id"])
         data[split] = sentences[sentences["scan_id"].isin(ids)]
     print(f"{args.steps} steps, batch {params['alignment']['training']['micro_batch_size']}")
     print(f"{'variant':<60} {'detection':>9} {'region':>7} {'s/step':>7}")

@@ -1,4 +1,4 @@
-"""Seed 002's comparison of alignment methods, on the phantom: the same budget per method.
+"""The alignment methods compared on the phantom: the same budget per method.
 
 For each method (clip, lit, partial freezing of half the image stages, flip, slip, coca) runs
 the project's ``alignment`` pipeline with ``alignment.method`` (and the given steps), then the

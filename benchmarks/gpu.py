@@ -50,16 +50,17 @@ from mriclip.pipelines.alignment.pipeline import FOLD_INPUTS
 
 # The node's own dataset builder (the pretraining node's, private to it).
 from mriclip.pipelines.pretraining.nodes import pretrain_encoder
-from mriclip.training.folds import (
+from mriclip.splits import in_split
+from mriclip.training.batching import BatchStream, batch_loader
+from mriclip.training.pretraining import pretraining_samples
+from mriclip.training.runtime import describe_device
+from mriclip.tuning.cross_validation import (
     FoldInputs,
     alignment_samples,
     train_on_fold,
     training_and_validation_scans,
     with_lesion_maps,
 )
-from mriclip.training.loop import BatchStream, batch_loader
-from mriclip.training.pretraining import pretraining_samples
-from mriclip.training.runtime import describe_device
 
 SMALL_ENCODER = {"feature_size": 12}
 SMALL = {
@@ -157,7 +158,7 @@ def training_set(pipeline: str, params: dict, settings: dict, inputs: FoldInputs
     seed = params["seed"]
     if pipeline == "pretraining":
         encoder = build_image_encoder(settings["encoder"]["name"], **settings["encoder"]["kwargs"])
-        ids = sorted(inputs.splits.loc[inputs.splits["split"] == "train", "scan_id"])
+        ids = sorted(in_split(inputs.splits, "train")["scan_id"])
         volumes = inputs.preprocessed_volumes
         return pretraining_samples(volumes, ids, settings, seed, encoder.position_channels)
     encoder = settings["image_encoder"]

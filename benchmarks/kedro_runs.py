@@ -15,8 +15,8 @@ from kedro.framework.context import KedroContext
 from kedro.framework.session import KedroSession
 from omegaconf import OmegaConf
 
-from mriclip.evaluation.report import MISSING, format_interval
 from mriclip.evaluation.summary import CI_SUFFIX
+from mriclip.reporting.blocks import MISSING, format_interval
 
 PROJECT = Path(__file__).resolve().parents[1]
 

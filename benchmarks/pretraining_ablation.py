@@ -46,9 +46,9 @@ from kedro_runs import (
     zero_shot_estimates,
 )
 
-from mriclip.evaluation.report import MISSING
+from mriclip.reporting.blocks import MISSING
+from mriclip.training.pretraining import PRETRAINING_METHODS
 
-PRETRAINING_METHODS = ("mae", "brainmvp")
 INITS = ("pretrained", "random", *PRETRAINING_METHODS)
 DETECTION_COLUMNS = {
     "detection AUC": "lesion_detection.model.auc",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mriclip.training.loop import BatchStream, batch_loader
+from mriclip.training.batching import BatchStream, batch_loader
 from mriclip.training.methods import AlignmentMethod
 
 BASE_CONF = Path(__file__).resolve().parents[1] / "conf" / "base"

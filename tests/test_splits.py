@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mriclip.splits import patient_level_splits
+from mriclip.splits import in_split, patient_level_splits
 
 REGIONS = ["frontal", "cerebellar", "parietal", "occipital", "temporal"]
 
@@ -24,10 +24,10 @@ def cohort(n_patients=47, seed=0):
 
 def test_no_patient_on_both_sides_and_folds_partition_training():
     splits = patient_level_splits(cohort(), test_fraction=0.2, n_folds=5, seed=3)
-    test_patients = set(splits.loc[splits["split"] == "test", "patient_id"])
-    train = splits[splits["split"] == "train"]
+    test, train = in_split(splits, "test"), in_split(splits, "train")
+    test_patients = set(test["patient_id"])
     assert test_patients.isdisjoint(set(train["patient_id"]))
-    assert (splits.loc[splits["split"] == "test", "fold"] == -1).all()
+    assert (test["fold"] == -1).all()
     assert sorted(train["fold"].unique()) == [0, 1, 2, 3, 4]
     assert train.groupby("patient_id")["fold"].nunique().max() == 1
     n_patients = splits["patient_id"].nunique()
@@ -67,3 +67,10 @@ def test_seed_matters_when_stratification_is_impossible():
     first = patient_level_splits(scans, n_folds=3, seed=0)
     assert not first["split"].equals(patient_level_splits(scans, n_folds=3, seed=1)["split"])
     pd.testing.assert_frame_equal(first, patient_level_splits(scans, n_folds=3, seed=0))
+
+
+def test_in_split_keeps_the_rows_of_one_side_with_their_index():
+    splits = pd.DataFrame({"scan_id": ["a", "b", "c"], "split": ["train", "test", "train"]})
+    assert list(in_split(splits, "train").index) == [0, 2]
+    assert list(in_split(splits, "test")["scan_id"]) == ["b"]
+    assert in_split(splits, "validation").empty

@@ -74,3 +74,9 @@ def patient_level_splits(
         n_folds,
     )
     return result[SPLIT_COLUMNS]
+
+
+def in_split(splits: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of a table with a ``split`` column (the splits table, or one joined to it)
+    that lie in ``split``: ``"train"`` or ``"test"``."""
+    return splits[splits["split"] == split]

@@ -5,6 +5,7 @@ from scipy import ndimage
 
 from mriclip.imaging.validation import InputDataError
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
+from mriclip.splits import in_split
 from tests.pipelines.helpers import load_parameters, run_in_memory
 
 
@@ -38,7 +39,7 @@ def test_pipeline_writes_every_named_output(raw_cohort):
     assert set(report["output_shape"]) == {"32x32x32"}
     lesions = out["lesion_table"]
     assert len(lesions) == 12
-    test_scans = set(out["splits"].loc[out["splits"]["split"] == "test", "scan_id"])
+    test_scans = set(in_split(out["splits"], "test")["scan_id"])
     assert set(out["lesion_ablated_volumes"]) == test_scans
     assert set(out["ablation_report"]["method"]) == {"inpainted"}
     for scan_id, twin in out["lesion_ablated_volumes"].items():

@@ -2,6 +2,7 @@ from collections.abc import Mapping
 
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline as data_engineering
 from mriclip.pipelines.tuning.nodes import tune_alignment
+from mriclip.splits import in_split
 from tests.conftest import make_raw_cohort
 from tests.pipelines.helpers import load_parameters, run_in_memory
 
@@ -39,7 +40,7 @@ def test_the_test_split_never_enters_a_trial(tmp_path):
         },
     )
     splits = data["splits"]
-    test_ids = set(splits.loc[splits["split"] == "test", "scan_id"])
+    test_ids = set(in_split(splits, "test")["scan_id"])
     assert test_ids
     parameters = load_parameters("test")
     alignment = {**parameters["alignment"], "image_init": "random"}

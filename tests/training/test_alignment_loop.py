@@ -10,8 +10,7 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.text.encoder import TextEncoder
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
-from mriclip.training.engine import configs_from_params
-from mriclip.training.loop import NonFiniteLossError
+from mriclip.training.engine import NonFiniteLossError, configs_from_params
 from mriclip.training.samples import AlignmentSamples
 from tests.conftest import alignment_method, crashing_in_epoch, training_params
 

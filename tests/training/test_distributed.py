@@ -15,9 +15,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mriclip.training.accumulation import ExtraTerm, accumulated_step
 from mriclip.training.alignment import AlignmentModules, train_alignment
+from mriclip.training.batching import BatchStream
 from mriclip.training.distributed import DistributedConfig, launch
 from mriclip.training.engine import configs_from_params
-from mriclip.training.loop import BatchStream
 from mriclip.training.pretraining import PretrainingConfig
 from mriclip.training.samples import AlignmentSamples
 from tests.conftest import crashing_in_epoch, training_params

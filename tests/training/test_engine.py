@@ -7,7 +7,13 @@ import torch
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder
 from mriclip.training.alignment import AlignmentConfig
-from mriclip.training.engine import Task, configs_from_params, train
+from mriclip.training.engine import (
+    NonFiniteLossError,
+    Task,
+    check_finite,
+    configs_from_params,
+    train,
+)
 from mriclip.training.pretraining import (
     PretrainingConfig,
     PretrainingSamples,
@@ -115,3 +121,9 @@ def test_workers_keep_a_whole_step_of_batches_in_flight():
     history = train(SlowStep(), Items(), None, training)
     steady = history["data_wait_fraction"].iloc[2:]
     assert steady.mean() < 0.1, steady.tolist()  # 0.24 with 4 in flight, machine loaded
+
+
+def test_non_finite_loss_names_the_step():
+    check_finite(1.0, 3)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 17"):
+        check_finite(float("nan"), 17)

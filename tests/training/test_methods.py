@@ -27,8 +27,8 @@ from mriclip.models.losses import nt_xent_loss
 from mriclip.models.mae import block_mask
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.alignment import train_alignment
-from mriclip.training.folds import FoldInputs, alignment_samples
-from mriclip.training.methods import METHODS
+from mriclip.training.methods import ALIGNMENT_METHODS, freeze_stages
+from mriclip.tuning.cross_validation import FoldInputs, alignment_samples
 from tests.conftest import BASE_CONF, alignment_method
 from tests.training import test_accumulation as accumulation_tests
 from tests.training.test_alignment_loop import config, samples, tiny_model
@@ -110,7 +110,7 @@ def relative_differences(model: nn.Module, reference: nn.Module) -> dict[str, fl
     return differences
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ALIGNMENT_METHODS)
 def test_accumulated_step_equals_plain_step_with_dropout(name):
     setup = (name, 0.1, "batch")
     batches = micro_batches(name)
@@ -131,7 +131,7 @@ def test_accumulated_step_equals_plain_step_with_dropout(name):
         assert any(not n.startswith("clip.") for n in differences)
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ALIGNMENT_METHODS)
 def test_accumulated_step_equals_one_big_batch_without_dropout(name):
     setup = (name, 0.0, "instance")
     batches = micro_batches(name, same_length=True)
@@ -323,3 +323,11 @@ def test_the_saved_model_loads_without_the_extra_heads_and_records_the_method(tm
 def test_bad_method_parameters(changes, message):
     with pytest.raises(ValueError, match=message):
         alignment_method(changes.pop("method", "clip"), **changes)
+
+
+def test_freeze_all_stages_freezes_every_one_and_says_how_many():
+    stages = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+    assert freeze_stages(stages, "all", "text") == 2
+    assert not any(p.requires_grad for stage in stages for p in stage.parameters())
+    with pytest.raises(ValueError, match="cannot freeze most text stages"):
+        freeze_stages(stages, "most", "text")

@@ -6,7 +6,7 @@ import yaml
 from kedro.config import OmegaConfigLoader
 
 from mriclip import settings
-from mriclip.training.loop import NonFiniteLossError
+from mriclip.training.engine import NonFiniteLossError
 from mriclip.tuning.search_space import parse_search_space, resolve
 from mriclip.tuning.study import make_objective, open_study, run_study, trials_table
 from tests.pipelines.helpers import PROJECT, load_parameters

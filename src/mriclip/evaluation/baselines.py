@@ -1,4 +1,4 @@
-"""Supervised references on frozen embeddings (seed 004): a linear probe and fusion classifiers.
+"""Supervised references on frozen embeddings: a linear probe and fusion classifiers.
 
 Each returns the zero-shot metric dict shape (``zero_shot.zero_shot_metrics``) computed on the
 test split, so supervised and zero-shot numbers sit in one table, plus ``method``.

@@ -14,7 +14,7 @@ from mriclip.evaluation.scan_scoring import patch_grid
 from mriclip.imaging.position import with_position
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
-from mriclip.training.loop import load_batch
+from mriclip.training.batching import load_batch
 from mriclip.training.samples import (
     crop_with_padding,
     is_foreground,

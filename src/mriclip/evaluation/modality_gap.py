@@ -1,4 +1,4 @@
-"""Modality-gap shift for frozen embeddings (seed 004, inference-time alignment).
+"""Modality-gap shift for frozen embeddings: alignment at inference time, without training.
 
 Contrastive training leaves image and text embeddings in two separate cones; the gap vector
 g = mean(image) − mean(text) measures the offset. Shifting text by +λg/2 and images by −λg/2

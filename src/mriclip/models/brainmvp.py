@@ -1,4 +1,4 @@
-"""BrainMVP (seed 003): multi-modal pretraining of a single-channel encoder on naturally
+"""BrainMVP: multi-modal pretraining of a single-channel encoder on naturally
 grouped MRI sequences.
 
 One encoder sees one sequence at a time, every sequence of a scan in turn. Per item, of its

@@ -1,5 +1,5 @@
 """CoCa's captioning decoder: a small transformer decoder that predicts a sample's sentence,
-token by token, from the image encoder's deepest feature map (seed 002's captioning method)."""
+token by token, from the image encoder's deepest feature map (the ``coca`` alignment method)."""
 
 from __future__ import annotations
 

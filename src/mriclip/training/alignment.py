@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 from mriclip.models.clip import ClipModel
 from mriclip.models.losses import positive_mask_from_keys
 from mriclip.training.accumulation import accumulated_step
+from mriclip.training.batching import load_batch
 from mriclip.training.engine import Task, TrainingConfig, train
-from mriclip.training.loop import freeze_stages, load_batch
-from mriclip.training.methods import AlignmentMethod
+from mriclip.training.methods import AlignmentMethod, freeze_stages
 
 
 @dataclass(frozen=True)

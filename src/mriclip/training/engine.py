@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -27,15 +28,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mriclip.training import distributed
+from mriclip.training.batching import BatchStream, batch_loader
+from mriclip.training.checkpointing import Checkpointer
 from mriclip.training.distributed import DistributedConfig
-from mriclip.training.loop import (
-    BatchStream,
-    Checkpointer,
-    batch_loader,
-    check_finite,
-    restore_rng_state,
-    rng_state,
-)
+from mriclip.training.rng import restore_rng_state, rng_state
 from mriclip.training.runtime import (
     autocast_dtype,
     compile_in_place,
@@ -50,6 +46,18 @@ logger = logging.getLogger(__name__)
 # How data is read and where processes meet, not what is learnt: a run may resume with other
 # values. (The number of processes is a setting: "world_size".)
 RESUMABLE_CHANGES = ("resume", "num_workers", "distributed")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step."""
+
+
+def check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss} at step {step}; lower the learning rate or the initial logit "
+            "scale, enable gradient clipping, or check the input volumes for extreme values"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Seed 002's alignment methods beside plain CLIP (``alignment.method``):
+"""The alignment methods beside plain CLIP (``alignment.method``):
 
 - ``clip``: the two towers and the contrastive loss;
 - ``lit``: the pretrained image tower locked (eval mode, no gradient): only the text tower
@@ -32,7 +32,20 @@ from mriclip.models.heads import ResidualProjectionHead
 from mriclip.models.losses import nt_xent_loss
 from mriclip.training.accumulation import ExtraTerm, MicroBatch
 
-METHODS = ("clip", "lit", "flip", "slip", "coca")
+ALIGNMENT_METHODS = ("clip", "lit", "flip", "slip", "coca")
+
+
+def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> int:
+    """Freeze the first ``n_frozen`` stages (partial freezing, ``freeze_vision_stages`` and
+    ``freeze_text_stages``; ``"all"``: every one). Returns how many were frozen."""
+    if n_frozen == "all":
+        n_frozen = len(stages)
+    if not isinstance(n_frozen, int) or not 0 <= n_frozen <= len(stages):
+        raise ValueError(f"cannot freeze {n_frozen} {what} stages: it has {len(stages)}")
+    for stage in stages[:n_frozen]:
+        for parameter in stage.parameters():
+            parameter.requires_grad_(False)
+    return n_frozen
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,10 @@ class AlignmentMethod:
     coca: CocaConfig
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ValueError(f"alignment.method must be one of {METHODS}, got {self.name!r}")
+        if self.name not in ALIGNMENT_METHODS:
+            raise ValueError(
+                f"alignment.method must be one of {ALIGNMENT_METHODS}, got {self.name!r}"
+            )
 
     @classmethod
     def from_params(cls, alignment: Mapping) -> AlignmentMethod:

@@ -31,8 +31,9 @@ from mriclip.models.mae import (
     reconstruction_loss,
     unmasked_mean_baseline,
 )
+from mriclip.training.batching import ItemKey, load_batch
 from mriclip.training.engine import Task, TrainingConfig, train
-from mriclip.training.loop import ItemKey, item_rng, load_batch
+from mriclip.training.rng import item_rng
 from mriclip.training.samples import (
     VolumeSource,
     crop_with_padding,
@@ -41,13 +42,16 @@ from mriclip.training.samples import (
     with_channels,
 )
 
+#: ``pretraining.method``: AMAES-style masked autoencoder, or BrainMVP on several sequences.
+PRETRAINING_METHODS = ("mae", "brainmvp")
+
 
 class PretrainingSamples(Dataset):
     """Random ``patch_size``³ crops of each volume; ``image`` is augmented spatially and in
     intensity, ``target`` only spatially (with the same draw). With ``position_channels``,
     ``image`` also carries the crop's grid coordinates (:mod:`mriclip.imaging.position`).
 
-    Indexed by an ``(epoch, index)`` key (see ``loop.item_rng``): the crop and augmentation
+    Indexed by an ``(epoch, index)`` key (see ``rng.item_rng``): the crop and augmentation
     come from (seed, epoch, index), so a key always gives the same item."""
 
     def __init__(

@@ -10,7 +10,7 @@ Two modes, as a parameter:
 Sentences are drawn with random paraphrases; ``content`` is the canonical sentence, which
 label-aware losses use to avoid treating pairs that say the same thing as negatives. Every
 random choice of an item (cube, augmentation, paraphrase) comes from (seed, epoch, index)
-(see ``loop.item_rng``), so data-loading workers and resumed runs make the same items.
+(see ``rng.item_rng``), so data-loading workers and resumed runs make the same items.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 from mriclip.imaging.position import with_position
 from mriclip.models.mae import apply_mask, block_mask
 from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
-from mriclip.training.loop import ItemKey, item_rng
+from mriclip.training.batching import ItemKey
+from mriclip.training.rng import item_rng
 
 MODES = ("patch", "volume")
 # Attempts at a patch centre in the head, or at a cube that cuts no lesion, before the last

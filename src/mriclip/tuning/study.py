@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from mriclip.training.loop import NonFiniteLossError
+from mriclip.training.engine import NonFiniteLossError
 from mriclip.tuning.search_space import SearchParameter, resolve, with_values
 
 logger = logging.getLogger(__name__)

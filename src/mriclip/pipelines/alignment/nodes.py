@@ -7,8 +7,13 @@ import pandas as pd
 from mriclip.evaluation.prompts import zero_shot_spec
 from mriclip.evaluation.scan_calibration import fit_scan_calibration
 from mriclip.models.factory import clip_model_bundle
-from mriclip.training.folds import FoldInputs, train_on_fold, training_and_validation_scans
+from mriclip.splits import in_split
 from mriclip.training.methods import AlignmentMethod
+from mriclip.tuning.cross_validation import (
+    FoldInputs,
+    train_on_fold,
+    training_and_validation_scans,
+)
 
 
 def train_clip_model(
@@ -28,9 +33,7 @@ def train_clip_model(
     data = FoldInputs(**inputs)
     model, history = train_on_fold(data, params, seed)
     splits, sentences = data.splits, data.scan_sentences
-    training_rows = sentences[
-        sentences["scan_id"].isin(splits.loc[splits["split"] == "train", "scan_id"])
-    ]
+    training_rows = sentences[sentences["scan_id"].isin(in_split(splits, "train")["scan_id"])]
     spec = zero_shot_spec(data.regions, data.sentences, evaluation, training_rows)
     _, held_out = training_and_validation_scans(sentences, splits, params["fold"])
     inference = {

@@ -16,8 +16,10 @@ from mriclip.models.brainmvp import BrainMVP
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder, apply_mask, block_mask
+from mriclip.splits import in_split
 from mriclip.training.engine import configs_from_params
 from mriclip.training.pretraining import (
+    PRETRAINING_METHODS,
     BrainMVPConfig,
     BrainMVPTask,
     MaskedAutoencoderTask,
@@ -57,9 +59,6 @@ def preprocess_unlabelled(
     return volumes, pd.concat([problems, failures.table()], ignore_index=True)
 
 
-METHODS = ("mae", "brainmvp")
-
-
 def _encoder(params: dict, in_channels: int):
     kwargs = {**params["encoder"]["kwargs"], "in_channels": in_channels}
     return build_image_encoder(params["encoder"]["name"], **kwargs)
@@ -75,10 +74,8 @@ def pretrain_encoder(
     """Pretrain on the training split's volumes plus any unlabelled ones; measure
     reconstruction on the held-out test split's volumes (never trained on)."""
     volumes = {**preprocessed_volumes, **unlabelled_volumes}
-    train_ids = sorted(splits.loc[splits["split"] == "train", "scan_id"]) + sorted(
-        unlabelled_volumes
-    )
-    held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])
+    train_ids = sorted(in_split(splits, "train")["scan_id"]) + sorted(unlabelled_volumes)
+    held_out = sorted(in_split(splits, "test")["scan_id"])
     training, config = configs_from_params(
         params["training"], PretrainingConfig, seed, "pretraining.training"
     )
@@ -98,7 +95,7 @@ def pretrain_encoder(
         model = BrainMVP(encoder, channels, params["patch_size"], config.projection_dim)
         task_type = BrainMVPTask
     else:
-        raise ValueError(f"pretraining.method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"pretraining.method must be one of {PRETRAINING_METHODS}, got {method!r}")
     position = encoder.position_channels
     train_set = pretraining_samples(volumes, train_ids, params, seed, position)
     val_set = None
@@ -134,9 +131,7 @@ def plot_reconstructions(
     model = MaskedAutoencoder(build_encoder_from_saved(pretrained_encoder))
     model.decoder.load_state_dict(pretrained_encoder["decoder_state_dict"])
     model.eval()
-    held_out = sorted(splits.loc[splits["split"] == "test", "scan_id"])[
-        : params["n_figure_volumes"]
-    ]
+    held_out = sorted(in_split(splits, "test")["scan_id"])[: params["n_figure_volumes"]]
     position = model.encoder.position_channels
     samples = pretraining_samples(
         preprocessed_volumes, held_out, params, seed, position, augment=False

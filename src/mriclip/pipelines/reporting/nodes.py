@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mriclip.evaluation.report import render_report as render_html
+from mriclip.reporting.render import render_report as render_html
 
 
 def render_report(

@@ -6,7 +6,8 @@ import logging
 
 import optuna
 
-from mriclip.training.folds import FoldInputs, train_on_fold
+from mriclip.splits import in_split
+from mriclip.tuning.cross_validation import FoldInputs, train_on_fold
 from mriclip.tuning.search_space import current_values, parse_search_space
 from mriclip.tuning.study import (
     TooFewValidationScans,
@@ -32,7 +33,7 @@ def tune_alignment(
     data = FoldInputs(**inputs)
     splits = data.splits
     space = parse_search_space(params["search_space"], alignment)
-    folds = sorted(set(splits.loc[splits["split"] == "train", "fold"]))[: params["folds_per_trial"]]
+    folds = sorted(set(in_split(splits, "train")["fold"]))[: params["folds_per_trial"]]
 
     def train_fold(trial_alignment: dict, fold: int, on_validation) -> dict:
         _, history = train_on_fold(data, {**trial_alignment, "fold": fold}, seed, on_validation)

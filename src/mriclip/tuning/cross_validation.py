@@ -14,6 +14,7 @@ from mriclip.evaluation.zero_shot import evaluate_zero_shot
 from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import create_clip_model, embed_texts, initial_image_encoder
+from mriclip.splits import in_split
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
@@ -45,7 +46,7 @@ def training_and_validation_scans(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scans of the training split, minus fold ``fold`` which becomes validation. The test
     split is never returned."""
-    train = splits[splits["split"] == "train"]
+    train = in_split(splits, "train")
     if fold is not None and fold not in set(train["fold"]):
         raise ValueError(
             f"alignment.fold={fold} is not a fold of the splits table "

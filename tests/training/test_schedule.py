@@ -1,27 +1,13 @@
-import itertools
+"""Optimiser and schedule: warm-up then cosine, parameter groups, fused AdamW only on CUDA."""
+
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mriclip.training.loop import BatchStream, NonFiniteLossError, check_finite, freeze_stages
+from mriclip.training.methods import freeze_stages
 from mriclip.training.schedule import adamw, fusable, param_groups, warmup_cosine
-
-
-def test_batch_stream_covers_each_epoch_and_resumes_exactly():
-    batches = iter(BatchStream(10, 3, seed=0))
-    epoch = [key for _ in range(3) for key in next(batches)]
-    assert {e for e, _ in epoch} == {0}
-    assert len({i for _, i in epoch}) == 9  # one epoch without repeats, ragged tail dropped
-    expected = [next(batches) for _ in range(7)]
-    assert [e for batch in expected for e, _ in batch] == [1] * 9 + [2] * 9 + [3] * 3
-    assert [i for _, i in expected[0]] != [i for _, i in epoch[:3]]  # reshuffled each epoch
-    resumed = BatchStream(10, 3, seed=0, start=3)  # a run resumed after three batches
-    assert list(itertools.islice(resumed, 7)) == expected
-    assert list(itertools.islice(BatchStream(10, 3, seed=1), 3)) != [epoch[:3], *expected[:2]]
-    with pytest.raises(ValueError, match="exceeds the 2 training items"):
-        BatchStream(2, 3, seed=0)
 
 
 def test_warmup_then_cosine_matches_formula():
@@ -71,17 +57,3 @@ def test_adamw_is_fused_only_for_floating_point_cuda_parameters():
         step.step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_non_finite_loss_names_the_step():
-    check_finite(1.0, 3)
-    with pytest.raises(NonFiniteLossError, match="loss is nan at step 17"):
-        check_finite(float("nan"), 17)
-
-
-def test_freeze_all_stages_freezes_every_one_and_says_how_many():
-    stages = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
-    assert freeze_stages(stages, "all", "text") == 2
-    assert not any(p.requires_grad for stage in stages for p in stage.parameters())
-    with pytest.raises(ValueError, match="cannot freeze most text stages"):
-        freeze_stages(stages, "most", "text")

@@ -1,44 +1,17 @@
-"""The parts of the training loop (:mod:`mriclip.training.engine`): the batch stream and its
-data loader, checkpoints, RNG snapshots, guards."""
+"""The batches a training run reads: the endless, resumable and shardable stream of item keys
+(:class:`BatchStream`), the collate function and the ``DataLoader`` over them."""
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-logger = logging.getLogger(__name__)
 
 ItemKey = int | tuple[int, int]
 """What a training dataset is indexed with: ``(epoch, index)``, or a plain index (epoch 0)."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the message names the step."""
-
-
-def check_finite(loss: float, step: int) -> None:
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"loss is {loss} at step {step}; lower the learning rate or the initial logit "
-            "scale, enable gradient clipping, or check the input volumes for extreme values"
-        )
-
-
-def item_rng(seed: int, key: ItemKey) -> tuple[int, np.random.Generator]:
-    """The item index of ``key`` and the generator its randomness comes from.
-
-    The generator depends on (seed, epoch, index) only, so an item is the same whichever
-    process loads it and whatever was loaded before: 0 or k workers, fresh or resumed run."""
-    epoch, index = key if isinstance(key, tuple) else (0, key)
-    return index, np.random.default_rng([seed, epoch, index])
 
 
 class BatchStream:
@@ -144,65 +117,3 @@ class OneThreadItems(Dataset):
             return self.dataset[key]
         finally:
             torch.set_num_threads(threads)
-
-
-def rng_state() -> dict:
-    """Every global RNG's state, as tensors and plain values so ``weights_only`` loads it."""
-    kind, key, position, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), position, has_gauss, gauss],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        # The current GPU's only: reading every visible GPU's would create a CUDA context on
-        # the GPUs of the other DDP ranks.
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, key, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), position, has_gauss, gauss))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-class Checkpointer:
-    """``last.pt`` (everything needed to resume) and ``best.pt`` (weights of the best
-    validation), in ``directory``; loaded with ``weights_only=True``."""
-
-    def __init__(self, directory: str | Path | None) -> None:
-        self.directory = Path(directory) if directory else None
-        if self.directory:
-            self.directory.mkdir(parents=True, exist_ok=True)
-
-    def save(self, name: str, state: dict) -> None:
-        if self.directory is None:
-            return
-        path = self.directory / f"{name}.pt"
-        temporary = path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        temporary.replace(path)  # a crash mid-write never leaves a half checkpoint
-
-    def load(self, name: str) -> dict | None:
-        if self.directory is None or not (self.directory / f"{name}.pt").exists():
-            return None
-        path = self.directory / f"{name}.pt"
-        logger.info("resuming from %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def freeze_stages(stages: list[nn.Module], n_frozen: int | str, what: str) -> int:
-    """Freeze the first ``n_frozen`` stages (seed 002's partial freezing; ``"all"``: every
-    one). Returns how many were frozen."""
-    if n_frozen == "all":
-        n_frozen = len(stages)
-    if not isinstance(n_frozen, int) or not 0 <= n_frozen <= len(stages):
-        raise ValueError(f"cannot freeze {n_frozen} {what} stages: it has {len(stages)}")
-    for stage in stages[:n_frozen]:
-        for parameter in stage.parameters():
-            parameter.requires_grad_(False)
-    return n_frozen
