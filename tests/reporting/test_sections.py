@@ -1,5 +1,7 @@
 """The headline and the result sections: controls, intervals, detection, targets, pretraining."""
 
+import copy
+
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -26,7 +28,8 @@ def test_headline_has_the_independently_computed_numbers(run):
     probe = run["baseline_metrics"]["linear_probe"]["overall"]["auc_macro"]
     lesion = run["zero_shot_metrics"]["lesion_level"]["model"]["overall"]["auc_macro"]
     assert headline_text(html) == (
-        f"Scan-level zero-shot macro AUC {auc:.3f} (lesion-ablated n/a, random 0.500) · "
+        f"Scan-level zero-shot macro AUC {auc:.3f} (lesion-ablated n/a, random 0.500), "
+        "calibration error (ECE) n/a (uncalibrated n/a) · "
         "lesion detection AUC n/a (lesion-ablated n/a) · "
         f"retrieval MRR {mrr:.3f} (random {random_mrr:.3f}) · linear probe AUC {probe:.3f} "
         f"(scan level) · lesion-level (the paper&#39;s protocol) AUC {lesion:.3f} "
@@ -85,3 +88,12 @@ def test_a_pretraining_that_does_not_beat_its_baseline_is_flagged(run):
     assert "does not beat the unmasked-mean baseline" in html
     no_held_out = {"n_train_volumes": 4, "n_held_out_volumes": 0}
     assert "there were no held-out volumes" in report_of(run, pretraining_summary=no_held_out)
+
+
+def test_headline_gives_the_calibration_error_beside_the_uncalibrated_one(run):
+    metrics = copy.deepcopy(run["zero_shot_metrics"])
+    overall = metrics["scan_level"]["model"]["overall"]
+    overall.update(ece=0.0412, ece_ci=[0.02, 0.07], ece_uncalibrated=0.1873)
+    text = headline_text(report_of(run, zero_shot_metrics=metrics))
+    assert "calibration error (ECE) 0.041 [0.020, 0.070]" in text
+    assert "(uncalibrated 0.187)" in text

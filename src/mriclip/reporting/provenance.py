@@ -78,3 +78,28 @@ def run_info(run_metadata: Mapping | None) -> str:
         f"{label} {run_metadata[key]}" for key, label in labels.items() if run_metadata.get(key)
     ]
     return " · ".join(parts)
+
+
+def environment_section(zero_shot_metrics: Mapping | None) -> list[Block]:
+    """Thread counts and package versions the metrics were computed with: floating-point sums
+    round differently with other thread counts, so figures compare only where these agree."""
+    environment = (zero_shot_metrics or {}).get("environment")
+    if not environment:
+        return [absent("No compute environment recorded with the metrics of this run.")]
+    threads = (environment.get("torch_threads"), environment.get("torch_interop_threads"))
+    machine = (environment.get("cpu_count"), environment.get("machine"), environment.get("python"))
+    rows = [
+        ("torch threads (intra-op, inter-op)", ", ".join(map(str, threads))),
+        ("BLAS and OpenMP pools (library:threads)", ", ".join(environment.get("blas") or [])),
+        ("ITK threads", str(environment.get("itk_threads", "n/a"))),
+        ("OMP_NUM_THREADS, MKL_NUM_THREADS", ", ".join(map(str, environment["env"].values()))),
+        ("CPU cores, machine, Python", ", ".join(map(str, machine))),
+    ]
+    rows += [(name, str(version)) for name, version in environment["versions"].items()]
+    return [
+        table(["setting", "value"], rows),
+        note(
+            "Figures of two runs compare exactly only where these agree "
+            "(docs/benchmarks.md, Reproducibility)."
+        ),
+    ]

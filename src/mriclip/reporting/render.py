@@ -22,7 +22,12 @@ from matplotlib.figure import Figure
 
 from mriclip.reporting.blocks import Block, absent, figure_png, heading
 from mriclip.reporting.data_section import data_section
-from mriclip.reporting.provenance import run_info, settings_section, versions_section
+from mriclip.reporting.provenance import (
+    environment_section,
+    run_info,
+    settings_section,
+    versions_section,
+)
 from mriclip.reporting.sections import (
     headline,
     pretraining_section,
@@ -148,6 +153,7 @@ def render_report(
         ("figures", "Figures", figure_blocks or [absent("No figures were passed to the report.")]),
         ("settings", "Settings", settings_section(parameters, settings_shown)),
         ("versions", "Catalog versions this report came from", versions_section(run_metadata)),
+        ("environment", "Compute environment", environment_section(zero_shot_metrics)),
     ]
     summary = headline(zero_shot_metrics, retrieval_metrics, baseline_metrics, decimals)
     logger.info("report: %s", summary)

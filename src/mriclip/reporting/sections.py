@@ -70,7 +70,9 @@ def headline(
     parts = [
         f"Scan-level zero-shot macro AUC {with_interval(zero_shot_metrics, scan, 'model', *auc)} "
         f"(lesion-ablated {value(zero_shot_metrics, scan, 'lesion_ablated', *auc)}, "
-        f"random {value(zero_shot_metrics, scan, 'random', *auc)})",
+        f"random {value(zero_shot_metrics, scan, 'random', *auc)}), calibration error (ECE) "
+        f"{with_interval(zero_shot_metrics, scan, 'model', 'overall', 'ece')} "
+        f"(uncalibrated {value(zero_shot_metrics, scan, 'model', 'overall', 'ece_uncalibrated')})",
         f"lesion detection AUC "
         f"{with_interval(zero_shot_metrics, 'lesion_detection', 'model', 'auc')} "
         f"(lesion-ablated {value(zero_shot_metrics, 'lesion_detection', 'lesion_ablated', 'auc')})",
