@@ -1,5 +1,6 @@
-"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, BIDS folders, memory-mapped
-arrays, checkpoints, optional tables, folders of scans with kedro-viz previews, per-scan stores."""
+"""Kedro datasets that kedro-datasets lacks: NIfTI volumes, DICOM series folders, BIDS
+folders, memory-mapped arrays, checkpoints, optional tables, folders of scans with kedro-viz
+previews, per-scan stores."""
 
 from mriclip.datasets.array_dataset import MemmapArrayDataset
 from mriclip.datasets.bids_dataset import BIDSDataset
@@ -13,6 +14,7 @@ from mriclip.datasets.optional_partitioned_dataset import (
     PartitionedDataset,
 )
 from mriclip.datasets.optuna_storage_dataset import OptunaStorageDataset
+from mriclip.datasets.scan_images_dataset import ScanImagesDataset
 from mriclip.datasets.scan_store import ScanStore, ScanStoreDataset
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "OptionalPartitionedDataset",
     "OptunaStorageDataset",
     "PartitionedDataset",
+    "ScanImagesDataset",
     "ScanStore",
     "ScanStoreDataset",
     "TorchCheckpointDataset",
