@@ -49,6 +49,7 @@ def test_a_series_reads_back_as_the_nifti_it_was_written_from(tmp_path):
     loaders = scan_inputs(tmp_path / "r01")
     assert list(loaders) == ["r01/"]
     read = loaders["r01/"]()
+    np.testing.assert_allclose(read.affine, image.affine, atol=1e-4)  # slices in image order
     data, affine = canonical(read)
     expected_data, expected_affine = canonical(image)
     np.testing.assert_allclose(affine, expected_affine, atol=1e-4)

@@ -7,7 +7,8 @@ so each slice gets its own rescale slope and intercept. The geometry comes from 
 slices are ordered along the normal of their common orientation, the slice step is the
 distance between neighbours, and the affine maps the array (column, row, slice) to RAS+
 millimetres (DICOM's patient coordinates are LPS). The returned image has a fresh header: no
-DICOM value except geometry reaches it.
+DICOM value except geometry reaches it. The slice axis runs in the direction the image
+numbers grow, so a series written from a NIfTI file reads back on that file's grid.
 
 A series is refused, with the reason, when it is not MR, a localizer, multi-frame, a single
 slice, when its slices do not form one volume (sizes, spacings or orientations differ, two
@@ -34,6 +35,7 @@ HEADER_TAGS = (
     "Modality",
     "SeriesInstanceUID",
     "SeriesNumber",
+    "InstanceNumber",
     "ImageType",
     "ImageOrientationPatient",
     "ImagePositionPatient",
@@ -75,6 +77,7 @@ class SliceHeader:
     path: Path
     series_uid: str  # only to group files; never written anywhere
     series_number: int | None
+    instance: int | None  # InstanceNumber: the slice axis follows it
     modality: str
     image_type: tuple[str, ...]
     orientation: np.ndarray | None  # (6,) row and column direction cosines, LPS
@@ -99,11 +102,12 @@ def read_header(path: Path) -> SliceHeader:
 
     ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
     rows, columns = ds.get("Rows"), ds.get("Columns")
-    number = ds.get("SeriesNumber")
+    number, instance = ds.get("SeriesNumber"), ds.get("InstanceNumber")
     return SliceHeader(
         path=Path(path),
         series_uid=str(ds.get("SeriesInstanceUID", "")),
         series_number=None if number in (None, "") else int(number),
+        instance=None if instance in (None, "") else int(instance),
         modality=str(ds.get("Modality", "")).upper(),
         image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
@@ -142,7 +146,8 @@ def _first_problem(headers: Sequence[SliceHeader]) -> str | None:
 
 
 def order_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np.ndarray]:
-    """The slices of one series ordered along their normal, and the slice step (LPS mm).
+    """The slices of one series ordered along their normal (in the direction their
+    InstanceNumbers grow, where they have them), and the slice step (LPS mm).
 
     Raises:
         DicomSeriesError: the files do not form one evenly spaced, unsheared volume.
@@ -182,6 +187,9 @@ def order_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np.
             f"the stack is sheared by {angle:.2g} degrees (gantry tilt), which mriclip does "
             "not correct"
         )
+    instances = [h.instance for h in ordered]
+    if None not in instances and instances[0] > instances[-1]:
+        ordered = ordered[::-1]  # the slice axis runs as the scanner numbered the images
     step = (ordered[-1].position - ordered[0].position) / (len(ordered) - 1)
     return ordered, step
 
