@@ -4,18 +4,21 @@ every JSON entry of the bundle, and its model card states the metrics it is give
 import hashlib
 import json
 import pickle
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pydicom.data
 import pytest
 
+from mriclip.console import main
 from mriclip.imaging.phantom import generate_cohort
 from mriclip.packaging.export import CONFIG, WEIGHTS, ExportError, export_files, write_files
 from mriclip.packaging.model_card import render_model_card
 from mriclip.predictor import Predictor
 from tests.inference.test_inference import bundle  # noqa: F401 - the small model's fixture
-from tests.pipelines.helpers import load_parameters
+from tests.pipelines.helpers import PROJECT, load_parameters
 
 
 def scoring() -> dict:
@@ -126,3 +129,21 @@ def test_the_model_card_states_the_metrics_it_is_given(bundle):  # noqa: F811
     assert "2 patients, 3 scans" in card and "- train: 1 patients, 2 scans" in card
     assert "frontal 1, temporal 1." in card  # training split only
     assert "Not for diagnosis" in card
+
+
+def test_mriclip_predict_exits_non_zero_only_when_nothing_was_predicted(exported, scans, tmp_path):
+    scripts = (PROJECT / "pyproject.toml").read_text().split("[project.scripts]")[1]
+    assert 'mriclip = "mriclip.console:main"' in scripts.split("[")[0]
+    single_slice = Path(pydicom.data.__file__).parent / "test_files" / "MR_small.dcm"
+    args = ["predict", "--model", str(exported), "--out"]
+    assert main([*args, str(tmp_path / "a" / "p.csv"), "--images", str(single_slice)]) == 1
+    problems = pd.read_csv(tmp_path / "a" / "problems.csv")
+    assert problems[["item", "problem"]].values.tolist() == [
+        ["MR_small/", "a single slice, not a volume"]
+    ]
+    assert (
+        main([*args, str(tmp_path / "b" / "p.csv"), "--images", str(scans), str(single_slice)]) == 0
+    )
+    assert len(pd.read_csv(tmp_path / "b" / "p.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "b" / "problems.csv")) == 1
+    assert main([]) == 2
