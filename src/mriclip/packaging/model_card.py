@@ -97,7 +97,7 @@ def render_model_card(
         versions=package_versions(),
         inference=settings["inference"],
         targets=settings["inference"]["zero_shot"]["targets"],
-        calibrated="calibration" in settings,
+        calibrated=bool(settings.get("calibration") or settings["inference"].get("calibration")),
         rows=metric_rows(zero_shot),
         comparisons=COMPARISONS,
         retrieval={"model": retrieval_model, "random": retrieval_random},
