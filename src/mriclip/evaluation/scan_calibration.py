@@ -56,7 +56,8 @@ def scan_scores(
     )
     rows = []
     for scan_id in scan_ids:
-        volume = np.asarray(volumes[scan_id])
+        volume = volumes[scan_id]  # a catalog partition's loader, or the array
+        volume = np.asarray(volume() if callable(volume) else volume)
         size = min(patch_size, *spatial_shape(volume))
         starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
         embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
