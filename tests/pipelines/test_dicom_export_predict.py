@@ -6,6 +6,7 @@ the NIfTI files they were written from, predict reproduces the pipeline, pydicom
 files are listed, and no output holds the identifiers."""
 
 import gzip
+import importlib.util
 import io
 import json
 import logging
@@ -174,6 +175,8 @@ def test_no_output_holds_the_patients_identifiers(project):
     outputs = [p for p in outputs if "01_raw" not in p.parts]  # the inputs hold them, of course
     outputs += [p for p in (project["cli_dir"] / "out").rglob("*") if p.is_file()]
     assert any(p.name == "report.html" for p in outputs) and len(outputs) > 50
+    if importlib.util.find_spec("kedro_mlflow") is not None:  # the mlflow extra: MLflow too
+        assert (root / "tracking" / "mlflow.db") in outputs
     streams = ["\n".join(project["logs"]), project["cli"].stdout, project["cli"].stderr]
     assert any("DICOM series" in line for line in project["logs"])  # the logs were collected
     for identifier in IDENTIFIERS:
