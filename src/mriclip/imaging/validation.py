@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mriclip.imaging.scan_inputs import DICOM_KEY_END, UnusableInput, dicom_scan_id
+
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -148,6 +150,10 @@ def image_file_name(scan_id: str, sequence: str | None) -> str:
 
 
 def scan_id_from_filename(filename: str) -> str | None:
+    """The scan id of an input's key: a NIfTI file name less its suffix, or a DICOM scan's
+    folder key (:func:`mriclip.imaging.scan_inputs.dicom_scan_id`); None for anything else."""
+    if filename.endswith(DICOM_KEY_END):
+        return dicom_scan_id(filename)
     for suffix in NIFTI_SUFFIXES:
         if filename.endswith(suffix):
             return filename[: -len(suffix)]
@@ -203,7 +209,10 @@ def _index_files(
     indexed: dict[str, tuple[str, Callable]] = {}
     for filename in sorted(files):
         scan_id = scan_id_from_filename(filename)
-        if scan_id is None:
+        unusable = files[filename]
+        if isinstance(unusable, UnusableInput):  # e.g. a refused DICOM series: why, and the fix
+            problems.add(scan_id, filename, unusable.problem, unusable.fix)
+        elif scan_id is None:
             problems.add(
                 None, filename, f"{kind} file is not .nii or .nii.gz", "rename or remove it"
             )

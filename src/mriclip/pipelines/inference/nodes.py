@@ -1,26 +1,15 @@
-"""Thin nodes of the inference pipeline; the work is in mriclip.inference."""
+"""Thin nodes of the inference pipeline; the work is in mriclip.predictor and mriclip.inference."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-import nibabel as nib
 import pandas as pd
-from tqdm.auto import tqdm
 
-from mriclip.imaging.collection import load_channels, scan_source
 from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog, image_file_name
-from mriclip.inference import (
-    build_scorer,
-    inference_spec,
-    predict_scan,
-    prediction_row,
-    rank_by_queries,
-)
-from mriclip.models.factory import load_clip_model
-from mriclip.training.runtime import pick_device
+from mriclip.inference import inference_spec
+from mriclip.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -69,44 +58,11 @@ def predict_new_scans(
     params: dict,
     evaluation: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
-    """Scores, embeddings, query rankings and evidence maps of every readable new scan; a scan
-    that fails is listed in the problems table and the others go on."""
-    spec = inference_spec(clip_model)  # refuses a bundle it cannot reproduce, saying why
-    scoring = evaluation["scan_scoring"]
-    model = load_clip_model(clip_model).to(pick_device(params["device"]))
-    scorer = build_scorer(model, spec.zero_shot, scoring, evaluation["prompts"])
-    problems = ProblemLog("inference")
-    rows, embeddings, patches, maps = [], [], {}, {}
-    usable = inference_catalog[inference_catalog["status"] == "ok"]
-    tick = time.perf_counter()
-    for scan in tqdm(usable.itertuples(), total=len(usable), desc="inference", disable=None):
-        try:
-            image, channels = load_channels(scan_source(scan, inference_images))
-            prediction = predict_scan(model, scorer, spec, image, channels, scoring)
-        except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
-            problems.add(
-                scan.scan_id,
-                scan.image_file,
-                f"inference failed: {type(error).__name__}: {error}",
-                "inspect the scan; it may not be a head MRI or be mostly empty",
-            )
-            continue
-        rows.append(prediction_row(scan.scan_id, prediction, spec.zero_shot, scoring["threshold"]))
-        vector = {f"image_{i}": value for i, value in enumerate(prediction.embedding)}
-        embeddings.append({"scan_id": scan.scan_id, **vector})
-        patches[scan.scan_id] = prediction.patch_embeddings
-        maps[f"{scan.scan_id}.nii.gz"] = nib.Nifti1Image(prediction.evidence, image.affine)
-    elapsed = time.perf_counter() - tick
-    logger.info(
-        "inference: %d scans in %.1f s (%.2f scans/s)", len(rows), elapsed,
-        len(rows) / elapsed if elapsed else float("nan"),
-    )  # fmt: skip
-    queries = rank_by_queries(model, params["queries"], patches, scoring["top_k"])
-    all_problems = pd.concat([catalog_problems, problems.table()], ignore_index=True)
-    return (
-        pd.DataFrame(rows),
-        pd.DataFrame(embeddings),
-        queries,
-        maps,
-        all_problems,
-    )
+    """Scores, embeddings, query rankings and evidence maps of every readable new scan, by
+    the same ``Predictor`` as ``mriclip predict``; a scan that fails is listed in the problems
+    table and the others go on."""
+    scoring = {"scan_scoring": evaluation["scan_scoring"], "prompts": evaluation["prompts"]}
+    predictor = Predictor.from_bundle(clip_model, scoring, params["device"])
+    result = predictor.run(inference_images, inference_catalog, params["queries"])
+    problems = pd.concat([catalog_problems, result.problems], ignore_index=True)
+    return result.predictions, result.embeddings, result.queries, result.evidence_maps, problems

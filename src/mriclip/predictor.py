@@ -1,0 +1,265 @@
+"""``Predictor``: a trained model applied to new scans, in the project or anywhere else.
+
+The one code path from scans to predictions. The inference pipeline builds it from the
+``clip_model`` bundle and the evaluation's scoring settings (:meth:`Predictor.from_bundle`);
+``mriclip predict`` and Python users from an export folder (:meth:`Predictor.from_export`).
+Either way scans are validated by the model's data contract
+(:func:`mriclip.imaging.validation.build_unlabelled_catalog`), preprocessed as its training
+volumes were and scored patch by patch (:mod:`mriclip.inference`)::
+
+    from mriclip import Predictor
+
+    predictor = Predictor.from_export("data/06_models/export")
+    predictions = predictor.predict(["scan.nii.gz", "dicom/series_folder"])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mriclip.imaging.collection import load_channels, scan_source
+from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
+from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog
+from mriclip.inference import (
+    ScanPrediction,
+    build_scorer,
+    inference_spec,
+    predict_scan,
+    prediction_row,
+    rank_by_queries,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    """What a :meth:`Predictor.run` gives: one table row per predicted scan, and every input
+    left out with the reason."""
+
+    predictions: pd.DataFrame  # the columns of the scan_predictions catalog entry
+    embeddings: pd.DataFrame  # scan_id, image_0 ... (the mean patch embedding, renormalised)
+    queries: pd.DataFrame  # query, rank, scan_id, score
+    evidence_maps: dict[str, nib.Nifti1Image] = field(default_factory=dict)  # <scan_id>.nii.gz
+    problems: pd.DataFrame = field(default_factory=lambda: ProblemLog("inference").table())
+
+
+class Predictor:
+    """A trained mriclip model that predicts, embeds, ranks and maps new scans.
+
+    Args:
+        model: the ``ClipModel`` (eval mode).
+        settings: the bundle's JSON settings: ``config`` and ``inference`` (preprocessing,
+            sequences, patch size, zero-shot targets) and any further entries.
+        scoring: ``{"scan_scoring": ..., "prompts": ...}``, as in the ``evaluation``
+            parameters: patch stride, aggregation, threshold, prompt ensembling.
+        device: ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
+
+    Raises:
+        mriclip.inference.IncompatibleBundleError: the settings ask for preprocessing that
+            cannot be reproduced here.
+    """
+
+    def __init__(self, model, settings: Mapping, scoring: Mapping, device: str = "auto") -> None:
+        from mriclip.training.runtime import pick_device
+
+        self.settings = settings
+        self.spec = inference_spec(settings)  # refuses what it cannot reproduce, saying why
+        self.scan_scoring = dict(scoring["scan_scoring"])
+        self.model = model.to(pick_device(device)).eval()
+        self.scorer = build_scorer(self.model, self.spec.zero_shot, self.scan_scoring,
+                                   scoring["prompts"])  # fmt: skip
+
+    @classmethod
+    def from_bundle(cls, bundle: Mapping, scoring: Mapping, device: str = "auto") -> Predictor:
+        """The predictor of a ``clip_model`` bundle (the catalog entry, loaded).
+
+        Args:
+            bundle: ``config``, ``state_dict``, ``inference`` and further JSON entries.
+            scoring: ``{"scan_scoring": ..., "prompts": ...}`` (the evaluation parameters).
+            device: as in the constructor.
+        """
+        from mriclip.models.factory import load_clip_model
+
+        settings = {key: value for key, value in bundle.items() if key != "state_dict"}
+        return cls(load_clip_model(bundle), settings, scoring, device)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: str = "auto") -> Predictor:
+        """The predictor of an export folder (``kedro run --pipeline export``); reads JSON,
+        the tokenizer's files and safetensors only.
+
+        Args:
+            folder: the export (``model.safetensors``, ``config.json``, ``tokenizer/``).
+            device: as in the constructor.
+
+        Raises:
+            mriclip.packaging.export.ExportError: ``folder`` is no readable export.
+        """
+        from mriclip.packaging.export import load_model, read_config
+
+        config = read_config(folder)
+        return cls(load_model(folder, config), config, config["scoring"], device)
+
+    # ------------------------------------------------------------------ the one code path
+    def catalog(self, images: Mapping[str, Callable]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The inference catalog of ``images`` (key -> loader, as a ``ScanImagesDataset``
+        loads them) and the problems table: the training data contract's checks."""
+        return build_unlabelled_catalog(images, "skip", self.spec.sequences)
+
+    def scan_row(self, scan_id: str, prediction: ScanPrediction) -> dict:
+        """A scan's row of ``scan_predictions``: the one place where its ``prob_*`` columns
+        and predicted classes are made."""
+        return prediction_row(scan_id, prediction, self.spec.zero_shot,
+                              self.scan_scoring["threshold"])  # fmt: skip
+
+    def run(
+        self,
+        images: Mapping[str, Callable],
+        catalog: pd.DataFrame,
+        queries: Sequence[str] = (),
+    ) -> Predictions:
+        """Predict every usable (``ok``) scan of ``catalog`` (:meth:`catalog`); a scan that
+        fails is listed in the problems and the others go on.
+
+        Args:
+            images: key -> loader of the scans' files (the catalog's ``image_file``).
+            catalog: their inference catalog.
+            queries: free texts to rank the scans by.
+
+        Returns:
+            The scans' predictions, embeddings, query rankings, evidence maps and problems.
+        """
+        problems = ProblemLog("inference")
+        rows, embeddings, patches, maps = [], [], {}, {}
+        usable = catalog[catalog["status"] == "ok"]
+        tick = time.perf_counter()
+        for scan in tqdm(usable.itertuples(), total=len(usable), desc="inference", disable=None):
+            try:
+                image, channels = load_channels(scan_source(scan, images))
+                prediction = predict_scan(
+                    self.model, self.scorer, self.spec, image, channels, self.scan_scoring
+                )
+            except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
+                problems.add(
+                    scan.scan_id,
+                    scan.image_file,
+                    f"inference failed: {type(error).__name__}: {error}",
+                    "inspect the scan; it may not be a head MRI or be mostly empty",
+                )
+                continue
+            rows.append(self.scan_row(scan.scan_id, prediction))
+            vector = {f"image_{i}": value for i, value in enumerate(prediction.embedding)}
+            embeddings.append({"scan_id": scan.scan_id, **vector})
+            patches[scan.scan_id] = prediction.patch_embeddings
+            maps[f"{scan.scan_id}.nii.gz"] = nib.Nifti1Image(prediction.evidence, image.affine)
+        elapsed = time.perf_counter() - tick
+        logger.info(
+            "inference: %d scans in %.1f s (%.2f scans/s)", len(rows), elapsed,
+            len(rows) / elapsed if elapsed else float("nan"),
+        )  # fmt: skip
+        ranked = rank_by_queries(self.model, list(queries), patches, self.scan_scoring["top_k"])
+        return Predictions(pd.DataFrame(rows), pd.DataFrame(embeddings), ranked, maps,
+                           problems.table())  # fmt: skip
+
+    # ------------------------------------------------------------------ paths in, tables out
+    def run_paths(self, paths: str | Path | Iterable[str | Path], queries: Sequence[str] = ()):
+        """:meth:`run` on files and folders: each a NIfTI file, a DICOM series folder, or a
+        folder of either (:func:`mriclip.imaging.scan_inputs.scan_inputs`); the problems
+        hold the catalog's and the run's."""
+        images = gather_inputs(paths)
+        catalog, catalog_problems = self.catalog(images)
+        result = self.run(images, catalog, queries)
+        result.problems = pd.concat([catalog_problems, result.problems], ignore_index=True)
+        return result
+
+    def predict(self, paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+        """Per scan: ``scan_id``, ``n_patches``, ``prob_any_lesion``, ``prob_<class>`` of
+        every class of every target and ``predicted_<target>``, as ``scan_predictions``.
+        Unusable inputs are logged and kept in ``.attrs["problems"]``.
+
+        Args:
+            paths: a NIfTI file, a DICOM series folder, a folder of either, or several.
+
+        Returns:
+            One row per predicted scan.
+        """
+        result = self.run_paths(paths)
+        result.predictions.attrs["problems"] = result.problems
+        return result.predictions
+
+    def embed(self, paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+        """Per scan: ``scan_id`` and its embedding ``image_0`` ... (the mean of its patch
+        embeddings, L2-normalised), as ``scan_embeddings``.
+
+        Args:
+            paths: as :meth:`predict` takes them.
+
+        Returns:
+            One row per embedded scan.
+        """
+        return self.run_paths(paths).embeddings
+
+    def rank(self, texts: Sequence[str], paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+        """The scans ranked for each text by the mean cosine similarity of their ``top_k``
+        most similar patches (``query, rank, scan_id, score``), as ``query_results``.
+
+        Args:
+            texts: free-text queries, e.g. "There is a lesion in the frontal section.".
+            paths: as :meth:`predict` takes them.
+
+        Returns:
+            One row per (text, scan).
+        """
+        return self.run_paths(paths, texts).queries
+
+    def evidence_map(self, path: str | Path) -> nib.Nifti1Image:
+        """One scan's evidence on its own grid and affine: volume 0 the lesion evidence
+        (1 - p(no lesion)), then one probability map per region.
+
+        Args:
+            path: a NIfTI file or a DICOM series folder holding one scan.
+
+        Returns:
+            A 4D NIfTI image.
+
+        Raises:
+            ValueError: the input is not exactly one usable scan (the reason is in the text).
+        """
+        result = self.run_paths(path)
+        if len(result.evidence_maps) != 1:
+            reasons = "; ".join(f"{p.item}: {p.problem}" for p in result.problems.itertuples())
+            raise ValueError(
+                f"{path} gave {len(result.evidence_maps)} predicted scans, not one"
+                + (f" ({reasons})" if reasons else "")
+            )
+        return next(iter(result.evidence_maps.values()))
+
+
+def gather_inputs(paths: str | Path | Iterable[str | Path]) -> dict[str, Callable]:
+    """Key -> loader of the scans at every path; a key two paths share is listed as unusable
+    (two inputs would get one scan id)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    images: dict[str, Callable] = {}
+    for path in paths:
+        for key, load in scan_inputs(path).items():
+            if key in images:
+                images[key] = UnusableInput(
+                    f"two inputs are named {key!r} (in {path} and an earlier path)",
+                    "rename one of them: the name is the scan id",
+                )
+            else:
+                images[key] = load
+    return images
+
+
+__all__ = ["Predictions", "Predictor", "gather_inputs"]
