@@ -23,8 +23,18 @@ LAYERS = (
     ("training",),
     ("evaluation",),
     ("reporting", "tuning", "inference"),
+    ("predictor", "packaging"),  # a trained model applied and exported, without Kedro
     # Kedro: datasets, hooks, settings, the pipelines' nodes, the command line
-    ("datasets", "tracking", "hooks", "settings", "pipelines", "pipeline_registry", "__main__"),
+    (
+        "datasets",
+        "tracking",
+        "hooks",
+        "settings",
+        "pipelines",
+        "pipeline_registry",
+        "__main__",
+        "console",
+    ),  # fmt: skip
 )
 KEDRO_LAYER = len(LAYERS) - 1
 LAYER_OF = {part: index for index, parts in enumerate(LAYERS) for part in parts}

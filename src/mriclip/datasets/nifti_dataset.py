@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
-from copy import deepcopy
 from typing import Any
 
 import nibabel as nib
@@ -14,6 +12,7 @@ from kedro_datasets._typing import ImagePreview
 
 from mriclip.datasets._fsspec_base import FsspecVersionedDataset
 from mriclip.datasets.previews import volume_preview
+from mriclip.imaging.nifti_io import NiftiSpacingError, image_from_bytes
 
 
 class NiftiDataset(FsspecVersionedDataset):
@@ -68,36 +67,3 @@ class NiftiDataset(FsspecVersionedDataset):
         volume = np.asanyarray(nib.as_closest_canonical(self.load()).dataobj)
         # a 4D file shows its first volume
         return volume_preview(volume[(slice(None),) * 3 + (0,) * (volume.ndim - 3)])
-
-
-class NiftiSpacingError(ValueError):
-    """The header gives no usable voxel size."""
-
-
-def _require_spacing(raw: bytes, image_class: type) -> None:
-    """Raise when the stored voxel sizes (pixdim) hold a zero or NaN and no sform overrides
-    them: nibabel silently reads such a zero as 1 mm, so the scan would get a wrong size."""
-    header = image_class.header_class.from_fileobj(io.BytesIO(raw), check=False)
-    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
-    if not np.all(zooms > 0) and not int(header["sform_code"]):
-        raise NiftiSpacingError(
-            f"header voxel spacing (pixdim) {'x'.join(f'{z:.3g}' for z in zooms)} mm has a zero "
-            "or NaN size and no sform gives the geometry (nibabel would read a zero as 1 mm)"
-        )
-
-
-def image_from_bytes(raw: bytes, compressed: bool) -> nib.Nifti1Image:
-    """Parse NIfTI-1 or NIfTI-2 bytes and read the voxel array into memory."""
-    if compressed:
-        raw = gzip.decompress(raw)
-    errors = []
-    for image_class in (nib.Nifti1Image, nib.Nifti2Image):
-        try:
-            image = image_class.from_bytes(raw)
-        except Exception as error:  # noqa: BLE001 - try the next NIfTI flavour
-            errors.append(f"{image_class.__name__}: {error}")
-            continue
-        _require_spacing(raw, image_class)
-        data = np.asanyarray(image.dataobj)  # forces a full read: truncation fails here
-        return image_class(data, image.affine, header=deepcopy(image.header))
-    raise ValueError("; ".join(errors))

@@ -12,6 +12,7 @@ catalog lists it with its reason, and loading it raises.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mriclip.imaging.dicom import DICOM_FIX, DicomSeries, DicomSeriesError, is_dicom, read_header
+from mriclip.imaging.nifti_io import read_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +125,12 @@ def scan_inputs(path: str | Path) -> dict[str, Callable]:
     DICOM files in it, or a single DICOM file), or a folder of NIfTI files and DICOM folders.
     Keys are NIfTI file names and DICOM keys as the module says; a subfolder with neither is
     listed as unusable."""
-    from mriclip.datasets.nifti_dataset import NiftiDataset
-
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_file():
         if is_nifti(path):
-            return {path.name: NiftiDataset(filepath=str(path)).load}
+            return {path.name: functools.partial(read_nifti, path)}
         if is_dicom(path):
             return {f"{path.stem}/": series_loader(DicomSeries.checked([read_header(path)]))}
         raise ValueError(f"{path} is neither a NIfTI file (.nii, .nii.gz) nor a DICOM file")
@@ -141,7 +141,7 @@ def scan_inputs(path: str | Path) -> dict[str, Callable]:
         if entry.name.startswith("."):
             continue
         if entry.is_file() and is_nifti(entry):
-            loaders[entry.name] = NiftiDataset(filepath=str(entry)).load
+            loaders[entry.name] = functools.partial(read_nifti, entry)
         elif entry.is_dir() and holds_dicom(entry):
             loaders.update(dicom_scans(entry))
         else:
