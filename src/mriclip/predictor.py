@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mriclip.evaluation.calibration import calibrate_scores
 from mriclip.imaging.collection import load_channels, scan_source
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
 from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog
@@ -117,9 +118,12 @@ class Predictor:
 
     def scan_row(self, scan_id: str, prediction: ScanPrediction) -> dict:
         """A scan's row of ``scan_predictions``: the one place where its ``prob_*`` columns
-        and predicted classes are made."""
-        return prediction_row(scan_id, prediction, self.spec.zero_shot,
-                              self.scan_scoring["threshold"])  # fmt: skip
+        are calibrated (the bundle's ``calibration``, fitted on held-out scans) and its
+        predicted classes made from them."""
+        calibration = (self.settings.get("inference") or {}).get("calibration")
+        scores = calibrate_scores(prediction.scores, calibration)
+        return prediction_row(scan_id, replace(prediction, scores=scores),
+                              self.spec.zero_shot, self.scan_scoring["threshold"])  # fmt: skip
 
     def run(
         self,

@@ -164,3 +164,22 @@ def test_inference_refuses_bundles_it_cannot_reproduce(bundle):
     )
     with pytest.raises(IncompatibleBundleError, match="registered to the template.*not avail"):
         inference_spec(elsewhere)
+
+
+def test_the_bundles_calibration_maps_the_probabilities_and_the_predictions(bundle, new_scans):
+    from mriclip.evaluation.calibration import calibrated
+
+    _, images = new_scans
+    regions = [f"prob_{region}" for region in SPEC["targets"]["regions"]["classes"]]
+    platt = {"slope": 2.5, "intercept": 1.5, "columns": regions}
+    calibration = {"method": "platt", "targets": {"regions": platt}, "skipped": {}}
+    with_map = copy.deepcopy(bundle)
+    with_map["inference"]["calibration"] = calibration
+    plain = run_inference(bundle, images)["scan_predictions"].set_index("scan_id")
+    mapped = run_inference(with_map, images)["scan_predictions"].set_index("scan_id")
+    np.testing.assert_allclose(mapped[regions], calibrated(plain[regions].to_numpy(), platt))
+    np.testing.assert_array_equal(mapped["prob_atrophy"], plain["prob_atrophy"])
+    threshold = load_parameters()["evaluation"]["scan_scoring"]["threshold"]
+    for scan_id, row in mapped.iterrows():
+        expected = [c.removeprefix("prob_") for c in regions if row[c] >= threshold]
+        assert (row["predicted_regions"] or "") == ";".join(expected), scan_id

@@ -98,3 +98,14 @@ def apply_calibration(table, calibration: Mapping | None):
         present = [column for column in target["columns"] if column in table.columns]
         table[present] = calibrated(table[present].to_numpy(dtype=np.float64), target)
     return table
+
+
+def calibrate_scores(scores: Mapping[str, float], calibration: Mapping | None) -> dict:
+    """One scan's ``{prob_<class>: p}`` with each calibrated target's columns mapped through
+    its Platt scaling (a copy; unchanged without a calibration)."""
+    result = dict(scores)
+    for target in (calibration or {}).get("targets", {}).values():
+        for column in target["columns"]:
+            if column in result:
+                result[column] = float(calibrated(result[column], target))
+    return result
