@@ -28,7 +28,7 @@ import pandas as pd
 
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.zero_shot import zero_shot_metrics
-from mriclip.imaging.phantom import REGIONS, PhantomConfig, generate_cohort
+from mriclip.phantom import REGIONS, PhantomConfig, generate_cohort
 
 IMAGES = Path("data/01_raw/inference/images")
 PREDICTIONS = Path("data/07_model_output/scan_predictions.csv")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mriclip.imaging.phantom import PhantomConfig, generate_cohort, load_template_anatomy
+from mriclip.phantom import PhantomConfig, generate_cohort, load_template_anatomy
 
 PARAMETERS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_demo_data.yml"
 

@@ -49,7 +49,7 @@ def write_phantom(root: Path, n_patients: int) -> int:
     """The phantom cohort in root/data/01_raw, written through the project's catalog."""
     from kedro.io import DataCatalog
 
-    from mriclip.imaging.phantom import generate_cohort
+    from mriclip.phantom import generate_cohort
 
     catalog_config, parameters = project_config()
     settings = {**parameters["demo_data"], "n_patients": n_patients, "n_scans": None}

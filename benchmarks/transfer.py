@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.zero_shot import zero_shot_metrics
-from mriclip.imaging.phantom import generate_cohort
+from mriclip.phantom import generate_cohort
 
 #: Another anatomy and lesion look (demo_data keys; the rest keep conf/base's values).
 TRANSFER_COHORT = {

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mriclip.imaging.phantom import generate_cohort
 from mriclip.inference import IncompatibleBundleError, inference_spec
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import clip_model_bundle, create_clip_model
+from mriclip.phantom import generate_cohort
 from mriclip.pipelines.inference import create_pipeline
 from tests.pipelines.helpers import load_parameters, run_in_memory
 

@@ -13,9 +13,9 @@ import pydicom.data
 import pytest
 
 from mriclip.console import main
-from mriclip.imaging.phantom import generate_cohort
 from mriclip.packaging.export import CONFIG, WEIGHTS, ExportError, export_files, write_files
 from mriclip.packaging.model_card import render_model_card
+from mriclip.phantom import generate_cohort
 from mriclip.predictor import Predictor
 from tests.inference.test_inference import bundle  # noqa: F401 - the small model's fixture
 from tests.pipelines.helpers import PROJECT, load_parameters

@@ -10,7 +10,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from mriclip.datasets import BIDSDataset
-from mriclip.imaging.phantom import PhantomConfig, generate_cohort
+from mriclip.phantom import PhantomConfig, generate_cohort
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
 from tests.bids_trees import nibabel_tree, phantom_tree
 from tests.pipelines.helpers import PROJECT, load_parameters, run_in_memory

@@ -10,7 +10,7 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from mriclip.imaging.phantom import PhantomConfig, generate_cohort
+from mriclip.phantom import PhantomConfig, generate_cohort
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline as data_engineering
 from mriclip.pipelines.demo_data.pipeline import create_pipeline
 from tests.pipelines.helpers import PROJECT, load_parameters, run_in_memory

@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mriclip.imaging.phantom import downsample, package_data_file
+from mriclip.imaging.templates import downsample, package_data_file
 
 #: The packaged template: nilearn's ICBM152 2009 (symmetric) T1, read from the installed package.
 PACKAGED_TEMPLATE = "icbm152"

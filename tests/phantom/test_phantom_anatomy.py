@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from mriclip.imaging.phantom import PhantomConfig, generate_cohort
+from mriclip.phantom import PhantomConfig, generate_cohort
 
 SMALL = {
     "seed": 11,
