@@ -9,6 +9,9 @@ control, patch-level lesion detection and its control, the paper's lesion level 
 control, the scan-level expected calibration error, and per-region scan-level AUC with
 intervals.
 
+Each 150-patient run peaks at about 3.5 GB while its phantom is generated (the cohort is held
+in memory): on 24 GiB, keep ``--jobs`` at 3 or fewer beside other work.
+
     python benchmarks/seeds.py [--seeds 42 7 1234] [--patients 150] [--jobs 2]
                                [--params alignment.training.steps=1200,...]
 """
