@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
@@ -25,6 +26,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from mriclip.evaluation.embedding import label_matrix
+from mriclip.evaluation.embedding_tables import embedding_matrix, primary_level, select_embeddings
 from mriclip.evaluation.retrieval import as_matrix, check_label_matrix, single_class_reason
 from mriclip.evaluation.zero_shot import DEFAULT_TOP_K, zero_shot_metrics
 
@@ -315,3 +318,49 @@ def fusion_classifier(
 
 early_fusion_classifier = partial(fusion_classifier, "early_fusion")
 late_fusion_classifier = partial(fusion_classifier, "late_fusion")
+
+
+def frozen_embedding_baselines(
+    train_embeddings: pd.DataFrame,
+    test_embeddings: pd.DataFrame,
+    regions: list[str],
+    params: dict,
+    seed: int,
+) -> dict:
+    """The linear probe and both fusion classifiers, trained on the training items'
+    embeddings and tested on the test items' (the aligned model, original scans), at
+    ``params["primary_level"]`` (the scan level when the test items have none of it).
+    ``params``: also ``probe_C`` and ``fusion`` (the fusion classifiers' settings)."""
+    level = primary_level(test_embeddings, params["primary_level"])
+    train, test = (
+        select_embeddings(train_embeddings, level=level),
+        select_embeddings(test_embeddings, level=level),
+    )
+    train_y, test_y = label_matrix(train["key"], regions), label_matrix(test["key"], regions)
+    fusion = {**params["fusion"], "seed": seed}
+    return {
+        "level": level,
+        "linear_probe": linear_probe(
+            embedding_matrix(train, "image"),
+            train_y,
+            embedding_matrix(test, "image"),
+            test_y,
+            regions,
+            C=params["probe_C"],
+            seed=seed,
+        ),
+        **{
+            kind: fusion_classifier(
+                kind,
+                embedding_matrix(train, "image"),
+                embedding_matrix(train, "text"),
+                train_y,
+                embedding_matrix(test, "image"),
+                embedding_matrix(test, "text"),
+                test_y,
+                regions,
+                **fusion,
+            )
+            for kind in ("early_fusion", "late_fusion")
+        },
+    }

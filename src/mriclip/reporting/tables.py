@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mriclip.evaluation.modality_gap import gap_sweep_table
+from mriclip.evaluation.protocol import LEVELS, level_key
 from mriclip.evaluation.summary import CI_SUFFIX, OVERALL, metrics_table
 from mriclip.reporting.blocks import (
     MISSING,
@@ -21,7 +22,7 @@ from mriclip.reporting.blocks import (
 )
 
 #: The levels of a metrics output and their titles, in the order the report shows them.
-LEVEL_TITLES = {"scan_level": "Scan level", "lesion_level": "Lesion level"}
+LEVEL_TITLES = {level_key(level): f"{level.capitalize()} level" for level in LEVELS}
 _ZERO_SHOT_OVERALL_ORDER = ("auc_macro", "auc_micro_pooled", "top1_accuracy", "top3_accuracy")
 #: Comparisons one level of a metrics output may hold: key → column label, in display order.
 COMPARISON_LABELS = {

@@ -100,7 +100,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.evaluation_figures,
                 [
                     "test_embeddings",
-                    "prompt_embeddings",
                     "test_scan_scores",
                     "test_patch_scores",
                     "zero_shot_spec",
