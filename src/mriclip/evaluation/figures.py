@@ -23,7 +23,7 @@ from mriclip.evaluation.plots import (
 )
 from mriclip.evaluation.prompts import REGIONS_TARGET
 from mriclip.evaluation.scan_calibration import target_labels
-from mriclip.evaluation.test_scores import scan_probabilities
+from mriclip.evaluation.score_test_split import scan_probabilities
 from mriclip.training.samples import VolumeSource, reference_channel
 
 

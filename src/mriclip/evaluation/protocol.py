@@ -38,7 +38,7 @@ from mriclip.evaluation.retrieval import (
     single_class_reason,
 )
 from mriclip.evaluation.scan_calibration import target_labels
-from mriclip.evaluation.test_scores import scan_probabilities
+from mriclip.evaluation.score_test_split import scan_probabilities
 from mriclip.evaluation.zero_shot import (
     zero_shot_metrics,
     zero_shot_random_baseline,

@@ -11,11 +11,11 @@ lesion-ablated control and the model before alignment), the supervised reference
 from __future__ import annotations
 
 from mriclip.evaluation.baselines import frozen_embedding_baselines as baseline_evaluation
+from mriclip.evaluation.embed_test_split import embed_for_evaluation
 from mriclip.evaluation.figures import evaluation_figures
 from mriclip.evaluation.protocol import retrieval_protocol as retrieval_evaluation
 from mriclip.evaluation.protocol import zero_shot_protocol as zero_shot_evaluation
-from mriclip.evaluation.test_embeddings import embed_for_evaluation
-from mriclip.evaluation.test_scores import score_test_scans
+from mriclip.evaluation.score_test_split import score_test_scans
 
 __all__ = [
     "baseline_evaluation",
