@@ -8,15 +8,27 @@ back as an outcome holding the error: one bad item never ends the others.
 Items and the function go to other processes by pickle (a pool) or cloudpickle (Dask): give
 module-level functions and loaders such as a dataset's bound ``load``; lambdas need
 ``workers=1`` or Dask.
+
+A time limit (``timeout_s``) runs every call in a child process of its own, which is ended
+(SIGTERM, then SIGKILL) once the call has run that long; the item comes back as an outcome
+holding :class:`TimeLimitExceeded`, and the next item starts. This holds serially
+(``workers=1``: one child at a time) and with workers alike: a call stuck in C code (a
+registration that never converges) cannot be interrupted inside a process, only ended with
+it. Children are forked where the platform allows (Linux), so nothing needs to pickle but the
+results; elsewhere they are spawned and function and items must pickle.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import multiprocessing
 import pickle
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import Any, Generic, TypeVar
 
 from tqdm.auto import tqdm
@@ -24,6 +36,23 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 K = TypeVar("K")
+
+
+class TimeLimitExceeded(TimeoutError):
+    """A call ran past its time limit and its process was ended."""
+
+    def __init__(self, limit_s: float, elapsed_s: float) -> None:
+        super().__init__(
+            f"ended after {elapsed_s:.1f} s, over the time limit of {limit_s:g} s per item"
+        )
+        self.limit_s, self.elapsed_s = limit_s, elapsed_s
+
+    def __reduce__(self):  # travels back from a Dask worker with its fields
+        return type(self), (self.limit_s, self.elapsed_s)
+
+
+class WorkerDied(RuntimeError):
+    """The process running a call ended without a result (killed, out of memory, a crash)."""
 
 
 @dataclass(frozen=True)
@@ -40,16 +69,24 @@ def map_as_completed(
     dask_scheduler: str | None,
     initializer: Callable[[int], None] | None = None,
     desc: str = "items",
+    timeout_s: float | None = None,
 ) -> Iterator[Outcome[K]]:
     """``function(item)`` for every item, as outcomes in the order they finish.
 
     ``dask_scheduler`` (an address such as ``tcp://host:8786``) sends the calls to that
     cluster; otherwise ``workers`` > 1 runs them in that many processes, each started with
-    ``initializer(workers)``, and 1 runs them here, one after another."""
+    ``initializer(workers)``, and 1 runs them here, one after another. With ``timeout_s``
+    each call runs in a process of its own that is ended after that many seconds (on Dask:
+    a child of the worker; see :func:`call_with_time_limit`)."""
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, got {workers}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"a time limit must be > 0 seconds or None, got {timeout_s}")
     if dask_scheduler:
-        outcomes = _on_dask(function, items, dask_scheduler)
+        call = function if timeout_s is None else TimeLimited(function, timeout_s)
+        outcomes = _on_dask(call, items, dask_scheduler)
+    elif timeout_s is not None:
+        outcomes = _in_children(function, items, workers, initializer, timeout_s)
     elif workers > 1 and len(items) > 1:
         outcomes = _in_pool(function, items, workers, initializer)
     else:
@@ -113,3 +150,134 @@ def _require_picklable(function, item) -> None:
             f"{error}. Use module-level functions and loaders (a catalog dataset's load), "
             "or set workers to 1."
         ) from error
+
+
+def _context():
+    """Fork where the platform has it (no pickling of function and items), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _child(sender, function, item, initializer, workers) -> None:
+    """A child process's whole life: one call, its result or error sent back."""
+    try:
+        if initializer is not None:
+            initializer(workers)
+        message = ("result", function(item))
+    except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
+        message = ("error", error)
+    try:
+        sender.send(message)
+    except Exception as error:  # noqa: BLE001 - a result or error that does not pickle
+        sender.send(("error", RuntimeError(f"the result could not be sent back: {error!r}")))
+    finally:
+        sender.close()
+
+
+class _Child:
+    """One call in a child process: started now, ended on demand."""
+
+    def __init__(self, context, function, item, initializer, workers: int) -> None:
+        self.connection, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_child, args=(sender, function, item, initializer, workers), daemon=True
+        )
+        self.process.start()
+        sender.close()  # the child holds the only sending end: its death is our EOF
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def outcome(self, key) -> Outcome:
+        """The call's outcome, once the connection is ready (a message or the child's end)."""
+        try:
+            kind, value = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join()
+            return Outcome(
+                key,
+                error=WorkerDied(
+                    f"the worker process ended without a result (exit code "
+                    f"{self.process.exitcode}: killed, out of memory, or a crash in C code)"
+                ),
+            )
+        finally:
+            self.connection.close()
+        self.process.join()
+        return Outcome(key, value) if kind == "result" else Outcome(key, error=value)
+
+    def end(self) -> None:
+        self.connection.close()
+        self.process.terminate()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _in_children(function, items, workers, initializer, timeout_s):
+    """Each call in a child process of its own, at most ``workers`` at once; a child over
+    ``timeout_s`` is ended and its item's outcome is :class:`TimeLimitExceeded`."""
+    context = _context()
+    if context.get_start_method() != "fork":
+        _require_picklable(function, next(iter(items.values())))
+    queue = iter(items.items())
+    running: dict[Any, tuple[Any, _Child]] = {}
+
+    def start_next(n: int = 1) -> None:
+        for key, item in itertools.islice(queue, n):
+            child = _Child(context, function, item, initializer, workers)
+            running[child.connection] = (key, child)
+
+    try:
+        start_next(workers)
+        while running:
+            soonest = min(child.started for _, child in running.values()) + timeout_s
+            for connection in wait(list(running), max(0.0, soonest - time.monotonic())):
+                key, child = running.pop(connection)
+                yield child.outcome(key)
+                start_next()
+            for connection, (key, child) in list(running.items()):
+                if child.elapsed() >= timeout_s:
+                    del running[connection]
+                    elapsed = child.elapsed()
+                    child.end()
+                    logger.warning("%s: ended after %.1f s (limit %g s)", key, elapsed, timeout_s)
+                    yield Outcome(key, error=TimeLimitExceeded(timeout_s, elapsed))
+                    start_next()
+    finally:  # a caller that stops early leaves no child behind
+        for _, child in running.values():
+            child.end()
+
+
+def call_with_time_limit(function: Callable[[Any], Any], item: Any, timeout_s: float | None):
+    """``function(item)``, ended after ``timeout_s`` seconds (None: no limit, called here).
+
+    The call runs in a child process (see the module docstring); its error is raised here,
+    as is :class:`TimeLimitExceeded` when it runs too long, or :class:`WorkerDied`. In a
+    process that may not have children (a daemonic one, such as a Dask nanny's worker) the
+    call runs here without a limit, and a warning says so."""
+    if timeout_s is None:
+        return function(item)
+    if multiprocessing.current_process().daemon:
+        logger.warning(
+            "a daemonic process cannot start the child a time limit needs; running without "
+            "one (for Dask: start workers with distributed.worker.daemon: false)"
+        )
+        return function(item)
+    outcome = next(_in_children(function, {None: item}, 1, None, timeout_s))
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
+
+
+@dataclass(frozen=True)
+class TimeLimited:
+    """``function`` under :func:`call_with_time_limit`: a picklable callable for Dask."""
+
+    function: Callable[[Any], Any]
+    timeout_s: float
+
+    def __call__(self, item: Any) -> Any:
+        return call_with_time_limit(self.function, item, self.timeout_s)
