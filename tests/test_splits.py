@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mriclip.splits import in_split, patient_level_splits
+from mriclip.splits import (
+    TooFewPatientsError,
+    in_split,
+    minimum_patients,
+    patient_level_splits,
+)
 
 REGIONS = ["frontal", "cerebellar", "parietal", "occipital", "temporal"]
 
@@ -59,6 +64,25 @@ def test_stratification_falls_back_when_classes_are_rare():
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         patient_level_splits(cohort(n_patients=10), **kwargs)
+
+
+def test_the_smallest_cohort_splits_and_one_patient_fewer_is_refused_with_the_minimum():
+    # 5 patient groups, the test split the smallest (one patient of 6), 5 folds of the rest
+    assert minimum_patients(0.2, 5) == 6
+    assert minimum_patients(0.34, 2) == 3 and minimum_patients(0.5, 2) == 3
+    for seed in range(5):
+        for stratify in (True, False):
+            splits = patient_level_splits(cohort(6, seed), 0.2, 5, seed, stratify)
+            assert set(splits["fold"]) == {-1, 0, 1, 2, 3, 4}
+            splits = patient_level_splits(cohort(3, seed), 0.5, 2, seed, stratify)
+            assert set(splits["fold"]) == {-1, 0, 1}
+    with pytest.raises(TooFewPatientsError) as raised:
+        patient_level_splits(cohort(n_patients=5), test_fraction=0.2, n_folds=5)
+    assert str(raised.value).startswith(
+        "5 patient(s) are too few to split: a 1/5 test split and 5 cross-validation folds need "
+        "at least 6 patients"
+    )
+    assert "the smallest cohort any setting can split has 3 patients" in str(raised.value)
 
 
 def test_seed_matters_when_stratification_is_impossible():

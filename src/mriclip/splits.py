@@ -35,6 +35,42 @@ def _group_folds(scans: pd.DataFrame, n_splits: int, seed: int, stratify: bool):
     return list(splitter.split(scans, groups=groups))
 
 
+class TooFewPatientsError(ValueError):
+    """The cohort is too small to split as the parameters ask; the message says the minimum."""
+
+
+def _test_groups(test_fraction: float) -> int:
+    return max(2, round(1 / test_fraction))
+
+
+def minimum_patients(test_fraction: float, n_folds: int) -> int:
+    """The fewest patients ``patient_level_splits`` can split: each of the
+    ``round(1 / test_fraction)`` patient groups needs a patient, and the rest, once the
+    smallest group (at most ``n // groups`` patients) is the test split, one per fold."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"splits.test_fraction must be in (0, 1), got {test_fraction}")
+    if n_folds < 2:
+        raise ValueError(f"splits.n_folds must be at least 2, got {n_folds}")
+    groups = _test_groups(test_fraction)
+    n_patients = groups
+    while n_patients - n_patients // groups < n_folds:
+        n_patients += 1
+    return n_patients
+
+
+def too_few_patients(n_patients: int, test_fraction: float, n_folds: int) -> str:
+    """Why ``n_patients`` cannot be split, with the minimum and the settings that lower it."""
+    needed = minimum_patients(test_fraction, n_folds)
+    smallest = minimum_patients(0.5, 2)
+    return (
+        f"{n_patients} patient(s) are too few to split: a 1/{_test_groups(test_fraction)} test "
+        f"split and {n_folds} cross-validation folds need at least {needed} patients "
+        f"(data_engineering.splits.test_fraction: {test_fraction}, n_folds: {n_folds}). Add "
+        f"patients, or lower n_folds (at least 2) or raise test_fraction; the smallest "
+        f"cohort any setting can split has {smallest} patients"
+    )
+
+
 def patient_level_splits(
     scans: pd.DataFrame,
     test_fraction: float = 0.2,
@@ -46,21 +82,20 @@ def patient_level_splits(
 
     ``scans`` needs ``scan_id``, ``patient_id`` and a ``stratum`` (e.g. the scan's most frequent
     region). The test part takes about ``test_fraction`` of the patients: one of
-    ``round(1 / test_fraction)`` patient groups.
+    ``round(1 / test_fraction)`` patient groups, the first, or in a cohort so small that the
+    first would leave fewer patients than folds, the one with the fewest patients.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"splits.test_fraction must be in (0, 1), got {test_fraction}")
-    if n_folds < 2:
-        raise ValueError(f"splits.n_folds must be at least 2, got {n_folds}")
+    needed = minimum_patients(test_fraction, n_folds)
     scans = scans.reset_index(drop=True)
     n_patients = scans["patient_id"].nunique()
-    n_test_groups = max(2, round(1 / test_fraction))
-    if n_patients < n_test_groups + n_folds - 1:
-        raise ValueError(
-            f"splits: {n_patients} patients are too few for a 1/{n_test_groups} test split and "
-            f"{n_folds} folds; lower splits.n_folds or add patients"
-        )
-    rest_index, test_index = _group_folds(scans, n_test_groups, seed, stratify)[0]
+    if n_patients < needed:
+        raise TooFewPatientsError(too_few_patients(n_patients, test_fraction, n_folds))
+    n_test_groups = _test_groups(test_fraction)
+    groups = _group_folds(scans, n_test_groups, seed, stratify)
+    rest_index, test_index = groups[0]
+    patients = scans["patient_id"].to_numpy()
+    if len(set(patients[rest_index])) < n_folds:
+        rest_index, test_index = min(groups, key=lambda group: len(set(patients[group[1]])))
     result = scans.assign(split="train", fold=-1)
     result.loc[test_index, "split"] = "test"
     rest = scans.iloc[rest_index].reset_index(drop=True)
