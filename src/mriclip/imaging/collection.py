@@ -3,12 +3,14 @@
 The per-scan result is cached on disk in a store the catalog knows (a
 ``mriclip.datasets.ScanStore``, catalog entry ``preprocessing_cache``):
 
-1. Each scan is one task, run in this process, over ``workers`` processes or on a Dask
-   cluster (:mod:`mriclip.parallel`). The task fingerprints its source files (sha256 of the
-   image and the label map as stored) and the preprocessing settings; when the store already
-   holds that fingerprint, the task returns the stored record and does nothing else.
-   Otherwise it preprocesses the scan, writes the volume and label map into the store and
-   returns the record: the per-scan report and lesion geometry, a few hundred bytes.
+1. Each scan is fingerprinted (sha256 of the image and the label map as stored, and of the
+   preprocessing settings); a scan whose fingerprint the store already holds is reused as
+   it is, and nothing is started for it. Each other scan is one task, run in this process,
+   over ``workers`` processes or on a Dask cluster (:mod:`mriclip.parallel`), with a time
+   limit per scan (``timeout_s``): a scan over it is ended and reported with the time it ran,
+   and the run goes on. The task preprocesses the scan, writes the volume and label map into
+   the store and returns the record: the per-scan report (with the registration transform,
+   which the scan's twins reuse) and lesion geometry, a few hundred bytes.
 2. Only records come back, so memory does not grow with the number of scans: no volume
    travels between processes, and the caller holds none. An error inside a task comes back
    as its text, to be listed as a problem; the other scans go on.
@@ -47,12 +49,13 @@ from mriclip.imaging.validation import (
     describe_error,
     same_grid,
 )
-from mriclip.parallel import map_as_completed
+from mriclip.parallel import TimeLimitExceeded, map_as_completed
 
 logger = logging.getLogger(__name__)
 
 #: Part of every fingerprint: bump it when preprocessing makes different arrays or records.
-RECORD_VERSION = 1
+#: 2: the report holds the registration transform.
+RECORD_VERSION = 2
 
 
 class Store(Protocol):
@@ -85,11 +88,12 @@ class ScanTask:
 
 @dataclass
 class PreprocessedCollection:
-    """Records of the scans done (in the order given), the error text of those that failed,
-    and the store that holds the arrays."""
+    """Records of the scans done (in the order given), the error text of those that failed
+    (or the :class:`TimeLimitExceeded` of those ended over the time limit), and the store
+    that holds the arrays."""
 
     records: dict[str, dict]
-    failures: dict[str, str]
+    failures: dict[str, str | TimeLimitExceeded]
     store: Store
 
     def loaders(self, name: str) -> dict[str, Callable[[], np.ndarray]]:
@@ -135,14 +139,24 @@ class TaskFailure:
     traceback: str
 
 
+def stored_record(task: ScanTask) -> tuple[dict | None, dict | None]:
+    """The scan's fingerprint and its stored record when that has the same one, else None;
+    ``(None, None)`` when the files cannot even be hashed (the task will say why)."""
+    try:
+        prints = fingerprint(task.source, task.settings_sha256)
+    except Exception:  # noqa: BLE001 - reported by the task, with the error
+        return None, None
+    stored = task.store.record(task.source.scan_id)
+    return prints, stored if stored is not None and stored["fingerprint"] == prints else None
+
+
 def run_task(task: ScanTask) -> tuple[dict, bool] | TaskFailure:
     """``(record, reused)`` for one scan, or why it failed."""
     try:
-        prints = fingerprint(task.source, task.settings_sha256)
-        stored = task.store.record(task.source.scan_id)
-        if stored is not None and stored["fingerprint"] == prints:
+        prints, stored = stored_record(task)
+        if stored is not None:
             return stored, True
-        return _preprocess(task, prints), False
+        return _preprocess(task, prints or fingerprint(task.source, task.settings_sha256)), False
     except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
         return TaskFailure(describe_error(error), traceback.format_exc())
 
@@ -197,16 +211,25 @@ def preprocess_collection(
     store: Store,
     workers: int,
     dask_scheduler: str | None,
+    timeout_s: float | None = None,
 ) -> PreprocessedCollection:
     """Preprocess every scan of ``sources`` that ``store`` does not hold with the same
-    fingerprint; see the module docstring."""
+    fingerprint, each within ``timeout_s`` seconds (None: no limit); see the module
+    docstring."""
     settings = settings_sha256(config)
     tasks = {source.scan_id: ScanTask(source, config, settings, store) for source in sources}
     results: dict[str, Any] = {}
+    for scan_id, task in list(tasks.items()):
+        stored = stored_record(task)[1]
+        if stored is not None:
+            results[scan_id] = (stored, True)
+            del tasks[scan_id]
     for outcome in map_as_completed(
-        run_task, tasks, workers, dask_scheduler, share_cores, desc="preprocess"
+        run_task, tasks, workers, dask_scheduler, share_cores, "preprocess", timeout_s
     ):
-        if outcome.error is not None:  # the worker itself failed, not the scan
+        if isinstance(outcome.error, TimeLimitExceeded):
+            results[outcome.key] = TimeLimitExceeded(outcome.error.limit_s, outcome.error.elapsed_s)
+        elif outcome.error is not None:  # the worker itself failed, not the scan
             error = outcome.error
             details = "".join(traceback.format_exception(error))
             results[outcome.key] = TaskFailure(describe_error(error), details)
@@ -215,7 +238,9 @@ def preprocess_collection(
     records, failures, n_reused = {}, {}, 0
     for source in sources:
         result = results[source.scan_id]
-        if isinstance(result, TaskFailure):
+        if isinstance(result, TimeLimitExceeded):
+            failures[source.scan_id] = result
+        elif isinstance(result, TaskFailure):
             logger.debug("preprocessing %s failed:\n%s", source.scan_id, result.traceback)
             failures[source.scan_id] = result.message
         else:
@@ -262,20 +287,31 @@ def preprocess_catalog(
     store: Store,
     workers: int,
     dask_scheduler: str | None,
+    timeout_s: float | None = None,
 ) -> tuple[PreprocessedCollection, ProblemLog]:
     """:func:`preprocess_collection` of the usable (``ok``) rows of a NIfTI catalog, its
-    ``images`` and ``labels`` partitions by file name; a scan that failed becomes a row of
-    the returned "preprocessing" problem log."""
+    ``images`` and ``labels`` partitions by file name; a scan that failed or ran over
+    ``timeout_s`` becomes a row of the returned "preprocessing" problem log."""
     usable = catalog[catalog["status"] == "ok"]
     sources = [scan_source(scan, images, labels) for scan in usable.itertuples()]
-    done = preprocess_collection(sources, config, store, workers, dask_scheduler)
+    done = preprocess_collection(sources, config, store, workers, dask_scheduler, timeout_s)
     problems = ProblemLog("preprocessing")
     for scan in usable.itertuples():
-        if scan.scan_id in done.failures:
+        failure = done.failures.get(scan.scan_id)
+        if isinstance(failure, TimeLimitExceeded):
             problems.add(
                 scan.scan_id,
                 scan.image_file,
-                f"preprocessing failed: {done.failures[scan.scan_id]}",
+                f"preprocessing took too long: {failure}",
+                "inspect the scan (extreme or odd intensities, an unusual header?) or remove "
+                "it; a scan this slow that is fine needs a higher "
+                "data_engineering.scan_timeout_s",
+            )
+        elif failure is not None:
+            problems.add(
+                scan.scan_id,
+                scan.image_file,
+                f"preprocessing failed: {failure}",
                 "inspect the scan (empty, a slab, or an unusual header?) or remove it; "
                 "the log has the traceback at DEBUG level",
             )

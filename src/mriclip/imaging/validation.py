@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mriclip.imaging.intensity import intensity_fix, intensity_problem
 from mriclip.imaging.scan_inputs import DICOM_KEY_END, UnusableInput, dicom_scan_id
+from mriclip.imaging.triage import no_row_fix
 
 logger = logging.getLogger(__name__)
 
@@ -340,6 +342,7 @@ def _inspect_sequences(
     scan_files: Mapping[str, tuple[str, Callable]],
     contract: SequenceContract,
     notes: ProblemLog,
+    max_abs_intensity: float | None = None,
 ) -> str:
     """Check a multi-sequence scan's other sequences against its first (``row`` holds the
     first's facts): each must be a readable 3D volume with a spacing; one on another grid is
@@ -359,9 +362,7 @@ def _inspect_sequences(
             data = as_3d(image)
         except Exception as error:  # noqa: BLE001 - unreadable files are problems
             return f"sequence {name} ({filename}) unreadable or not a 3D volume: {error}"
-        problem = spacing_problem(image) or (
-            None if np.isfinite(data).all() else f"sequence {name} ({filename}) has NaN/inf"
-        )
+        problem = spacing_problem(image) or intensity_problem(data, max_abs_intensity)
         if problem:
             return f"sequence {name} ({filename}): {problem}"
         if not same_grid(image, reference):
@@ -396,12 +397,15 @@ def build_nifti_catalog(
     grid: GridRule | None = None,
     sequences: Sequence[str] | None = None,
     missing_sequences: str = "duplicate",
+    max_abs_intensity: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate every image (and its label map) against the scans table.
 
     ``images``/``labels`` map file names to loaders (Kedro ``PartitionedDataset``);
     ``columns`` names the ``scan_id`` and ``patient_id`` columns of ``scans``; ``grid``,
-    when given, rejects scans whose field of view the preprocessing grid cannot hold.
+    when given, rejects scans whose field of view the preprocessing grid cannot hold;
+    voxels NaN/inf or beyond ``±max_abs_intensity`` (None: no bound), or a constant volume,
+    reject a scan too (:mod:`mriclip.imaging.intensity`).
     With ``sequences``, a scan is the files ``<scan_id>_<sequence>.nii.gz``: the first it has
     is checked as its image (label map, grid), the others against it (see
     :data:`MISSING_SEQUENCES` for absent ones); resampled and duplicated sequences are
@@ -467,12 +471,14 @@ def build_nifti_catalog(
             image_file=image_file,
             label_file=label_files.get(scan_id, (None,))[0],
         )
-        status = _inspect_image(row, load_image, label_files.get(scan_id), grid)
+        status = _inspect_image(row, load_image, label_files.get(scan_id), grid, max_abs_intensity)
         if status == "ok" and contract is not None:
-            status = _inspect_sequences(row, sequence_files[scan_id], contract, notes)
+            status = _inspect_sequences(
+                row, sequence_files[scan_id], contract, notes, max_abs_intensity
+            )
         if status == "ok" and scan_id not in patients:
             status = "scan has no row in scans.csv"
-            fix = f"add a row with scan_id '{scan_id}' to scans.csv"
+            fix = no_row_fix(scan_id, patients)
         elif status == "ok" and scan_id in bad_ids:
             status = "ambiguous or incomplete scans.csv row"
             fix = "see the scans.csv problem rows above"
@@ -506,6 +512,9 @@ FIELD_OF_VIEW_FIX = (
 
 
 def _fix_for(status: str) -> str:
+    fix = intensity_fix(status)
+    if fix is not None:
+        return fix
     if "spacing" in status or "affine holds" in status:
         return SPACING_FIX
     if status.startswith("field of view"):
@@ -520,6 +529,7 @@ def _inspect_image(
     load_image: Callable,
     label: tuple[str, Callable] | None,
     grid: GridRule | None = None,
+    max_abs_intensity: float | None = None,
 ) -> str:
     """Fill the catalog row's image facts; return "ok" or the problem."""
     try:
@@ -541,10 +551,11 @@ def _inspect_image(
         geometry_problem = grid.problem(data.shape, nib.affines.voxel_sizes(image.affine))
     if geometry_problem:
         return geometry_problem
-    finite = np.isfinite(data)
-    if not finite.all():
-        return f"{int((~finite).sum())} NaN/inf voxel(s)"
-    row.update(intensity_min=float(data.min()), intensity_max=float(data.max()))
+    if np.isfinite(data).all():
+        row.update(intensity_min=float(data.min()), intensity_max=float(data.max()))
+    intensity = intensity_problem(data, max_abs_intensity)
+    if intensity:
+        return intensity
     if label is not None:  # (file name, loader)
         label_problem = _check_label(label[1], image, data.shape)
         if label_problem:
@@ -641,6 +652,7 @@ def build_unlabelled_catalog(
     images: Mapping[str, Callable[[], nib.Nifti1Image]],
     on_invalid: str = "skip",
     sequences: SequenceContract | None = None,
+    max_abs_intensity: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate a folder of scans that have no table row (extra scans for pretraining, new
     scans for inference): any NIfTI file is a scan, or with ``sequences`` a scan is its
@@ -652,9 +664,11 @@ def build_unlabelled_catalog(
     for scan_id, (image_file, load_image) in image_files.items():
         row = dict.fromkeys(CATALOG_COLUMNS)
         row.update(scan_id=scan_id, image_file=image_file)
-        status = _inspect_image(row, load_image, None)
+        status = _inspect_image(row, load_image, None, None, max_abs_intensity)
         if status == "ok" and sequences is not None:
-            status = _inspect_sequences(row, sequence_files[scan_id], sequences, notes)
+            status = _inspect_sequences(
+                row, sequence_files[scan_id], sequences, notes, max_abs_intensity
+            )
         if status != "ok":
             problems.add(scan_id, image_file, status, _fix_for(status))
         row["status"] = status

@@ -14,6 +14,7 @@ from mriclip.imaging.ablation import inpaint_lesions
 from mriclip.imaging.bids import BidsRoot, read_bids
 from mriclip.imaging.collection import Store, on_grid_of, preprocess_catalog, scan_files
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_twin
+from mriclip.imaging.triage import require_enough_scans
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
     GridRule,
@@ -24,7 +25,7 @@ from mriclip.imaging.validation import (
     lesion_name,
     require_file_layout,
 )
-from mriclip.splits import patient_level_splits
+from mriclip.splits import minimum_patients, patient_level_splits
 from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
 from mriclip.training.samples import VolumeSource
 
@@ -62,8 +63,10 @@ def catalog_scans(
     raw_scans: pd.DataFrame,
     params: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The validated catalog and its problems; the run stops here, with a summary, when the
+    usable scans are too few for the splits (mriclip.imaging.triage)."""
     grid = GridRule(params["preprocessing"]["target_spacing"], params["min_extent_voxels"])
-    return build_nifti_catalog(
+    catalog, problems = build_nifti_catalog(
         raw_images,
         raw_labels,
         raw_scans,
@@ -72,7 +75,22 @@ def catalog_scans(
         grid,
         params["sequences"],
         params["missing_sequences"],
+        params["max_abs_intensity"],
     )
+    splits = params["splits"]
+    needed = minimum_patients(splits["test_fraction"], splits["n_folds"])
+    scan_ids = set(raw_scans[params["columns"]["scan_id"]].astype(str)) if len(raw_scans) else set()
+    require_enough_scans(
+        catalog,
+        problems,
+        needed,
+        f"the splits need at least {needed} (data_engineering.splits: test_fraction "
+        f"{splits['test_fraction']}, n_folds {splits['n_folds']})",
+        list(raw_images),
+        scan_ids,
+        params,
+    )
+    return catalog, problems
 
 
 def validate_lesions(
@@ -96,10 +114,10 @@ def preprocess_volumes(
     params: dict,
 ) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Preprocess every usable scan over ``workers`` processes (or the Dask cluster at
-    ``dask_scheduler``), redoing only scans whose files or settings changed since the
-    cache's run (mriclip.imaging.collection). Returns loaders of the volumes and label maps
-    (saved lazily, one ``.npy`` each), the per-scan report, the lesion table on the new grid,
-    and the problems met."""
+    ``dask_scheduler``), each within ``scan_timeout_s``, redoing only scans whose files or
+    settings changed since the cache's run (mriclip.imaging.collection). Returns loaders of
+    the volumes and label maps (saved lazily, one ``.npy`` each), the per-scan report, the
+    lesion table on the new grid, and the problems met."""
     config = PreprocessingConfig(**params["preprocessing"])
     done, problems = preprocess_catalog(
         nifti_catalog,
@@ -109,6 +127,7 @@ def preprocess_volumes(
         preprocessing_cache,
         params["workers"],
         params["dask_scheduler"],
+        params["scan_timeout_s"],
     )
     # Lesions without a centre are listed but never stop a run: volume mode does not need them.
     uncentred = ProblemLog("lesion_centres")

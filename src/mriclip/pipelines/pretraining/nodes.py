@@ -43,7 +43,10 @@ def preprocess_unlabelled(
         data_engineering["sequences"], data_engineering["missing_sequences"]
     )
     catalog, problems = build_unlabelled_catalog(
-        unlabelled_images, data_engineering["on_invalid"], contract
+        unlabelled_images,
+        data_engineering["on_invalid"],
+        contract,
+        data_engineering["max_abs_intensity"],
     )
     done, failures = preprocess_catalog(
         catalog,
@@ -53,6 +56,7 @@ def preprocess_unlabelled(
         unlabelled_preprocessing_cache,
         data_engineering["workers"],
         data_engineering["dask_scheduler"],
+        data_engineering["scan_timeout_s"],
     )
     failures.raise_if_any(data_engineering["on_invalid"])
     volumes = {f"unlabelled_{k}": v for k, v in done.loaders("volume").items()}
