@@ -120,6 +120,31 @@ def test_validation_rows_and_best_model_is_kept(tmp_path):
     assert (history["temperature"] > 0).all()
 
 
+def test_a_micro_batch_larger_than_the_cohort_trains_on_several_patches_a_scan(tmp_path, caplog):
+    """Three training scans, micro-batches of eight: each batch draws every scan more than
+    once (the log says so), and each draw is another item."""
+    seen = []
+
+    class Recording(AlignmentSamples):
+        def __getitem__(self, key):
+            seen.append(key)
+            return super().__getitem__(key)
+
+    data = samples(n=3, kind=Recording, augment=augmentation())
+    with caplog.at_level("INFO", logger="mriclip.training.engine"):
+        _, history = train_alignment(
+            tiny_model(), data, None, *config(tmp_path, micro_batch_size=8, accumulation_steps=1)
+        )
+    assert history["step"].tolist() == [1, 2, 3, 4] and np.isfinite(history["loss"]).all()
+    assert "a batch of 8 items exceeds the 3 training scans: each epoch draws every scan 3 " in (
+        caplog.text
+    )
+    first = seen[:8]
+    assert len(set(first)) == 8 and {key[1] for key in first} == {0, 1, 2}
+    images = [data[key]["image"] for key in first if key[1] == 0]
+    assert len(images) >= 2 and not torch.equal(images[0], images[1])  # another draw
+
+
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
     model = tiny_model()
     model.contrastive_loss = lambda image, text, mask=None: (image * float("nan")).sum()

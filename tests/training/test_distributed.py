@@ -125,8 +125,11 @@ def test_batch_stream_shards_are_disjoint_and_the_single_process_batches():
         together = shards[0].batch(number) + shards[1].batch(number)
         assert together == single.batch(number)
         assert not set(shards[0].batch(number)) & set(shards[1].batch(number))
-    with pytest.raises(ValueError, match=r"batch size 6 x 2 processes exceeds the 10"):
-        BatchStream(10, 6, seed=0, world_size=2)
+    # 12 items a step from 10 scans: every scan drawn twice an epoch, still disjoint keys
+    small = [BatchStream(10, 6, seed=0, rank=rank, world_size=2) for rank in range(2)]
+    assert small[0].draws == 2
+    together = small[0].batch(0) + small[1].batch(0)
+    assert together == BatchStream(10, 12, seed=0).batch(0) and len(set(together)) == 12
 
 
 def test_distributed_parameters_are_checked_and_named():

@@ -10,13 +10,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-ItemKey = int | tuple[int, int]
-"""What a training dataset is indexed with: ``(epoch, index)``, or a plain index (epoch 0)."""
+ItemKey = int | tuple[int, int] | tuple[int, int, int]
+"""What a training dataset is indexed with: ``(epoch, index)``, ``(epoch, index, draw)`` for an
+item's further draws in one epoch (see :class:`BatchStream`), or a plain index (epoch 0)."""
 
 
 class BatchStream:
     """Endless shuffled batches of ``(epoch, index)`` keys, epoch by epoch (the ragged tail of
     each epoch dropped).
+
+    With fewer items than a batch (a pilot cohort: the items are scans, the batch counts
+    patches), an epoch is ``draws`` passes over the items shuffled together, enough for one
+    batch: an item may come several times in a batch, its n-th time as ``(epoch, index, n)``,
+    whose own random draw (another patch of the scan) makes it another training item. With
+    enough items, ``draws`` is 1 and the keys are those of a plain permutation.
 
     Epoch ``e``'s order is a permutation drawn from (seed, e), so batch number ``b`` is the
     same whatever came before: a run resumed at batch ``b`` (``start``) sees exactly the
@@ -35,24 +42,27 @@ class BatchStream:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if n_items < batch_size * world_size:
-            shards = f" x {world_size} processes" if world_size > 1 else ""
-            raise ValueError(
-                f"batch size {batch_size}{shards} exceeds the {n_items} training items"
-            )
+        if n_items < 1:
+            raise ValueError("no training items")
         self.n_items, self.batch_size, self.seed, self.start = n_items, batch_size, seed, start
         self.rank, self.world_size = rank, world_size
-        self.per_epoch = n_items // (batch_size * world_size)
+        self.draws = math.ceil(batch_size * world_size / n_items)
+        self.per_epoch = n_items * self.draws // (batch_size * world_size)
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def batch(self, number: int) -> list[tuple[int, int]]:
         epoch, position = divmod(number, self.per_epoch)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+            rng = np.random.default_rng([self.seed, epoch])
+            self._order = rng.permutation(self.n_items * self.draws)
         first = (position * self.world_size + self.rank) * self.batch_size
         chunk = self._order[first : first + self.batch_size]
-        return [(epoch, int(index)) for index in chunk]
+        return [self._key(epoch, int(place)) for place in chunk]
+
+    def _key(self, epoch: int, place: int) -> tuple[int, int] | tuple[int, int, int]:
+        draw, index = divmod(place, self.n_items)
+        return (epoch, index) if draw == 0 else (epoch, index, draw)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         number = self.start

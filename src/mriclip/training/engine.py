@@ -282,6 +282,17 @@ def _train(
         rank=rank,
         world_size=world_size,
     )
+    if stream.draws > 1:
+        logger.info(
+            "%s: a batch of %d items%s exceeds the %d training scans: each epoch draws every "
+            "scan %d times, another random patch each time, so a batch may hold several of one "
+            "scan",
+            task.name,
+            task.batch_size * world_size,
+            f" ({world_size} processes)" if world_size > 1 else "",
+            len(train_set),
+            stream.draws,
+        )
     loader = batch_loader(
         train_set,
         stream,

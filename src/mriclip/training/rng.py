@@ -14,10 +14,10 @@ from mriclip.training.batching import ItemKey
 def item_rng(seed: int, key: ItemKey) -> tuple[int, np.random.Generator]:
     """The item index of ``key`` and the generator its randomness comes from.
 
-    The generator depends on (seed, epoch, index) only, so an item is the same whichever
+    The generator depends on (seed, epoch, index[, draw]) only, so an item is the same whichever
     process loads it and whatever was loaded before: 0 or k workers, fresh or resumed run."""
-    epoch, index = key if isinstance(key, tuple) else (0, key)
-    return index, np.random.default_rng([seed, epoch, index])
+    epoch, index, *draw = key if isinstance(key, tuple) else (0, key)
+    return index, np.random.default_rng([seed, epoch, index, *draw])
 
 
 def rng_state() -> dict:
