@@ -195,13 +195,15 @@ def predict_scan(
     image: nib.Nifti1Image,
     channels: Sequence[np.ndarray],
     scoring: Mapping,
+    preprocessed: tuple | None = None,
 ) -> ScanPrediction:
     """Preprocess the scan as the model's training volumes were, score its patches and map
     their evidence back onto the input grid. ``image`` is the scan's (its reference's, for
     several sequences: grid and affine), ``channels`` the 3D arrays on its grid: its own,
     then its further sequences' in the model's order (``mriclip.imaging.collection.
-    load_channels``)."""
-    volume, _, metadata = preprocess_scan(
+    load_channels``). ``preprocessed``: what ``preprocess_scan`` made of it already (e.g.
+    within a time limit, ``mriclip.imaging.preprocessing.preprocess_within``)."""
+    volume, _, metadata = preprocessed or preprocess_scan(
         image, channels[0], None, spec.preprocessing, channels[1:]
     )
     output_affine = np.array(json.loads(metadata["output_affine"]), dtype=float)

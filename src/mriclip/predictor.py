@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from mriclip.evaluation.calibration import calibrate_scores
 from mriclip.imaging.collection import load_channels, scan_source
+from mriclip.imaging.preprocessing import preprocess_within
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
 from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog
 from mriclip.inference import (
@@ -37,6 +38,7 @@ from mriclip.inference import (
     prediction_row,
     rank_by_queries,
 )
+from mriclip.parallel import TimeLimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +65,26 @@ class Predictor:
         scoring: ``{"scan_scoring": ..., "prompts": ...}``, as in the ``evaluation``
             parameters: patch stride, aggregation, threshold, prompt ensembling.
         device: ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
+        scan_timeout_s: a scan's preprocessing runs in a process of its own, ended after this
+            many seconds, and the scan is listed (:func:`mriclip.imaging.preprocessing.
+            preprocess_within`); None: no limit, in this process.
 
     Raises:
         mriclip.inference.IncompatibleBundleError: the settings ask for preprocessing that
             cannot be reproduced here.
     """
 
-    def __init__(self, model, settings: Mapping, scoring: Mapping, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model,
+        settings: Mapping,
+        scoring: Mapping,
+        device: str = "auto",
+        scan_timeout_s: float | None = None,
+    ) -> None:
         from mriclip.training.runtime import pick_device
 
-        self.settings = settings
+        self.settings, self.scan_timeout_s = settings, scan_timeout_s
         self.spec = inference_spec(settings)  # refuses what it cannot reproduce, saying why
         self.scan_scoring = dict(scoring["scan_scoring"])
         self.model = model.to(pick_device(device)).eval()
@@ -80,18 +92,24 @@ class Predictor:
                                    scoring["prompts"])  # fmt: skip
 
     @classmethod
-    def from_bundle(cls, bundle: Mapping, scoring: Mapping, device: str = "auto") -> Predictor:
+    def from_bundle(
+        cls,
+        bundle: Mapping,
+        scoring: Mapping,
+        device: str = "auto",
+        scan_timeout_s: float | None = None,
+    ) -> Predictor:
         """The predictor of a ``clip_model`` bundle (the catalog entry, loaded).
 
         Args:
             bundle: ``config``, ``state_dict``, ``inference`` and further JSON entries.
             scoring: ``{"scan_scoring": ..., "prompts": ...}`` (the evaluation parameters).
-            device: as in the constructor.
+            device, scan_timeout_s: as in the constructor.
         """
         from mriclip.models.factory import load_clip_model
 
         settings = {key: value for key, value in bundle.items() if key != "state_dict"}
-        return cls(load_clip_model(bundle), settings, scoring, device)
+        return cls(load_clip_model(bundle), settings, scoring, device, scan_timeout_s)
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str = "auto") -> Predictor:
@@ -149,9 +167,20 @@ class Predictor:
         for scan in tqdm(usable.itertuples(), total=len(usable), desc="inference", disable=None):
             try:
                 image, channels = load_channels(scan_source(scan, images))
-                prediction = predict_scan(
-                    self.model, self.scorer, self.spec, image, channels, self.scan_scoring
+                preprocessed = preprocess_within(
+                    image, channels, self.spec.preprocessing, self.scan_timeout_s
                 )
+                prediction = predict_scan(self.model, self.scorer, self.spec, image, channels,
+                                          self.scan_scoring, preprocessed)  # fmt: skip
+            except TimeLimitExceeded as error:
+                problems.add(
+                    scan.scan_id,
+                    scan.image_file,
+                    f"preprocessing took too long: {error}",
+                    "inspect the scan or remove it; a scan this slow that is fine needs a "
+                    "higher inference.scan_timeout_s",
+                )
+                continue
             except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
                 problems.add(
                     scan.scan_id,

@@ -25,7 +25,9 @@ def catalog_new_scans(
     bundle); an optional scans table adds ids' clinical columns, and its rows without an
     image are listed."""
     contract = inference_spec(clip_model).sequences  # refuses a bundle it cannot reproduce
-    catalog, problems = build_unlabelled_catalog(inference_images, "skip", contract)
+    catalog, problems = build_unlabelled_catalog(
+        inference_images, "skip", contract, params["max_abs_intensity"]
+    )
     scan_col = params["columns"]["scan_id"]
     extra = ProblemLog("inference_catalog")
     if len(inference_scans):
@@ -59,10 +61,12 @@ def predict_new_scans(
     evaluation: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
     """Scores, embeddings, query rankings and evidence maps of every readable new scan, by
-    the same ``Predictor`` as ``mriclip predict``; a scan that fails is listed in the problems
-    table and the others go on."""
+    the same ``Predictor`` as ``mriclip predict``; a scan that fails, or whose preprocessing
+    outlasts ``scan_timeout_s``, is listed in the problems table and the others go on."""
     scoring = {"scan_scoring": evaluation["scan_scoring"], "prompts": evaluation["prompts"]}
-    predictor = Predictor.from_bundle(clip_model, scoring, params["device"])
+    predictor = Predictor.from_bundle(
+        clip_model, scoring, params["device"], params["scan_timeout_s"]
+    )
     result = predictor.run(inference_images, inference_catalog, params["queries"])
     problems = pd.concat([catalog_problems, result.problems], ignore_index=True)
     return result.predictions, result.embeddings, result.queries, result.evidence_maps, problems
