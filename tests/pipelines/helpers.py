@@ -13,7 +13,7 @@ from mriclip import settings
 from mriclip.datasets import BIDSDataset, ScanStore
 
 PROJECT = Path(__file__).resolve().parents[2]
-CACHES = ("preprocessing_cache", "unlabelled_preprocessing_cache")
+CACHES = ("preprocessing_cache", "unlabelled_preprocessing_cache", "lesion_ablated_cache")
 # The caches of in-memory runs; their outputs load from there until the test session ends.
 _CACHE_ROOT = tempfile.TemporaryDirectory(prefix="mriclip-test-caches-")
 

@@ -42,7 +42,8 @@ def test_pipeline_writes_every_named_output(raw_cohort):
     test_scans = set(in_split(out["splits"], "test")["scan_id"])
     assert set(out["lesion_ablated_volumes"]) == test_scans
     assert set(out["ablation_report"]["method"]) == {"inpainted"}
-    for scan_id, twin in out["lesion_ablated_volumes"].items():
+    for scan_id, load_twin in out["lesion_ablated_volumes"].items():  # loaders, saved lazily
+        twin = load_twin()
         lesion = labels[scan_id] > 0
         assert not np.array_equal(twin[lesion], volumes[scan_id][lesion])  # lesions filled
         far = ~ndimage.binary_dilation(lesion, iterations=8)

@@ -89,7 +89,7 @@ def test_cohort_round_trips_through_the_catalog_and_feeds_data_engineering(tmp_p
     # The phantom's twins are the controls' exact counterfactuals, on the scans' own grids.
     assert set(out["ablation_report"]["method"]) == {"counterfactual"}
     for scan_id, twin in out["lesion_ablated_volumes"].items():
-        assert twin.shape == out["preprocessed_volumes"][scan_id]().shape
+        assert twin().shape == out["preprocessed_volumes"][scan_id]().shape
 
 
 def test_base_parameters_are_the_library_defaults():

@@ -57,6 +57,7 @@ def test_inputs_read_across_pipelines_keep_their_names(registry):
         # kept between runs, so a re-run redoes only the scans that changed
         "preprocessing_cache",
         "unlabelled_preprocessing_cache",
+        "lesion_ablated_cache",
         "parameters",
         "run_metadata",
         *(d for d in default.inputs() if d.startswith("params:")),

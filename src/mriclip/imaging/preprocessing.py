@@ -190,20 +190,26 @@ def _intensities(data: np.ndarray, spacing, config: PreprocessingConfig) -> np.n
 
 
 def _spatial(
-    image: nib.Nifti1Image, volumes: dict[str, np.ndarray], config: PreprocessingConfig
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The volumes on the output grid, and its affine to the scanner's mm. With registration,
-    the transform is estimated on "image" and every volume is resampled with it."""
+    image: nib.Nifti1Image,
+    volumes: dict[str, np.ndarray],
+    config: PreprocessingConfig,
+    transform: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """The volumes on the output grid, its affine to the scanner's mm, and the registration
+    transform (None without registration). With registration, the transform is ``transform``
+    or, without one, estimated on "image"; every volume is resampled with it."""
     affine, to_scanner = image.affine, np.eye(4)
     if config.registration != "none":
-        to_scanner = registration.estimate_transform(
-            volumes["image"],
-            image.affine,
-            config.registration,
-            config.registration_template,
-            config.registration_spacing_mm,
-            config.registration_iterations,
-        )
+        to_scanner = transform
+        if to_scanner is None:
+            to_scanner = registration.estimate_transform(
+                volumes["image"],
+                image.affine,
+                config.registration,
+                config.registration_template,
+                config.registration_spacing_mm,
+                config.registration_iterations,
+            )
         shape, affine = registration.template_grid(
             config.registration_template, config.target_spacing
         )
@@ -222,7 +228,8 @@ def _spatial(
     }
     out = _spatial_pipeline(config, list(sample))(sample)
     output_affine = to_scanner @ out["image"].affine.numpy()
-    return {key: out[key][0].numpy() for key in volumes}, output_affine
+    registered = None if config.registration == "none" else to_scanner
+    return {key: out[key][0].numpy() for key in volumes}, output_affine, registered
 
 
 def preprocess_scan(
@@ -247,7 +254,7 @@ def preprocess_scan(
         volumes[f"sequence_{number}"] = _intensities(sequence, spacing, config)
     if label is not None:
         volumes["label"] = label
-    out, output_affine = _spatial(image, volumes, config)
+    out, output_affine, transform = _spatial(image, volumes, config)
     normalised, stats = z_normalise(out["image"], config)
     if sequences:
         normalised = np.stack(
@@ -267,6 +274,8 @@ def preprocess_scan(
         "n4_bias_correction": config.n4_bias_correction,
         "registration": config.registration,
         "output_affine": json.dumps(np.round(output_affine, 6).tolist()),
+        # template mm -> scanner mm, exact: the scan's twins are resampled with it
+        "registration_transform": None if transform is None else json.dumps(transform.tolist()),
         **stats,
     }
     return normalised, out_label, metadata
@@ -290,12 +299,24 @@ def preprocess_within(
     return call_with_time_limit(_preprocess_channels, (image, list(channels), config), timeout_s)
 
 
+def registration_transform(report: dict) -> np.ndarray | None:
+    """The registration transform a :func:`preprocess_scan` report keeps (None: none kept)."""
+    kept = report.get("registration_transform")
+    return None if not isinstance(kept, str) else np.array(json.loads(kept), dtype=float)
+
+
 def preprocess_twin(
-    image: nib.Nifti1Image, data: np.ndarray, twin: np.ndarray, config: PreprocessingConfig
+    image: nib.Nifti1Image,
+    data: np.ndarray,
+    twin: np.ndarray,
+    config: PreprocessingConfig,
+    transform: np.ndarray | None = None,
 ) -> np.ndarray:
     """A twin of a scan on the scan's own output grid: ``twin`` (the same scan rendered
     differently, e.g. without lesions) follows the very crop and resampling that ``data``
-    gets, then is z-normalised on its own, as it would be as a scan of its own."""
+    gets, then is z-normalised on its own, as it would be as a scan of its own. With
+    registration, ``transform`` is the scan's (:func:`registration_transform` of its
+    report), reused rather than estimated again."""
     if twin.shape != data.shape:
         raise ValueError(f"twin shape {twin.shape} differs from the scan's {data.shape}")
     spacing = nib.affines.voxel_sizes(image.affine)
@@ -303,7 +324,7 @@ def preprocess_twin(
         "image": _intensities(data, spacing, config),
         "twin": _intensities(twin, spacing, config),
     }
-    out, _ = _spatial(image, volumes, config)
+    out, _, _ = _spatial(image, volumes, config, transform)
     return z_normalise(out["twin"], config)[0]
 
 

@@ -6,20 +6,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from mriclip.imaging.ablation import inpaint_lesions
 from mriclip.imaging.bids import BidsRoot, read_bids
-from mriclip.imaging.collection import Store, on_grid_of, preprocess_catalog, scan_files
-from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_twin
+from mriclip.imaging.collection import Store, preprocess_catalog
+from mriclip.imaging.preprocessing import PreprocessingConfig
 from mriclip.imaging.triage import require_enough_scans
+from mriclip.imaging.twins import TwinSources, ablated_twins
 from mriclip.imaging.validation import (
     PROBLEM_COLUMNS,
     GridRule,
     ProblemLog,
-    as_3d,
     build_nifti_catalog,
     collect_lesions,
     lesion_name,
@@ -264,65 +261,45 @@ def make_lesion_ablated_twins(
     raw_ablated_images: dict[str, Callable],
     preprocessed_volumes: dict[str, Callable],
     preprocessed_labels: dict[str, Callable],
+    preprocessing_report: pd.DataFrame,
     nifti_catalog: pd.DataFrame,
     splits: pd.DataFrame,
+    preprocessing_cache: Store,
+    lesion_ablated_cache: Store,
     params: dict,
 ) -> tuple[dict, pd.DataFrame]:
-    """Lesion-ablated twins of the scans of ``params["ablation"]["splits"]`` for the controls:
-    the raw twin (the phantom's exact counterfactual) through the scan's own preprocessing
-    where one exists, else the preprocessed scan with its labelled lesions inpainted. Scans
-    with neither are listed in the report with the reason."""
+    """Lesion-ablated twins of the scans of ``params["ablation"]["splits"]`` for the controls
+    (mriclip.imaging.twins): the raw twin (the phantom's exact counterfactual) through the
+    scan's own preprocessing and registration transform where one exists, else the
+    preprocessed scan with its labelled lesions inpainted; unchanged twins come from the
+    cache. Scans with neither are listed in the report with the reason."""
     settings = params["ablation"]
-    config = PreprocessingConfig(**params["preprocessing"])
     wanted = set(splits.loc[splits["split"].isin(settings["splits"]), "scan_id"])
     usable = nifti_catalog[
         (nifti_catalog["status"] == "ok") & nifti_catalog["scan_id"].isin(wanted)
     ]
-    volumes, labels = VolumeSource(preprocessed_volumes), VolumeSource(preprocessed_labels)
-    twins, rows = {}, []
-    for scan in tqdm(
-        usable.itertuples(), total=len(usable), desc="ablated twins", unit="scan", disable=None
-    ):
-        if scan.scan_id not in volumes:
-            continue  # preprocessing failed; listed in catalog_problems
-        try:
-            method = _ablated_twin(
-                scan, raw_images, raw_ablated_images, volumes, labels, settings, config, twins
-            )
-        except Exception as error:  # noqa: BLE001 - one bad twin must not end the run
-            method = f"none: the twin failed ({type(error).__name__}: {error})"
-            logger.warning("lesion-ablated twin of %s: %s", scan.scan_id, method)
-        rows.append({"scan_id": scan.scan_id, "method": method})
+    reports = preprocessing_report.set_index("scan_id").to_dict("index")
+    sources = TwinSources(
+        raw_images,
+        raw_ablated_images,
+        VolumeSource(preprocessed_volumes),
+        VolumeSource(preprocessed_labels),
+        reports,
+        {
+            scan_id: (preprocessing_cache.record(scan_id) or {}).get("fingerprint")
+            for scan_id in usable["scan_id"]
+        },
+    )
+    twins, rows = ablated_twins(
+        list(usable.itertuples()),
+        sources,
+        settings,
+        PreprocessingConfig(**params["preprocessing"]),
+        lesion_ablated_cache,
+    )
     report = pd.DataFrame(rows, columns=["scan_id", "method"])
     logger.info("lesion-ablated twins: %s", report["method"].value_counts().to_dict() or "none")
     return twins, report
-
-
-def _ablated_twin(scan, raw_images, raw_ablated_images, volumes, labels, settings, config, twins):
-    """Put the scan's twin into ``twins``; returns how it was made. A channel stack (several
-    sequences) gets the twin of each channel, stacked alike."""
-    files = scan_files(scan)
-    if all(file in raw_ablated_images for file in files):
-        image = raw_images[scan.image_file]()
-        channels = [
-            preprocess_twin(
-                image, as_3d(image), as_3d(on_grid_of(raw_ablated_images[file](), image)), config
-            )
-            for file in files
-        ]
-        twins[scan.scan_id] = channels[0] if len(channels) == 1 else np.stack(channels)
-        return "counterfactual"
-    if scan.scan_id in labels:
-        volume, label = np.asarray(volumes[scan.scan_id]), np.asarray(labels[scan.scan_id])
-        channels = [
-            inpaint_lesions(
-                channel, label, settings["dilation_factor"], settings["dilation_voxels"]
-            )
-            for channel in (volume if volume.ndim == 4 else [volume])
-        ]
-        twins[scan.scan_id] = channels[0] if volume.ndim == 3 else np.stack(channels)
-        return "inpainted"
-    return "none: no label map and no raw twin, so the scan has no ablated control"
 
 
 def split_patients(scan_sentences: pd.DataFrame, seed: int, params: dict) -> pd.DataFrame:
