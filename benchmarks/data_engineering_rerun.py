@@ -27,13 +27,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHOWN = ("preprocessing:", "lesion-ablated twins:", "nifti_catalog:", "Pipeline execution")
 
 
-def copy_project(destination: Path, patients: int, grid: int, workers: int) -> None:
-    shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+def copy_project(
+    destination: Path, patients: int, grid: int, workers: int, source: Path = PROJECT
+) -> None:
+    """conf (without conf/local), pyproject.toml and src of the project at ``source``, with an
+    environment ``bench`` of the cohort size, grid and workers."""
+    shutil.copytree(source / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
     (destination / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", destination)
-    shutil.copytree(
-        PROJECT / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copy(source / "pyproject.toml", destination)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(source / "src", destination / "src", ignore=ignore)
     bench = destination / "conf" / "bench"
     bench.mkdir()
     (bench / "parameters_demo_data.yml").write_text(
