@@ -235,8 +235,13 @@ def main() -> None:
             listed_new,
         )
     table = training.merge(inference, on="file", suffixes=("", "_inference"))
-    with pd.option_context("display.width", 250, "display.max_colwidth", 70):
-        print(table.to_string(index=False))
+    for column in ("problem", "problem_inference"):  # the start says which check listed it
+        table[column] = table[column].str.replace(r"\s+", " ", regex=True).str.slice(0, 60)
+    print("| file | data_engineering | problem | inference | problem |")
+    print("|---|---|---|---|---|")
+    for row in table.itertuples():
+        print(f"| {row.file} | {row.outcome} | {row.problem} | {row.outcome_inference} | "
+              f"{row.problem_inference} |")  # fmt: skip
     for label, frame in (("data_engineering", training), ("inference", inference)):
         counts = frame["outcome"].value_counts().to_dict()
         print(f"{label}: {counts}; unlisted: {int((frame['outcome'] == 'UNLISTED').sum())}")
