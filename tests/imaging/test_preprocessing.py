@@ -122,3 +122,15 @@ def test_head_mask_drops_isolated_noise_voxels():
     head = volume > 50
     head[0] = False
     assert (mask == head).mean() > 0.99
+
+
+def test_warm_up_loads_the_template_once_for_the_processes_forked_per_scan():
+    from mriclip.imaging import registration
+    from mriclip.imaging.preprocessing import warm_up
+
+    registration._template.cache_clear()
+    warm_up(preprocessing_config())  # affine registration: the template at 4 mm and 3 mm
+    assert registration._template.cache_info().currsize == 2
+    registration._template.cache_clear()
+    warm_up(preprocessing_config(registration="none"))
+    assert registration._template.cache_info().currsize == 0

@@ -41,7 +41,12 @@ import pandas as pd
 import torch
 from nibabel.processing import resample_from_to
 
-from mriclip.imaging.preprocessing import PreprocessingConfig, lesion_geometry, preprocess_scan
+from mriclip.imaging.preprocessing import (
+    PreprocessingConfig,
+    lesion_geometry,
+    preprocess_scan,
+    warm_up,
+)
 from mriclip.imaging.validation import (
     ProblemLog,
     as_3d,
@@ -224,6 +229,8 @@ def preprocess_collection(
         if stored is not None:
             results[scan_id] = (stored, True)
             del tasks[scan_id]
+    if tasks and timeout_s is not None and not dask_scheduler:
+        warm_up(config)  # the processes forked per scan inherit the template
     for outcome in map_as_completed(
         run_task, tasks, workers, dask_scheduler, share_cores, "preprocess", timeout_s
     ):

@@ -281,6 +281,19 @@ def preprocess_scan(
     return normalised, out_label, metadata
 
 
+def warm_up(config: PreprocessingConfig) -> None:
+    """Load once, here, what every scan's preprocessing reads: SimpleITK and the registration
+    template at both of its resolutions (cached per process). Processes forked afterwards,
+    one per scan under a time limit, inherit them; without this each loaded them again,
+    about 1.5 s a scan on 2 busy cores, more than the scan's own work."""
+    if config.registration != "none" or config.n4_bias_correction:
+        import SimpleITK  # noqa: F401 - imported for the children
+    if config.registration != "none":
+        template = config.registration_template
+        registration._template(template, float(config.registration_spacing_mm))
+        registration.template_grid(template, config.target_spacing)
+
+
 def _preprocess_channels(job: tuple) -> tuple[np.ndarray, None, dict]:
     image, channels, config = job
     return preprocess_scan(image, channels[0], None, config, channels[1:])
@@ -296,6 +309,8 @@ def preprocess_within(
     sequence's array, then the others', on ``image``'s grid), in a process ended after
     ``timeout_s`` seconds (None: here, no limit): raises
     :class:`mriclip.parallel.TimeLimitExceeded` then, so that no scan holds a run hostage."""
+    if timeout_s is not None:
+        warm_up(config)  # cached: the first scan pays, the forked processes inherit it
     return call_with_time_limit(_preprocess_channels, (image, list(channels), config), timeout_s)
 
 
