@@ -149,6 +149,8 @@ def test_unlabelled_scans_for_pretraining_follow_the_sequences_too(two_sequences
         "preprocessing": CONFIG.__dict__,
         "workers": 1,
         "dask_scheduler": None,
+        "max_abs_intensity": 1e6,
+        "scan_timeout_s": 120,
     }
     volumes, problems = preprocess_unlabelled(images, ScanStore(str(tmp_path)), params)
     assert sorted(volumes) == ["unlabelled_S0", "unlabelled_S1"]
