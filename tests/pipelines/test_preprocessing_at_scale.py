@@ -18,7 +18,9 @@ from mriclip.pipelines.pretraining.nodes import preprocess_unlabelled
 from tests.conftest import REGIONS, make_raw_cohort
 from tests.pipelines.helpers import load_parameters
 
-EMPTY = "S4"  # an all-zero image: valid NIfTI, so it passes the catalog; preprocessing fails
+# An all-zero image: the catalog lists it (a constant volume); the fixture's catalog lets it
+# through, as it would a scan whose failure no check foresees, and preprocessing fails on it.
+EMPTY = "S4"
 
 
 def folder(path) -> dict:
@@ -44,13 +46,16 @@ def on_disk(tmp_path):
     params = load_parameters("test")["data_engineering"]
     images, labels = folder(tmp_path / "raw" / "images"), folder(tmp_path / "raw" / "labels")
     catalog, _ = catalog_scans(images, labels, scans, params)
+    assert catalog.set_index("scan_id").loc[EMPTY, "status"].startswith("constant volume")
+    catalog.loc[catalog["scan_id"] == EMPTY, "status"] = "ok"
     validated, _ = validate_lesions(scans, lesions, catalog, REGIONS, params)
     return tmp_path, {"catalog": catalog, "lesions": validated, "params": params}
 
 
 def run(tmp_path, inputs, cache="cache", **settings):
-    """The node on the files in tmp_path/raw with ``settings`` over the test parameters."""
-    params = {**inputs["params"], **settings}
+    """The node on the files in tmp_path/raw with ``settings`` over the test parameters;
+    without a time limit, so that ``workers=1`` preprocesses in this process (``counted``)."""
+    params = {**inputs["params"], "scan_timeout_s": None, **settings}
     raw = tmp_path / "raw"
     return preprocess_volumes(
         folder(raw / "images"),
@@ -168,16 +173,19 @@ def test_a_changed_setting_redoes_every_scan(on_disk, counted):
 
 def test_unlabelled_scans_stream_and_are_reused_too(tmp_path, counted):
     write_cohort(tmp_path / "raw")
-    params = {**load_parameters("test")["data_engineering"], "workers": 1}
+    parameters = load_parameters("test")["data_engineering"]
+    params = {**parameters, "workers": 1, "scan_timeout_s": None}
     cache = ScanStore(str(tmp_path / "cache"))
     volumes, problems = preprocess_unlabelled(folder(tmp_path / "raw" / "images"), cache, params)
     assert sorted(volumes) == [f"unlabelled_S{i}" for i in range(6) if f"S{i}" != EMPTY]
     assert all(callable(v) for v in volumes.values())
     assert volumes["unlabelled_S0"]().shape == (32, 32, 32)
-    assert problems["scan_id"].tolist() == [EMPTY]
+    assert problems["scan_id"].tolist() == [EMPTY]  # listed by the catalog: a constant volume
+    assert problems["stage"].tolist() == ["unlabelled_catalog"]
+    assert counted == [False] * 5  # the empty scan never reached preprocessing
     counted.clear()
     again, _ = preprocess_unlabelled(folder(tmp_path / "raw" / "images"), cache, params)
-    assert counted == [True] and sorted(again) == sorted(volumes)  # only the failed scan
+    assert counted == [] and sorted(again) == sorted(volumes)  # every scan reused
 
 
 def test_a_dask_cluster_gives_the_serial_result(on_disk):
