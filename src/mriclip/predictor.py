@@ -112,13 +112,15 @@ class Predictor:
         return cls(load_clip_model(bundle), settings, scoring, device, scan_timeout_s)
 
     @classmethod
-    def from_export(cls, folder: str | Path, device: str = "auto") -> Predictor:
+    def from_export(
+        cls, folder: str | Path, device: str = "auto", scan_timeout_s: float | None = None
+    ) -> Predictor:
         """The predictor of an export folder (``kedro run --pipeline export``); reads JSON,
         the tokenizer's files and safetensors only.
 
         Args:
             folder: the export (``model.safetensors``, ``config.json``, ``tokenizer/``).
-            device: as in the constructor.
+            device, scan_timeout_s: as in the constructor.
 
         Raises:
             mriclip.packaging.export.ExportError: ``folder`` is no readable export.
@@ -126,7 +128,7 @@ class Predictor:
         from mriclip.packaging.export import load_model, read_config
 
         config = read_config(folder)
-        return cls(load_model(folder, config), config, config["scoring"], device)
+        return cls(load_model(folder, config), config, config["scoring"], device, scan_timeout_s)
 
     # ------------------------------------------------------------------ the one code path
     def catalog(self, images: Mapping[str, Callable]) -> tuple[pd.DataFrame, pd.DataFrame]:
