@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 #: Probabilities are clipped this far from 0 and 1 before their logit.
@@ -101,11 +102,7 @@ def apply_calibration(table, calibration: Mapping | None):
 
 
 def calibrate_scores(scores: Mapping[str, float], calibration: Mapping | None) -> dict:
-    """One scan's ``{prob_<class>: p}`` with each calibrated target's columns mapped through
-    its Platt scaling (a copy; unchanged without a calibration)."""
-    result = dict(scores)
-    for target in (calibration or {}).get("targets", {}).values():
-        for column in target["columns"]:
-            if column in result:
-                result[column] = float(calibrated(result[column], target))
-    return result
+    """One scan's ``{prob_<class>: p}`` through :func:`apply_calibration` (a copy; unchanged
+    without a calibration)."""
+    row = apply_calibration(pd.DataFrame([dict(scores)]), calibration)
+    return {column: float(value) for column, value in row.iloc[0].items()}
