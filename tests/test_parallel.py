@@ -2,6 +2,7 @@ import os
 import time
 
 import pytest
+import torch
 
 from mriclip.parallel import (
     TimeLimitExceeded,
@@ -100,3 +101,32 @@ def test_call_with_time_limit_raises_what_the_call_raised_or_the_limit(tmp_path)
     assert not is_running(int((tmp_path / "pid").read_text()))
     with pytest.raises(ValueError, match="time limit must be > 0"):
         list(map_as_completed(square_or_fail, {"x": 1}, 1, None, timeout_s=0))
+
+
+def torch_threads_after_a_parallel_region(_: int) -> int:
+    volume = torch.rand(1, 1, 24, 24, 24)
+    torch.nn.functional.interpolate(volume, size=(40, 40, 40), mode="trilinear")
+    return torch.get_num_threads()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("timeout_s", [None, 60])
+def test_forked_children_run_torch_after_the_parent_used_its_thread_pool(workers, timeout_s):
+    """GNU OpenMP does not survive a fork: a child that ran torch on several threads after
+    the parent had used them waited forever (each scan then ran to its time limit)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch_threads_after_a_parallel_region(0)  # the parent's pool now holds threads
+        items = {"a": 0, "b": 1}
+        tick = time.monotonic()
+        outcomes = list(
+            map_as_completed(torch_threads_after_a_parallel_region, items, workers, None, "torch",
+                             timeout_s)  # fmt: skip
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert [o.error for o in outcomes] == [None, None]
+    assert time.monotonic() - tick < 30
+    if workers == 2 or timeout_s is not None:  # children forked (Linux): one thread each
+        assert {o.result for o in outcomes} == {1}

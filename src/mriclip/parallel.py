@@ -16,6 +16,12 @@ holding :class:`TimeLimitExceeded`, and the next item starts. This holds seriall
 registration that never converges) cannot be interrupted inside a process, only ended with
 it. Children are forked where the platform allows (Linux), so nothing needs to pickle but the
 results; elsewhere they are spawned and function and items must pickle.
+
+Threads in child processes: a spawned child gets its share of the cores for torch. A forked
+child runs torch on one thread, because GNU OpenMP (which torch's CPU kernels use on Linux)
+does not survive a fork: once the parent has run a parallel region, a child that starts one
+with more than one thread waits forever for threads that were not copied. SimpleITK's own
+pool does survive it and keeps its threads.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -67,15 +75,14 @@ def map_as_completed(
     items: Mapping[K, Any],
     workers: int,
     dask_scheduler: str | None,
-    initializer: Callable[[int], None] | None = None,
     desc: str = "items",
     timeout_s: float | None = None,
 ) -> Iterator[Outcome[K]]:
     """``function(item)`` for every item, as outcomes in the order they finish.
 
     ``dask_scheduler`` (an address such as ``tcp://host:8786``) sends the calls to that
-    cluster; otherwise ``workers`` > 1 runs them in that many processes, each started with
-    ``initializer(workers)``, and 1 runs them here, one after another. With ``timeout_s``
+    cluster; otherwise ``workers`` > 1 runs them in that many processes (threads: see the
+    module docstring), and 1 runs them here, one after another. With ``timeout_s``
     each call runs in a process of its own that is ended after that many seconds (on Dask:
     a child of the worker; see :func:`call_with_time_limit`)."""
     if workers < 1:
@@ -86,9 +93,9 @@ def map_as_completed(
         call = function if timeout_s is None else TimeLimited(function, timeout_s)
         outcomes = _on_dask(call, items, dask_scheduler)
     elif timeout_s is not None:
-        outcomes = _in_children(function, items, workers, initializer, timeout_s)
+        outcomes = _in_children(function, items, workers, timeout_s)
     elif workers > 1 and len(items) > 1:
-        outcomes = _in_pool(function, items, workers, initializer)
+        outcomes = _in_pool(function, items, workers)
     else:
         outcomes = _here(function, items)
     yield from tqdm(outcomes, total=len(items), desc=desc, unit="item", disable=None)
@@ -104,10 +111,15 @@ def _here(function, items):
             yield Outcome(key, result)
 
 
-def _in_pool(function, items, workers, initializer):
+def _in_pool(function, items, workers):
     _require_picklable(function, next(iter(items.values())))
-    initargs = (workers,) if initializer else ()
-    pool = ProcessPoolExecutor(min(workers, len(items)), initializer=initializer, initargs=initargs)
+    context = _context()
+    pool = ProcessPoolExecutor(
+        min(workers, len(items)),
+        mp_context=context,
+        initializer=_set_child_threads,
+        initargs=(workers, context.get_start_method()),
+    )
     try:
         futures = {pool.submit(function, item): key for key, item in items.items()}
         for future in as_completed(futures):
@@ -158,11 +170,22 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _child(sender, function, item, initializer, workers) -> None:
+def _set_child_threads(workers: int, start_method: str) -> None:
+    """torch's threads in a child process: see the module docstring."""
+    torch = sys.modules.get("torch")  # a child that never needs torch does not import it
+    if torch is None:
+        return
+    if start_method == "fork":
+        torch.set_num_threads(1)
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // workers))
+
+
+def _child(sender, function, item, workers, start_method) -> None:
     """A child process's whole life: one call, its result or error sent back."""
     try:
-        if initializer is not None:
-            initializer(workers)
+        _set_child_threads(workers, start_method)
         message = ("result", function(item))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
         message = ("error", error)
@@ -177,11 +200,10 @@ def _child(sender, function, item, initializer, workers) -> None:
 class _Child:
     """One call in a child process: started now, ended on demand."""
 
-    def __init__(self, context, function, item, initializer, workers: int) -> None:
+    def __init__(self, context, function, item, workers: int) -> None:
         self.connection, sender = context.Pipe(duplex=False)
-        self.process = context.Process(
-            target=_child, args=(sender, function, item, initializer, workers), daemon=True
-        )
+        arguments = (sender, function, item, workers, context.get_start_method())
+        self.process = context.Process(target=_child, args=arguments, daemon=True)
         self.process.start()
         sender.close()  # the child holds the only sending end: its death is our EOF
         self.started = time.monotonic()
@@ -216,7 +238,7 @@ class _Child:
             self.process.join()
 
 
-def _in_children(function, items, workers, initializer, timeout_s):
+def _in_children(function, items, workers, timeout_s):
     """Each call in a child process of its own, at most ``workers`` at once; a child over
     ``timeout_s`` is ended and its item's outcome is :class:`TimeLimitExceeded`."""
     context = _context()
@@ -227,7 +249,7 @@ def _in_children(function, items, workers, initializer, timeout_s):
 
     def start_next(n: int = 1) -> None:
         for key, item in itertools.islice(queue, n):
-            child = _Child(context, function, item, initializer, workers)
+            child = _Child(context, function, item, workers)
             running[child.connection] = (key, child)
 
     try:
@@ -266,7 +288,7 @@ def call_with_time_limit(function: Callable[[Any], Any], item: Any, timeout_s: f
             "one (for Dask: start workers with distributed.worker.daemon: false)"
         )
         return function(item)
-    outcome = next(_in_children(function, {None: item}, 1, None, timeout_s))
+    outcome = next(_in_children(function, {None: item}, 1, timeout_s))
     if outcome.error is not None:
         raise outcome.error
     return outcome.result

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -38,7 +37,6 @@ from typing import Any, Protocol
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
 from nibabel.processing import resample_from_to
 
 from mriclip.imaging.preprocessing import (
@@ -203,13 +201,6 @@ def on_grid_of(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.Nifti1
     return resample_from_to(nib.Nifti1Image(as_3d(image), image.affine), grid, order=1)
 
 
-def share_cores(workers: int) -> None:
-    """Pool initializer: each of ``workers`` processes gets its share of the cores, so the
-    pool does not run workers x cores threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 1) // workers))
-
-
 def preprocess_collection(
     sources: list[ScanSource],
     config: PreprocessingConfig,
@@ -232,7 +223,7 @@ def preprocess_collection(
     if tasks and timeout_s is not None and not dask_scheduler:
         warm_up(config)  # the processes forked per scan inherit the template
     for outcome in map_as_completed(
-        run_task, tasks, workers, dask_scheduler, share_cores, "preprocess", timeout_s
+        run_task, tasks, workers, dask_scheduler, "preprocess", timeout_s
     ):
         if isinstance(outcome.error, TimeLimitExceeded):
             results[outcome.key] = TimeLimitExceeded(outcome.error.limit_s, outcome.error.elapsed_s)
