@@ -121,8 +121,9 @@ def test_forked_children_run_torch_after_the_parent_used_its_thread_pool(workers
         items = {"a": 0, "b": 1}
         tick = time.monotonic()
         outcomes = list(
-            map_as_completed(torch_threads_after_a_parallel_region, items, workers, None, "torch",
-                             timeout_s)  # fmt: skip
+            map_as_completed(
+                torch_threads_after_a_parallel_region, items, workers, None, "torch", timeout_s
+            )  # fmt: skip
         )
     finally:
         torch.set_num_threads(threads)
