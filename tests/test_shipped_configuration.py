@@ -19,8 +19,9 @@ from kedro.io import DataCatalog
 from mriclip import settings
 from mriclip.evaluation.prompts import zero_shot_spec
 from mriclip.imaging.augmentation import AugmentationConfig
+from mriclip.imaging.file_index import parameters_contract
 from mriclip.imaging.preprocessing import PreprocessingConfig
-from mriclip.imaging.validation import GridRule, parameters_contract
+from mriclip.imaging.validation import GridRule
 from mriclip.models.encoders import build_image_encoder
 from mriclip.phantom import PhantomConfig
 from mriclip.splits import minimum_patients

@@ -61,7 +61,7 @@ def predict(argv: Sequence[str]) -> int:
     """``mriclip predict``; returns the exit status."""
     args = predict_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mriclip.imaging.validation").setLevel(logging.ERROR)  # listed below
+    logging.getLogger("mriclip.imaging.problems").setLevel(logging.ERROR)  # listed below
     from mriclip.predictor import Predictor
 
     print(f"mriclip predict: loading the model from {args.model}", file=sys.stderr)

@@ -35,8 +35,8 @@ from mriclip.evaluation.scan_scoring import (
     score_columns,
 )
 from mriclip.imaging import registration
+from mriclip.imaging.file_index import SequenceContract
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
-from mriclip.imaging.validation import SequenceContract
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.samples import spatial_shape

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from mriclip.evaluation.calibration import calibrate_scores
 from mriclip.imaging.collection import load_channels, scan_source
 from mriclip.imaging.preprocessing import preprocess_within
+from mriclip.imaging.problems import ProblemLog
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
-from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog
+from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.inference import (
     ScanPrediction,
     build_scorer,

@@ -7,7 +7,7 @@ import pytest
 
 from mriclip.datasets import BIDSDataset
 from mriclip.imaging.bids import read_bids
-from mriclip.imaging.validation import InputDataError
+from mriclip.imaging.problems import InputDataError
 from tests.bids_trees import ANATOMICAL, describe, nibabel_tree, save, write_tsv
 
 PARAMS = {

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from mriclip.imaging.problems import PROBLEM_COLUMNS
 from mriclip.imaging.triage import (
     TooFewScansError,
     commonest_problems,
@@ -10,7 +11,6 @@ from mriclip.imaging.triage import (
     no_row_fix,
     require_enough_scans,
 )
-from mriclip.imaging.validation import PROBLEM_COLUMNS
 
 SCAN_IDS = {"P001_S1", "P001_S2", "P002_S1"}
 MULTI_SEQUENCE = [f"{s}_{q}.nii.gz" for s in sorted(SCAN_IDS) for q in ("flair", "t1", "t2")]

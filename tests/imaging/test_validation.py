@@ -8,13 +8,10 @@ import pandas as pd
 import pytest
 
 from mriclip.datasets import NiftiDataset
+from mriclip.imaging.lesion_table import collect_lesions
 from mriclip.imaging.preprocessing import preprocess_scan
-from mriclip.imaging.validation import (
-    GridRule,
-    InputDataError,
-    build_nifti_catalog,
-    collect_lesions,
-)
+from mriclip.imaging.problems import InputDataError
+from mriclip.imaging.validation import GridRule, build_nifti_catalog
 from tests.conftest import REGIONS, preprocessing_config
 
 COLUMNS = {

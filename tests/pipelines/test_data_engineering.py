@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from mriclip.imaging.validation import InputDataError
+from mriclip.imaging.problems import InputDataError
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
 from mriclip.splits import in_split
 from tests.pipelines.helpers import load_parameters, run_in_memory

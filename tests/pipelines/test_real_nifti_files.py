@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mriclip.datasets import NiftiDataset, ScanStore
-from mriclip.imaging.validation import InputDataError
+from mriclip.imaging.problems import InputDataError
 from mriclip.pipelines.data_engineering.nodes import preprocess_volumes
 from mriclip.pipelines.data_engineering.pipeline import create_pipeline
 from tests.pipelines.helpers import load_parameters, run_in_memory

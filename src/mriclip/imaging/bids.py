@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
-from mriclip.imaging.validation import InputDataError, ProblemLog
+from mriclip.imaging.problems import InputDataError, ProblemLog
 
 logger = logging.getLogger(__name__)
 

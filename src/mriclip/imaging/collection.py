@@ -45,13 +45,8 @@ from mriclip.imaging.preprocessing import (
     preprocess_scan,
     warm_up,
 )
-from mriclip.imaging.validation import (
-    ProblemLog,
-    as_3d,
-    content_sha256,
-    describe_error,
-    same_grid,
-)
+from mriclip.imaging.problems import ProblemLog, describe_error
+from mriclip.imaging.validation import as_3d, content_sha256, same_grid
 from mriclip.parallel import TimeLimitExceeded, map_as_completed
 
 logger = logging.getLogger(__name__)

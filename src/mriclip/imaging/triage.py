@@ -15,6 +15,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 import pandas as pd
 
+from mriclip.imaging.file_index import scan_id_from_filename
+
 #: Sequence names in the order a stack usually takes (the first is the reference: grid, label).
 _USUAL_ORDER = ("t1", "t1w", "t1ce", "t1gd", "t1c", "t2", "t2w", "flair", "pd", "dwi", "adc")
 _BIDS_NAME = re.compile(
@@ -26,14 +28,6 @@ _SHOWN_GROUPS = 5
 
 class TooFewScansError(ValueError):
     """Too few scans (or patients) survived validation for the run to go on."""
-
-
-def _stem(file_name: str) -> str | None:
-    """The scan id a NIfTI file name gives (``mriclip.imaging.validation``'s rule)."""
-    for suffix in (".nii.gz", ".nii"):
-        if file_name.endswith(suffix):
-            return file_name[: -len(suffix)]
-    return None
 
 
 def sequence_of(file_stem: str, scan_ids: Collection[str]) -> tuple[str, str] | None:
@@ -73,7 +67,7 @@ def naming_hints(
 ) -> list[str]:
     """What the file names say about how to read them: the setting for a recognised pattern."""
     hints = []
-    stems = [_stem(name) for name in file_names]
+    stems = [scan_id_from_filename(name) for name in file_names]
     stems = [stem for stem in stems if stem is not None]
     matches = [sequence_of(stem, scan_ids) for stem in stems if stem not in scan_ids]
     matches = [match for match in matches if match is not None]

@@ -1,5 +1,8 @@
 """The NIfTI catalog: one row per scan, and every problem found on the way in.
 
+Which file is which scan is :mod:`mriclip.imaging.file_index`; the problems table is
+:mod:`mriclip.imaging.problems`; the lesions table is :mod:`mriclip.imaging.lesion_table`.
+
 Each problem is either raised (``on_invalid="raise"``: one error listing all problems, each
 naming the file or row and the fix) or recorded in the problems table and the item skipped
 (``on_invalid="skip"``). Nothing is dropped without a row in that table.
@@ -10,21 +13,27 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mriclip.imaging.file_index import (
+    MISSING_SEQUENCES,
+    SequenceContract,
+    image_file_name,
+    index_files,
+    index_images,
+    parameters_contract,
+)
 from mriclip.imaging.intensity import intensity_fix, intensity_problem
-from mriclip.imaging.scan_inputs import DICOM_KEY_END, UnusableInput, dicom_scan_id
+from mriclip.imaging.problems import InputDataError, ProblemLog, require_columns
 from mriclip.imaging.triage import no_row_fix
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-PROBLEM_COLUMNS = ["stage", "scan_id", "item", "problem", "fix"]
 CATALOG_COLUMNS = [
     "scan_id",
     "patient_id",
@@ -40,126 +49,6 @@ CATALOG_COLUMNS = [
     "status",
     "sequence_files",  # multi-sequence scans: the file of each sequence, ";"-joined, in order
 ]
-#: What a scan lacking some of ``data_engineering.sequences`` gets: the first sequence it has
-#: in their place (``duplicate``, as BrainMVP does), or left out (``skip``); listed either way.
-MISSING_SEQUENCES = ("duplicate", "skip")
-#: The source of the sequence settings a data_engineering run reads: parameters, which a fix
-#: may change (a model bundle's are fixed by its training).
-PARAMETERS = "data_engineering"
-
-
-class InputDataError(ValueError):
-    """Raised when input data is invalid and ``on_invalid`` is ``raise``."""
-
-
-@dataclass
-class ProblemLog:
-    """Collects problems; `raise_if_any` turns them into one readable error."""
-
-    stage: str
-    rows: list[dict] = field(default_factory=list)
-
-    def add(self, scan_id: str | None, item: str, problem: str, fix: str) -> None:
-        self.rows.append(
-            {"stage": self.stage, "scan_id": scan_id, "item": item, "problem": problem, "fix": fix}
-        )
-        logger.warning("%s: %s: %s (%s)", self.stage, item, problem, fix)
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=PROBLEM_COLUMNS)
-
-    def raise_if_any(self, on_invalid: str) -> None:
-        if on_invalid not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
-        if self.rows and on_invalid == "raise":
-            lines = [f"- {r['item']}: {r['problem']} -> {r['fix']}" for r in self.rows]
-            raise InputDataError(
-                f"{len(self.rows)} problem(s) in the input data ({self.stage}):\n"
-                + "\n".join(lines)
-                + "\nFix them, or set on_invalid: skip to skip these items and list them in "
-                "the catalog_problems table."
-            )
-
-
-def describe_error(error: BaseException) -> str:
-    """``Type: message`` of an error and of the errors that caused it: MONAI wraps the real
-    failure (e.g. a ZeroDivisionError in a resize) in a RuntimeError naming only the
-    transform."""
-    parts, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        parts.append(f"{type(error).__name__}: {error}")
-        error = error.__cause__ or error.__context__
-    return " <- caused by ".join(parts)
-
-
-@dataclass(frozen=True)
-class SequenceContract:
-    """How multi-sequence scans are read: a scan is the files ``<scan_id>_<sequence>.nii.gz``,
-    stacked as channels in the order of ``sequences``.
-
-    Args:
-        sequences: the sequences' names in channel order (distinct, at least one).
-        missing: what a scan lacking some gets, one of :data:`MISSING_SEQUENCES`.
-        source: where both come from, as messages name it: :data:`PARAMETERS` (the
-            ``data_engineering`` parameters) or e.g. a model bundle's settings, which only a
-            new training changes.
-    """
-
-    sequences: tuple[str, ...]
-    missing: str = "duplicate"
-    source: str = PARAMETERS
-
-    def __post_init__(self) -> None:
-        names = self.sequences
-        if isinstance(names, str) or not names or len(set(names)) != len(names):
-            raise ValueError(
-                f"{self.setting('sequences')} must be null or distinct names, got {names!r}"
-            )
-        object.__setattr__(self, "sequences", tuple(names))
-        if self.missing not in MISSING_SEQUENCES:
-            raise ValueError(
-                f"{self.setting('missing_sequences')} must be one of {MISSING_SEQUENCES}, "
-                f"got {self.missing!r}"
-            )
-
-    def setting(self, key: str) -> str:
-        """How messages name the setting ``key`` (``sequences``, ``missing_sequences``)."""
-        return f"{self.source}.{key}"
-
-    @property
-    def adjustable(self) -> bool:
-        """Whether a fix may change the settings (parameters) rather than the files."""
-        return self.source == PARAMETERS
-
-    def files(self, scan_id: str) -> list[str]:
-        """The files of scan ``scan_id``, in channel order."""
-        return [image_file_name(scan_id, name) for name in self.sequences]
-
-
-def parameters_contract(
-    sequences: Sequence[str] | None, missing_sequences: str
-) -> SequenceContract | None:
-    """The contract ``data_engineering.sequences`` and ``missing_sequences`` describe; None
-    (one image per scan) without sequences."""
-    return None if sequences is None else SequenceContract(sequences, missing_sequences)
-
-
-def image_file_name(scan_id: str, sequence: str | None) -> str:
-    """The data contract's file of a scan: ``<scan_id>.nii.gz`` for a single image (and a
-    label map), ``<scan_id>_<sequence>.nii.gz`` for one sequence of several."""
-    return f"{scan_id}.nii.gz" if sequence is None else f"{scan_id}_{sequence}.nii.gz"
-
-
-def scan_id_from_filename(filename: str) -> str | None:
-    """The scan id of an input's key: a NIfTI file name less its suffix, or a DICOM scan's
-    folder key (:func:`mriclip.imaging.scan_inputs.dicom_scan_id`); None for anything else."""
-    if filename.endswith(DICOM_KEY_END):
-        return dicom_scan_id(filename)
-    for suffix in NIFTI_SUFFIXES:
-        if filename.endswith(suffix):
-            return filename[: -len(suffix)]
-    return None
 
 
 def as_3d(image: nib.Nifti1Image) -> np.ndarray:
@@ -170,15 +59,6 @@ def as_3d(image: nib.Nifti1Image) -> np.ndarray:
     if data.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {data.shape}")
     return data
-
-
-def require_columns(table: pd.DataFrame, columns: Sequence[str], table_name: str) -> None:
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise InputDataError(
-            f"{table_name} lacks required column(s) {missing}; it has {list(table.columns)}. "
-            "Rename the columns or set the column names in parameters_data_engineering.yml."
-        )
 
 
 def require_file_layout(images: Mapping, scans: pd.DataFrame) -> None:
@@ -203,31 +83,6 @@ def content_sha256(data: np.ndarray, affine: np.ndarray) -> str:
     digest.update(np.ascontiguousarray(data).tobytes())
     digest.update(np.asarray(affine, dtype=np.float64).tobytes())
     return digest.hexdigest()
-
-
-def _index_files(
-    files: Mapping[str, Callable], kind: str, problems: ProblemLog
-) -> dict[str, tuple[str, Callable]]:
-    indexed: dict[str, tuple[str, Callable]] = {}
-    for filename in sorted(files):
-        scan_id = scan_id_from_filename(filename)
-        unusable = files[filename]
-        if isinstance(unusable, UnusableInput):  # e.g. a refused DICOM series: why, and the fix
-            problems.add(scan_id, filename, unusable.problem, unusable.fix)
-        elif scan_id is None:
-            problems.add(
-                None, filename, f"{kind} file is not .nii or .nii.gz", "rename or remove it"
-            )
-        elif scan_id in indexed:
-            problems.add(
-                scan_id,
-                filename,
-                f"duplicate {kind} for scan '{scan_id}' (also {indexed[scan_id][0]})",
-                "keep one file per scan id",
-            )
-        else:
-            indexed[scan_id] = (filename, files[filename])
-    return indexed
 
 
 def _check_label(load_label: Callable, image: nib.Nifti1Image, shape) -> str | None:
@@ -286,48 +141,6 @@ def spacing_problem(image: nib.Nifti1Image) -> str | None:
     if not np.all(sizes > 0):  # False for NaN too
         return f"voxel spacing {'x'.join(f'{s:.3g}' for s in sizes)} mm has a zero or NaN size"
     return None
-
-
-def _index_sequence_files(
-    files: Mapping[str, Callable], contract: SequenceContract, problems: ProblemLog
-) -> dict[str, dict[str, tuple[str, Callable]]]:
-    """Scan id -> sequence -> (file name, loader) of ``<scan_id>_<sequence>.nii[.gz]`` files;
-    a file naming no sequence is a problem that names the files a scan needs."""
-    indexed: dict[str, dict[str, tuple[str, Callable]]] = {}
-    for stem, (filename, load) in _index_files(files, "image", problems).items():
-        sequence = next((name for name in contract.sequences if stem.endswith(f"_{name}")), None)
-        if sequence is None:
-            problems.add(
-                None,
-                filename,
-                f"image file names no sequence of {contract.setting('sequences')} "
-                f"{list(contract.sequences)}; expected the scan's files "
-                + ", ".join(contract.files(stem)),
-                "name each sequence's file <scan_id>_<sequence>.nii.gz"
-                + (
-                    ", or add its sequence to the parameter"
-                    if contract.adjustable
-                    else "; the model was trained on these sequences"
-                ),
-            )
-            continue
-        indexed.setdefault(stem[: -len(sequence) - 1], {})[sequence] = (filename, load)
-    return indexed
-
-
-def _index_images(
-    files: Mapping[str, Callable], contract: SequenceContract | None, problems: ProblemLog
-) -> tuple[dict[str, tuple[str, Callable]], dict[str, dict[str, tuple[str, Callable]]]]:
-    """Scan id -> (file name, loader) of its image (with ``contract``: of the first sequence
-    it has), and scan id -> sequence -> (file name, loader) (empty without ``contract``)."""
-    if contract is None:
-        return _index_files(files, "image", problems), {}
-    sequence_files = _index_sequence_files(files, contract, problems)
-    image_files = {
-        scan_id: next(found[name] for name in contract.sequences if name in found)
-        for scan_id, found in sequence_files.items()
-    }
-    return image_files, sequence_files
 
 
 def same_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> bool:
@@ -442,8 +255,8 @@ def build_nifti_catalog(
         )
 
     notes = ProblemLog("sequences")
-    image_files, sequence_files = _index_images(images, contract, problems)
-    label_files = _index_files(labels, "label", problems)
+    image_files, sequence_files = index_images(images, contract, problems)
+    label_files = index_files(labels, "label", problems)
     for scan_id in sorted(set(label_files) - set(image_files)):
         problems.add(
             scan_id,
@@ -563,91 +376,6 @@ def _inspect_image(
     return "ok"
 
 
-def lesion_name(lesion, scan_id: str) -> str:
-    """How messages name a lesion row (``lesion_id``, ``region``): by its label-map id when it
-    has one, else by its region, since lesions from the regions column have no id."""
-    if pd.isna(lesion.lesion_id):
-        return f"{lesion.region} lesion of {scan_id}"
-    return f"lesion {int(lesion.lesion_id)} ({lesion.region}) of {scan_id}"
-
-
-def collect_lesions(
-    scans: pd.DataFrame,
-    lesions: pd.DataFrame,
-    catalog: pd.DataFrame,
-    regions: Sequence[str],
-    columns: Mapping[str, str],
-    on_invalid: str = "skip",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The lesions of usable scans as ``scan_id, lesion_id, region`` rows.
-
-    Lesions come from ``lesions`` (one row per lesion, ``lesion_id`` = value in the label
-    map) or, when that table is empty, from a ``;``-separated regions column of ``scans``
-    (then ``lesion_id`` is empty). Regions outside the vocabulary are problems.
-    """
-    problems = ProblemLog("lesions")
-    known = {region.lower() for region in regions}
-    usable = set(catalog.loc[catalog["status"] == "ok", "scan_id"])
-    scan_col, lesion_col, region_col = columns["scan_id"], columns["lesion_id"], columns["region"]
-
-    if len(lesions):
-        require_columns(lesions, [scan_col, lesion_col, region_col], "lesions table (lesions.csv)")
-        table = pd.DataFrame(
-            {
-                "scan_id": lesions[scan_col].astype(str),
-                "lesion_id": pd.to_numeric(lesions[lesion_col], errors="coerce"),
-                "region": lesions[region_col].astype(str).str.strip().str.lower(),
-                "source_row": [f"lesions.csv row {i + 2}" for i in range(len(lesions))],
-            }
-        )
-        for _, bad in table[table["lesion_id"].isna()].iterrows():
-            problems.add(
-                bad["scan_id"],
-                bad["source_row"],
-                "lesion_id is not a number",
-                "use the integer value of the lesion in the label map",
-            )
-        table = table.dropna(subset=["lesion_id"]).astype({"lesion_id": int})
-    elif columns.get("regions") in scans.columns:
-        records = []
-        for i, (scan_id, cell) in enumerate(
-            zip(scans[scan_col], scans[columns["regions"]], strict=True)
-        ):
-            for region in str(cell).split(";") if pd.notna(cell) else []:
-                if region.strip():
-                    records.append(
-                        (str(scan_id), None, region.strip().lower(), f"scans.csv row {i + 2}")
-                    )
-        table = pd.DataFrame(records, columns=["scan_id", "lesion_id", "region", "source_row"])
-    else:
-        raise InputDataError(
-            "No lesion information: lesions.csv is empty or absent and scans.csv has no "
-            f"'{columns.get('regions')}' column. Provide one of them (see README, data contract)."
-        )
-
-    unknown = ~table["region"].isin(known)
-    for _, bad in table[unknown].iterrows():
-        problems.add(
-            bad["scan_id"],
-            bad["source_row"],
-            f"unknown region '{bad['region']}'",
-            f"use one of {sorted(known)} or add it to the regions parameter",
-        )
-    orphan = ~table["scan_id"].isin(set(catalog["scan_id"]) | set(scans[scan_col].astype(str)))
-    for _, bad in table[orphan].iterrows():
-        problems.add(
-            bad["scan_id"],
-            bad["source_row"],
-            "lesion of a scan that does not exist",
-            "fix the scan_id or remove the row",
-        )
-    problems.raise_if_any(on_invalid)
-    keep = ~unknown & ~orphan & table["scan_id"].isin(usable)
-    return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
-        problems.table()
-    )
-
-
 def build_unlabelled_catalog(
     images: Mapping[str, Callable[[], nib.Nifti1Image]],
     on_invalid: str = "skip",
@@ -659,7 +387,7 @@ def build_unlabelled_catalog(
     sequences' files, checked as :func:`build_nifti_catalog` checks them (notes included)."""
     problems = ProblemLog("unlabelled_catalog")
     notes = ProblemLog("sequences")
-    image_files, sequence_files = _index_images(images, sequences, problems)
+    image_files, sequence_files = index_images(images, sequences, problems)
     rows = []
     for scan_id, (image_file, load_image) in image_files.items():
         row = dict.fromkeys(CATALOG_COLUMNS)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mriclip.imaging.validation import image_file_name
+from mriclip.imaging.file_index import image_file_name
 from mriclip.phantom.anatomy import PatientAnatomy, sample_patient_anatomy
 from mriclip.phantom.atlas import load_template_anatomy
 from mriclip.phantom.cohort_plan import plan_cohort

@@ -10,18 +10,12 @@ import pandas as pd
 
 from mriclip.imaging.bids import BidsRoot, read_bids
 from mriclip.imaging.collection import Store, preprocess_catalog
+from mriclip.imaging.lesion_table import collect_lesions, lesion_name
 from mriclip.imaging.preprocessing import PreprocessingConfig
+from mriclip.imaging.problems import PROBLEM_COLUMNS, ProblemLog
 from mriclip.imaging.triage import require_enough_scans
 from mriclip.imaging.twins import TwinSources, ablated_twins
-from mriclip.imaging.validation import (
-    PROBLEM_COLUMNS,
-    GridRule,
-    ProblemLog,
-    build_nifti_catalog,
-    collect_lesions,
-    lesion_name,
-    require_file_layout,
-)
+from mriclip.imaging.validation import GridRule, build_nifti_catalog, require_file_layout
 from mriclip.splits import minimum_patients, patient_level_splits
 from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
 from mriclip.training.samples import VolumeSource

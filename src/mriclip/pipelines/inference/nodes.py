@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mriclip.imaging.validation import ProblemLog, build_unlabelled_catalog, image_file_name
+from mriclip.imaging.file_index import image_file_name
+from mriclip.imaging.problems import ProblemLog
+from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.inference import inference_spec
 from mriclip.predictor import Predictor
 

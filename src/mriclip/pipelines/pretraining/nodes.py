@@ -10,8 +10,9 @@ import torch
 from matplotlib.figure import Figure
 
 from mriclip.imaging.collection import Store, preprocess_catalog
+from mriclip.imaging.file_index import parameters_contract
 from mriclip.imaging.preprocessing import PreprocessingConfig
-from mriclip.imaging.validation import build_unlabelled_catalog, parameters_contract
+from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.models.brainmvp import BrainMVP
 from mriclip.models.checkpoints import build_encoder_from_saved, save_encoder
 from mriclip.models.encoders import build_image_encoder

@@ -1,0 +1,95 @@
+"""The lesions table: one ``scan_id, lesion_id, region`` row per lesion of a usable scan,
+from lesions.csv or from a regions column of scans.csv."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from mriclip.imaging.problems import InputDataError, ProblemLog, require_columns
+
+
+def lesion_name(lesion, scan_id: str) -> str:
+    """How messages name a lesion row (``lesion_id``, ``region``): by its label-map id when it
+    has one, else by its region, since lesions from the regions column have no id."""
+    if pd.isna(lesion.lesion_id):
+        return f"{lesion.region} lesion of {scan_id}"
+    return f"lesion {int(lesion.lesion_id)} ({lesion.region}) of {scan_id}"
+
+
+def collect_lesions(
+    scans: pd.DataFrame,
+    lesions: pd.DataFrame,
+    catalog: pd.DataFrame,
+    regions: Sequence[str],
+    columns: Mapping[str, str],
+    on_invalid: str = "skip",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lesions of usable scans as ``scan_id, lesion_id, region`` rows.
+
+    Lesions come from ``lesions`` (one row per lesion, ``lesion_id`` = value in the label
+    map) or, when that table is empty, from a ``;``-separated regions column of ``scans``
+    (then ``lesion_id`` is empty). Regions outside the vocabulary are problems.
+    """
+    problems = ProblemLog("lesions")
+    known = {region.lower() for region in regions}
+    usable = set(catalog.loc[catalog["status"] == "ok", "scan_id"])
+    scan_col, lesion_col, region_col = columns["scan_id"], columns["lesion_id"], columns["region"]
+
+    if len(lesions):
+        require_columns(lesions, [scan_col, lesion_col, region_col], "lesions table (lesions.csv)")
+        table = pd.DataFrame(
+            {
+                "scan_id": lesions[scan_col].astype(str),
+                "lesion_id": pd.to_numeric(lesions[lesion_col], errors="coerce"),
+                "region": lesions[region_col].astype(str).str.strip().str.lower(),
+                "source_row": [f"lesions.csv row {i + 2}" for i in range(len(lesions))],
+            }
+        )
+        for _, bad in table[table["lesion_id"].isna()].iterrows():
+            problems.add(
+                bad["scan_id"],
+                bad["source_row"],
+                "lesion_id is not a number",
+                "use the integer value of the lesion in the label map",
+            )
+        table = table.dropna(subset=["lesion_id"]).astype({"lesion_id": int})
+    elif columns.get("regions") in scans.columns:
+        records = []
+        for i, (scan_id, cell) in enumerate(
+            zip(scans[scan_col], scans[columns["regions"]], strict=True)
+        ):
+            for region in str(cell).split(";") if pd.notna(cell) else []:
+                if region.strip():
+                    records.append(
+                        (str(scan_id), None, region.strip().lower(), f"scans.csv row {i + 2}")
+                    )
+        table = pd.DataFrame(records, columns=["scan_id", "lesion_id", "region", "source_row"])
+    else:
+        raise InputDataError(
+            "No lesion information: lesions.csv is empty or absent and scans.csv has no "
+            f"'{columns.get('regions')}' column. Provide one of them (see README, data contract)."
+        )
+
+    unknown = ~table["region"].isin(known)
+    for _, bad in table[unknown].iterrows():
+        problems.add(
+            bad["scan_id"],
+            bad["source_row"],
+            f"unknown region '{bad['region']}'",
+            f"use one of {sorted(known)} or add it to the regions parameter",
+        )
+    orphan = ~table["scan_id"].isin(set(catalog["scan_id"]) | set(scans[scan_col].astype(str)))
+    for _, bad in table[orphan].iterrows():
+        problems.add(
+            bad["scan_id"],
+            bad["source_row"],
+            "lesion of a scan that does not exist",
+            "fix the scan_id or remove the row",
+        )
+    problems.raise_if_any(on_invalid)
+    keep = ~unknown & ~orphan & table["scan_id"].isin(usable)
+    return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
+        problems.table()
+    )
