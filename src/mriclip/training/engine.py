@@ -13,7 +13,6 @@ fields) and the task's own config.
 from __future__ import annotations
 
 import abc
-import copy
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mriclip.training import distributed
 from mriclip.training.batching import BatchStream, batch_loader
-from mriclip.training.checkpointing import Checkpointer
+from mriclip.training.checkpointing import BestModel, Checkpointer
 from mriclip.training.distributed import DistributedConfig
 from mriclip.training.rng import restore_rng_state, rng_state
 from mriclip.training.runtime import (
@@ -42,10 +41,6 @@ from mriclip.training.runtime import (
 from mriclip.training.schedule import adamw, param_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
-
-# How data is read and where processes meet, not what is learnt: a run may resume with other
-# values. (The number of processes is a setting: "world_size".)
-RESUMABLE_CHANGES = ("resume", "num_workers", "distributed")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -259,12 +254,12 @@ def _train(
         logger.warning(
             "%s: no validation set to keep the best model by; keeping the last", task.name
         )
-    best = _Best(task.keep_best, checkpoints)
+    best = BestModel(task.keep_best, checkpoints)
     history: list[dict] = []
     start = 0
     snapshot = checkpoints.load("last") if config.resume else None
     if snapshot is not None:
-        _check_settings(snapshot, settings, checkpoints)
+        checkpoints.check_resumable(snapshot, settings)
         model.load_state_dict(snapshot["model"])
         optimizer.load_state_dict(snapshot["optimizer"])
         scheduler.load_state_dict(snapshot["scheduler"])
@@ -406,52 +401,3 @@ def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
         for group in optimizer.param_groups
         if not group["name"].endswith("_no_decay")
     }
-
-
-def _check_settings(snapshot: dict, current: dict, checkpoints: Checkpointer) -> None:
-    """Resume only a checkpoint of this engine saved with the same settings."""
-    saved = snapshot.get("settings")
-    if saved is None:  # the loops before this engine saved "config"
-        raise ValueError(
-            f"{checkpoints.directory}/last.pt is no checkpoint of this training engine (it "
-            "has no 'settings'); it cannot be resumed: set resume: false or use another "
-            "checkpoint_dir"
-        )
-    saved, current = (
-        {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
-        for settings in (saved, current)
-    )
-    if saved != current:
-        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-        raise ValueError(
-            f"the checkpoint to resume was saved with other settings ({changed}); resume with "
-            "the same parameters, or use another checkpoint_dir / resume: false"
-        )
-
-
-class _Best:
-    """The model with the lowest validation ``metric`` so far, in memory and in ``best.pt``."""
-
-    def __init__(self, metric: str | None, checkpoints: Checkpointer) -> None:
-        self.metric, self.checkpoints = metric, checkpoints
-        self.value, self.step, self.state = float("inf"), 0, None
-
-    def resume(self) -> None:
-        saved = self.checkpoints.load("best") if self.metric else None
-        if saved is not None:
-            self.value, self.step, self.state = saved[self.metric], saved["step"], saved["model"]
-
-    def update(self, row: dict, model: nn.Module) -> None:
-        if self.metric is None or not row[self.metric] < self.value:
-            return
-        self.value, self.step = row[self.metric], row["step"]
-        self.state = copy.deepcopy(model.state_dict())
-        self.checkpoints.save(
-            "best", {"model": self.state, "step": self.step, self.metric: self.value}
-        )
-
-    def restore(self, model: nn.Module) -> None:
-        if self.state is None:
-            return
-        logger.info("keeping the best model: step %d, %s %.4f", self.step, self.metric, self.value)
-        model.load_state_dict(self.state)
