@@ -1,5 +1,6 @@
 """The lesions table: one ``scan_id, lesion_id, region`` row per lesion of a usable scan,
-from lesions.csv or from a regions column of scans.csv."""
+from lesions.csv or from a regions column of scans.csv; after preprocessing, each lesion's
+centre and size on the target grid."""
 
 from __future__ import annotations
 
@@ -93,3 +94,77 @@ def collect_lesions(
     return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
         problems.table()
     )
+
+
+CENTRED_COLUMNS = ["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"]
+
+
+def centred_lesion_table(
+    records: Mapping[str, dict], lesions: pd.DataFrame, problems: ProblemLog
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lesions of the preprocessed scans (``records``: scan id -> preprocessing record,
+    whose ``lesions`` maps label-map id -> centre and voxel count) as
+    :data:`CENTRED_COLUMNS` rows. A listed lesion missing from its label map is a problem
+    (added to ``problems``); one without a label map or an id is only noted, in the returned
+    table of "lesion_centres" problems, since volume mode does not need centres."""
+    uncentred = ProblemLog("lesion_centres")
+    lesions_of = dict(tuple(lesions.groupby("scan_id", sort=False)))
+    rows = []
+    for scan_id, record in records.items():
+        scan_lesions = lesions_of.get(scan_id, lesions.iloc[:0])
+        rows += _centred_lesions(scan_id, record["lesions"], scan_lesions, problems, uncentred)
+    return pd.DataFrame(rows, columns=CENTRED_COLUMNS), uncentred.table()
+
+
+def _centred_lesions(
+    scan_id: str,
+    geometry: dict[str, list] | None,
+    scan_lesions: pd.DataFrame,
+    problems: ProblemLog,
+    uncentred: ProblemLog,
+) -> list[dict]:
+    """Lesion-table rows of one scan from its label map's ``geometry`` (lesion id -> centre
+    and voxel count; None without a label map); lesions that cannot be placed are listed."""
+    if geometry is None:
+        for lesion in scan_lesions.itertuples():
+            uncentred.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "listed but the scan has no label map, so the lesion has no "
+                "centre (its region still enters the scan's sentence)",
+                "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
+            )
+        return []
+    rows = []
+    for lesion in scan_lesions.itertuples():
+        if pd.isna(lesion.lesion_id):
+            uncentred.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "no lesion_id (regions column), so the lesion has no centre "
+                "(its region still enters the scan's sentence)",
+                "give lesions.csv rows with the label-map ids for patch mode",
+            )
+            continue
+        if str(int(lesion.lesion_id)) not in geometry:
+            problems.add(
+                scan_id,
+                lesion_name(lesion, scan_id),
+                "lesion id absent from the label map after preprocessing (missing "
+                "in the file, or smaller than one voxel on the target grid)",
+                "check lesions.csv against the label map, or use a finer grid",
+            )
+            continue
+        *centre, n_voxels = geometry[str(int(lesion.lesion_id))]
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "lesion_id": int(lesion.lesion_id),
+                "region": lesion.region,
+                "center_x": centre[0],
+                "center_y": centre[1],
+                "center_z": centre[2],
+                "n_voxels": n_voxels,
+            }
+        )
+    return rows

@@ -10,14 +10,15 @@ import pandas as pd
 
 from mriclip.imaging.bids import BidsRoot, read_bids
 from mriclip.imaging.collection import Store, preprocess_catalog
-from mriclip.imaging.lesion_table import collect_lesions, lesion_name
+from mriclip.imaging.lesion_table import centred_lesion_table, collect_lesions
 from mriclip.imaging.preprocessing import PreprocessingConfig
-from mriclip.imaging.problems import PROBLEM_COLUMNS, ProblemLog
+from mriclip.imaging.problems import PROBLEM_COLUMNS
 from mriclip.imaging.triage import require_enough_scans
 from mriclip.imaging.twins import TwinSources, ablated_twins
 from mriclip.imaging.validation import GridRule, build_nifti_catalog, require_file_layout
 from mriclip.splits import minimum_patients, patient_level_splits
-from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
+from mriclip.text.scan_sentences import scan_sentence_table
+from mriclip.text.templates import SentenceTemplates, region_prompts
 from mriclip.training.samples import VolumeSource
 
 logger = logging.getLogger(__name__)
@@ -120,24 +121,11 @@ def preprocess_volumes(
         params["dask_scheduler"],
         params["scan_timeout_s"],
     )
-    # Lesions without a centre are listed but never stop a run: volume mode does not need them.
-    uncentred = ProblemLog("lesion_centres")
-    lesions_of = dict(tuple(validated_lesions.groupby("scan_id", sort=False)))
-    no_lesions = validated_lesions.iloc[:0]
-    reports, lesion_rows = [], []
-    for scan_id, record in done.records.items():
-        reports.append({"scan_id": scan_id, **record["report"]})
-        scan_lesions = lesions_of.get(scan_id, no_lesions)
-        lesion_rows += _centred_lesions(
-            scan_id, record["lesions"], scan_lesions, problems, uncentred
-        )
+    lesion_table, uncentred = centred_lesion_table(done.records, validated_lesions, problems)
+    reports = [{"scan_id": scan_id, **record["report"]} for scan_id, record in done.records.items()]
     problems.raise_if_any(params["on_invalid"])
-    lesion_table = pd.DataFrame(
-        lesion_rows,
-        columns=["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"],
-    )
     logger.info("preprocessed %d scans to %s", len(done.records), tuple(config.target_shape))
-    all_problems = pd.concat([problems.table(), uncentred.table()], ignore_index=True)
+    all_problems = pd.concat([problems.table(), uncentred], ignore_index=True)
     return (
         done.loaders("volume"),
         done.loaders("label"),
@@ -145,64 +133,6 @@ def preprocess_volumes(
         lesion_table,
         all_problems,
     )
-
-
-def _centred_lesions(
-    scan_id: str,
-    geometry: dict[str, list] | None,
-    scan_lesions: pd.DataFrame,
-    problems: ProblemLog,
-    uncentred: ProblemLog,
-) -> list[dict]:
-    """Lesion-table rows of one scan from its label map's ``geometry`` (lesion id -> centre
-    and voxel count; None without a label map); lesions that cannot be placed are listed."""
-    if geometry is None:
-        for lesion in scan_lesions.itertuples():
-            uncentred.add(
-                scan_id,
-                lesion_name(lesion, scan_id),
-                "listed but the scan has no label map, so the lesion has no "
-                "centre (its region still enters the scan's sentence)",
-                "add labels/<scan_id>.nii.gz, or use alignment.mode: volume",
-            )
-        return []
-    rows = []
-    for lesion in scan_lesions.itertuples():
-        if pd.isna(lesion.lesion_id):
-            uncentred.add(
-                scan_id,
-                lesion_name(lesion, scan_id),
-                "no lesion_id (regions column), so the lesion has no centre "
-                "(its region still enters the scan's sentence)",
-                "give lesions.csv rows with the label-map ids for patch mode",
-            )
-            continue
-        if str(int(lesion.lesion_id)) not in geometry:
-            problems.add(
-                scan_id,
-                lesion_name(lesion, scan_id),
-                "lesion id absent from the label map after preprocessing (missing "
-                "in the file, or smaller than one voxel on the target grid)",
-                "check lesions.csv against the label map, or use a finer grid",
-            )
-            continue
-        *centre, n_voxels = geometry[str(int(lesion.lesion_id))]
-        rows.append(
-            {
-                "scan_id": scan_id,
-                "lesion_id": int(lesion.lesion_id),
-                "region": lesion.region,
-                "center_x": centre[0],
-                "center_y": centre[1],
-                "center_z": centre[2],
-                "n_voxels": n_voxels,
-            }
-        )
-    return rows
-
-
-def _ordered_regions(regions_of_scan: list[str], vocabulary: list[str]) -> list[str]:
-    return sorted(regions_of_scan, key=vocabulary.index)
 
 
 def template_sentences(
@@ -215,27 +145,15 @@ def template_sentences(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The canonical sentence of each preprocessed scan, its region set, and the prompts."""
     templates = SentenceTemplates.from_params(sentence_params)
-    scan_col, patient_col = params["columns"]["scan_id"], params["columns"]["patient_id"]
-    usable = set(preprocessing_report["scan_id"])
-    rows = raw_scans.assign(**{scan_col: raw_scans[scan_col].astype(str)})
-    rows = rows[rows[scan_col].isin(usable)]
-    lesions_by_scan = validated_lesions.groupby("scan_id")["region"].apply(list).to_dict()
-    records = []
-    for row in rows.to_dict("records"):
-        lesion_regions = _ordered_regions(lesions_by_scan.get(row[scan_col], []), regions)
-        unique = list(dict.fromkeys(lesion_regions))
-        record = {
-            "scan_id": row[scan_col],
-            "patient_id": str(row[patient_col]),
-            "regions": ";".join(unique),
-            "lesion_regions": ";".join(lesion_regions),
-            "n_lesions": len(lesion_regions),
-            "stratum": max(unique, key=lesion_regions.count) if unique else "none",
-            "sentence": describe_scan(row, lesion_regions, templates),
-        }
-        record.update({column: row.get(column) for column in templates.columns})
-        records.append(record)
-    return pd.DataFrame(records), region_prompts(regions, templates)
+    sentences = scan_sentence_table(
+        raw_scans,
+        validated_lesions,
+        set(preprocessing_report["scan_id"]),
+        regions,
+        templates,
+        params["columns"],
+    )
+    return sentences, region_prompts(regions, templates)
 
 
 def record_preprocessing_settings(params: dict) -> dict:
