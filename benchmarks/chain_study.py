@@ -47,6 +47,7 @@ class ChainRun:
     folder: Path
     params: dict
     pipeline: str | None = None
+    from_nodes: str | None = None  # run from this node on, on the folder's data
     seconds: float | None = None
     returncode: int | None = None
 
@@ -70,12 +71,14 @@ def copy_project(destination: Path) -> Path:
 
 
 def kedro_run(run: ChainRun, threads: int) -> ChainRun:
-    """``kedro run [--pipeline P]`` in ``run.folder`` with ``threads`` threads for torch,
-    OpenMP and BLAS, its parameters in the environment ``conf/study`` (``--params`` cannot
-    hold lists); its log goes to ``<folder>/<pipeline>.log``."""
+    """``kedro run [--pipeline P] [--from-nodes N]`` in ``run.folder`` with ``threads``
+    threads for torch, OpenMP and BLAS, its parameters in the environment ``conf/study``
+    (``--params`` cannot hold lists); its log goes to ``<folder>/<pipeline>.log``."""
     command = [sys.executable, "-m", "kedro", "run"]
     if run.pipeline:
         command += ["--pipeline", run.pipeline]
+    if run.from_nodes:
+        command += ["--from-nodes", run.from_nodes]
     if run.params:
         (run.folder / "conf" / "study").mkdir(exist_ok=True)
         OmegaConf.save(OmegaConf.create(run.params), run.folder / "conf/study/parameters.yml")
