@@ -89,6 +89,21 @@ def test_training_parameters_validate(parameters):
     build_image_encoder(encoder["name"], in_channels=1, **encoder["kwargs"])
 
 
+def test_every_augmentation_probability_is_in_the_yaml(parameters):
+    """The code's probabilities are all 0, so a transform the YAML leaves out never fires:
+    each augmenting pipeline lists every one (a forgotten shift_prob once fired unseen)."""
+    probabilities = {
+        name for name in AugmentationConfig.__dataclass_fields__ if name.endswith("_prob")
+    }
+    assert all(getattr(AugmentationConfig(), name) == 0.0 for name in probabilities)
+    for where, listed in [
+        ("pretraining", parameters["pretraining"]["augmentation"]),
+        ("alignment", parameters["alignment"]["augmentation"]),
+        ("alignment.slip", parameters["alignment"]["slip"]["augmentation"]),
+    ]:
+        assert probabilities <= set(listed), (where, sorted(probabilities - set(listed)))
+
+
 def test_evaluation_parameters_validate(parameters):
     training_rows = pd.DataFrame({"diagnosis": ["atrophy", "none"]})
     spec = zero_shot_spec(

@@ -28,30 +28,35 @@ from monai.transforms import (
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """Probabilities and ranges; a probability of 0 switches a transform off."""
+    """Probabilities and ranges; a probability of 0 switches a transform off.
 
-    elastic_prob: float = 0.33
+    Every probability is 0 unless given: the YAML of each pipeline that augments
+    (``pretraining.augmentation``, ``alignment.augmentation``, ``alignment.slip.augmentation``)
+    holds the ones it uses, so none fires unseen. The ranges are AMAES's.
+    """
+
+    elastic_prob: float = 0.0
     elastic_sigma: Sequence[float] = (5.0, 8.0)
     elastic_magnitude: Sequence[float] = (20.0, 60.0)
-    rotation_prob: float = 0.2
+    rotation_prob: float = 0.0
     rotation_degrees: float = 30.0
-    scale_prob: float = 0.2
+    scale_prob: float = 0.0
     scale_range: Sequence[float] = (0.9, 1.1)
-    additive_noise_prob: float = 0.2
+    additive_noise_prob: float = 0.0
     additive_noise_std: float = 0.1
-    multiplicative_noise_prob: float = 0.2
+    multiplicative_noise_prob: float = 0.0
     multiplicative_range: Sequence[float] = (0.9, 1.1)
-    shift_prob: float = 0.1
+    shift_prob: float = 0.0
     shift_offset: float = 0.1
-    blur_prob: float = 0.2
+    blur_prob: float = 0.0
     blur_sigma: Sequence[float] = (0.5, 1.0)
-    gibbs_prob: float = 0.1
+    gibbs_prob: float = 0.0
     gibbs_alpha: Sequence[float] = (0.0, 0.5)
-    low_resolution_prob: float = 0.1
+    low_resolution_prob: float = 0.0
     low_resolution_zoom: Sequence[float] = (0.5, 1.0)
-    bias_field_prob: float = 0.33
+    bias_field_prob: float = 0.0
     bias_field_coeff: Sequence[float] = (0.0, 0.1)
-    gamma_prob: float = 0.2
+    gamma_prob: float = 0.0
     gamma_range: Sequence[float] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
