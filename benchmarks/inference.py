@@ -53,7 +53,7 @@ def main() -> None:
 
     start = time.perf_counter()
     run = subprocess.run(
-        ["kedro", "run", "--pipeline", "inference", *kedro_args],
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "inference", *kedro_args],
         check=True,
         capture_output=True,
         text=True,
