@@ -90,7 +90,7 @@ def test_training_parameters_validate(parameters):
 
 
 def test_evaluation_parameters_validate(parameters):
-    training_rows = pd.DataFrame({"diagnosis": ["atrophy", "none"]})
+    training_rows = pd.DataFrame({"diagnosis": ["atrophy", "none"], "regions": ["frontal", ""]})
     spec = zero_shot_spec(
         parameters["regions"], parameters["sentences"], parameters["evaluation"], training_rows
     )
