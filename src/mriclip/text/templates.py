@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -78,6 +78,15 @@ class SentenceTemplates:
                 value = tuple(_as_list(key, value))
             values[key] = value
         return cls(**values)
+
+    def for_cohort(self, columns: Collection[str], describes_lesions: bool) -> SentenceTemplates:
+        """These templates for a cohort with ``columns``: a templated column the cohort lacks
+        is left out (not "unknown" in every sentence), and without lesion information
+        (``describes_lesions`` false) no sentence claims that a scan or patch has no lesion."""
+        kept = {column: wording for column, wording in self.columns.items() if column in columns}
+        if describes_lesions:
+            return replace(self, columns=kept)
+        return replace(self, columns=kept, no_lesion=(), no_lesion_in_patch=())
 
 
 def _as_list(key: str, value) -> list[str]:
@@ -156,7 +165,7 @@ def _describe(
     ordered = list(dict.fromkeys(regions))
     if rng is not None:
         ordered = [ordered[i] for i in rng.permutation(len(ordered))]
-    if not ordered:
+    if not ordered and no_lesion:
         parts.append(choose(no_lesion))
     for position, region in enumerate(ordered):
         count = counts[region]
