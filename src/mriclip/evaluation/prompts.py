@@ -36,9 +36,11 @@ def zero_shot_spec(
     sentences: Mapping[str, Any],
     evaluation: Mapping[str, Any],
     training_rows: pd.DataFrame,
+    patch_columns: Sequence[str] = (),
 ) -> dict:
     """The targets, classes and prompt templates of this run, as plain data, and the targets
-    this cohort cannot have (``skipped``: name -> why).
+    and ``patch_columns`` (``alignment.patch_columns``) this cohort cannot have (``skipped``:
+    name -> why).
 
     ``evaluation["targets"]`` names clinical columns; their classes are
     ``classes`` if given, else the distinct values of ``training_rows[column]`` (the training
@@ -58,7 +60,7 @@ def zero_shot_spec(
             "none_templates": list(sentences["no_lesion_in_patch"]),
         }
     else:
-        skipped[REGIONS_TARGET] = (
+        skipped[f"target {REGIONS_TARGET}"] = (
             "no lesion information: no scan of the training split has a lesion "
             "(lesions.csv, label maps and a regions column are absent or empty)"
         )
@@ -69,13 +71,13 @@ def zero_shot_spec(
             )
         column = target["column"]
         if column not in training_rows.columns:
-            skipped[name] = f"the scans table has no column '{column}'"
+            skipped[f"target {name}"] = f"the scans table has no column '{column}'"
             continue
         classes = target.get("classes")
         if classes is None:
             classes = sorted(training_rows[column].dropna().astype(str).unique())
         if len(classes) < 2:
-            skipped[name] = f"needs at least two classes, got {list(classes)}"
+            skipped[f"target {name}"] = f"needs at least two classes, got {list(classes)}"
             continue
         targets[name] = {
             "kind": "scan",
@@ -84,8 +86,11 @@ def zero_shot_spec(
             "templates": list(target["templates"]),
             "negative_templates": list(target.get("negative_templates") or []),
         }
+    for column in patch_columns:
+        if column not in training_rows.columns:
+            skipped[f"patch column {column}"] = f"the scans table has no column '{column}'"
     for name, reason in skipped.items():
-        logger.info("zero-shot target '%s' skipped: %s", name, reason)
+        logger.info("%s skipped: %s", name, reason)
     if not targets:
         raise ValueError(
             "No zero-shot target remains: "

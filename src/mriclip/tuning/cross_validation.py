@@ -175,9 +175,6 @@ def train_on_fold(
     logger.info(
         "alignment: %d training scans, %d validation scans", len(train_scans), len(val_scans)
     )
-    _, lacking = cohort_patch_columns(params["patch_columns"], inputs.scan_sentences)
-    if lacking:
-        logger.info("alignment.patch_columns %s skipped: the scans table lacks them", lacking)
     encoder = initial_image_encoder(
         params["image_init"],
         params["image_encoder"],

@@ -34,7 +34,9 @@ def train_clip_model(
     splits, sentences = data.splits, data.scan_sentences
     training_rows = sentences[sentences["scan_id"].isin(in_split(splits, "train")["scan_id"])]
     # before training: a cohort left with no target fails now, not after the training run
-    spec = zero_shot_spec(data.regions, data.sentences, evaluation, training_rows)
+    spec = zero_shot_spec(
+        data.regions, data.sentences, evaluation, training_rows, params["patch_columns"]
+    )
     model, history = train_on_fold(data, params, seed)
     _, held_out = training_and_validation_scans(sentences, splits, params["fold"])
     inference = {
