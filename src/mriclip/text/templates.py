@@ -58,7 +58,8 @@ class SentenceTemplates:
         "No lesion is visible in this section.",
         "This section shows no lesion.",
     )
-    missing_value: str = "unknown"
+    #: What a missing cell (empty, NaN, BIDS ``n/a``) reads as; None leaves its sentence out.
+    missing_value: str | None = None
     prompt: str = "There is a lesion in the {region} section."
 
     @classmethod
@@ -106,7 +107,7 @@ def format_value(value) -> str | None:
         return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
     text = str(value).strip()
     # "none" stays a value (a diagnosis of none); Python's None is caught above.
-    return text if text and text.lower() not in ("nan", "null") else None
+    return text if text and text.lower() not in ("nan", "null", "n/a") else None
 
 
 def describe_scan(
@@ -156,8 +157,11 @@ def _describe(
     parts = []
     for column, wordings in column_wordings.items():
         value = format_value(row.get(column))
-        if value is None:  # paraphrases like "{value} years old" read badly with "unknown"
-            parts.append(wordings[0].format(value=templates.missing_value))
+        if value is None:
+            if (
+                templates.missing_value is not None
+            ):  # first wording: "unknown years old" reads badly
+                parts.append(wordings[0].format(value=templates.missing_value))
         else:
             parts.append(choose(wordings).format(value=value))
 
