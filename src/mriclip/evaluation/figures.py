@@ -42,8 +42,8 @@ def evaluation_figures(
 ) -> tuple[Figure, Figure, Figure, Figure, Figure]:
     """t-SNE before/after (at the primary level), scan-level ROC curves and retrieval example
     grid of the spec's first target (the regions when the cohort has lesions), training curves
-    and lesion evidence maps of a few test scans beside their true label
-    maps (scans with lesions first)."""
+    and lesion evidence maps of a few test scans beside their true label maps (scans with
+    lesions first)."""
     level = primary_level(test_embeddings, params["primary_level"])
     after = select_embeddings(test_embeddings, level=level)
     before = select_embeddings(test_embeddings, "initial", level=level)
