@@ -157,13 +157,10 @@ def _describe(
     parts = []
     for column, wordings in column_wordings.items():
         value = format_value(row.get(column))
-        if value is None:
-            if (
-                templates.missing_value is not None
-            ):  # first wording: "unknown years old" reads badly
-                parts.append(wordings[0].format(value=templates.missing_value))
-        else:
+        if value is not None:
             parts.append(choose(wordings).format(value=value))
+        elif templates.missing_value is not None:  # "unknown years old" reads badly: first
+            parts.append(wordings[0].format(value=templates.missing_value))
 
     counts = Counter(regions)
     ordered = list(dict.fromkeys(regions))
