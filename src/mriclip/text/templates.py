@@ -159,7 +159,7 @@ def _describe(
         value = format_value(row.get(column))
         if value is not None:
             parts.append(choose(wordings).format(value=value))
-        elif templates.missing_value is not None:  # "unknown years old" reads badly: first
+        elif templates.missing_value is not None:  # first wording: "unknown years old" is odd
             parts.append(wordings[0].format(value=templates.missing_value))
 
     counts = Counter(regions)
