@@ -249,3 +249,14 @@ def test_without_lesion_information_only_the_clinical_targets_are_scored(cohort)
     assert got == pytest.approx(expected)
     retrieval = retrieval_protocol(cubes, prompts, scans, spec, sentences, REGIONS, PARAMS, SEED)
     assert list(retrieval) == ["targets"]
+
+
+def test_without_twins_the_lesion_ablated_controls_are_skipped_with_one_line(cohort):
+    sentences, prompts, scans, cubes = cohort
+    scans = scans[scans["variant"] != "lesion_ablated"]
+    detection = patches(np.random.default_rng(3))
+    result = zero_shot_protocol(
+        cubes, cubes, prompts, scans, detection, SPEC, sentences, REGIONS, PARAMS, SEED
+    )
+    assert list(result["skipped"]) == ["lesion-ablated controls"]
+    assert "lesion_ablated" not in result["scan_level"]

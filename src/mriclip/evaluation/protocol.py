@@ -281,6 +281,10 @@ def zero_shot_protocol(
     if REGIONS_TARGET not in zero_shot_spec["targets"]:
         result["skipped"].update(NO_LESION_INFORMATION)
         return result
+    if not (test_scan_scores["variant"] == ABLATED).any():
+        result["skipped"]["lesion-ablated controls"] = (
+            "no lesion-ablated twins: the test scans have neither label maps nor raw twins"
+        )
     lesion_part = lesion_level_zero_shot(
         test_embeddings, train_embeddings, prompt_embeddings, scan_sentences, regions, params, seed
     )
