@@ -89,6 +89,25 @@ def nibabel_tree(root: Path) -> None:
     )
 
 
+def nibabel_tree_without_lesions(root: Path) -> None:
+    """What most OpenNeuro datasets are: four subjects' T1w images (nibabel's real anatomy)
+    and a participants.tsv of age, sex and group; no lesion masks, no regions column. sub-03's
+    age is n/a."""
+    describe(root, "nibabel anatomy, no lesions")
+    anatomy = nib.load(ANATOMICAL)
+    for subject in ("01", "02", "03", "04"):
+        save(root, subject, None, "T1w", anatomy)
+    write_tsv(
+        root / "participants.tsv",
+        [
+            {"participant_id": "sub-01", "age": 30, "sex": "F", "group": "control"},
+            {"participant_id": "sub-02", "age": 64, "sex": "M", "group": "patient"},
+            {"participant_id": "sub-03", "age": None, "sex": "F", "group": "patient"},
+            {"participant_id": "sub-04", "age": 47, "sex": "M", "group": "control"},
+        ],
+    )
+
+
 def phantom_tree(cohort, root: Path) -> pd.DataFrame:
     """The phantom cohort as BIDS (patient -> subject, course -> session; sex and diagnosis
     in participants.tsv, age per session); returns its lesions table with BIDS scan ids."""

@@ -105,7 +105,7 @@ def test_every_augmentation_probability_is_in_the_yaml(parameters):
 
 
 def test_evaluation_parameters_validate(parameters):
-    training_rows = pd.DataFrame({"diagnosis": ["atrophy", "none"]})
+    training_rows = pd.DataFrame({"diagnosis": ["atrophy", "none"], "regions": ["frontal", ""]})
     spec = zero_shot_spec(
         parameters["regions"], parameters["sentences"], parameters["evaluation"], training_rows
     )

@@ -166,8 +166,10 @@ def test_zero_shot_protocol_scores_each_comparison_as_sklearn_does(cohort):
         cubes, cubes, prompts, scans, detection, SPEC, sentences, REGIONS, PARAMS, SEED
     )
     assert list(result) == [
-        "prompts", "environment", "scan_level", "targets", "lesion_level", "lesion_detection",
+        "prompts", "environment", "scan_level", "targets", "skipped", "lesion_level",
+        "lesion_detection",
     ]  # fmt: skip
+    assert result["skipped"] == {}
     scan_level = result["scan_level"]
     assert set(scan_level) == {*COMPARISONS, "random"}
     for comparison in COMPARISONS:
@@ -200,9 +202,15 @@ def test_zero_shot_protocol_scores_each_comparison_as_sklearn_does(cohort):
 def test_retrieval_protocol_ranks_scans_and_cubes_as_sklearns_average_precision(cohort):
     sentences, prompts, scans, cubes = cohort
     result = retrieval_protocol(cubes, prompts, scans, SPEC, sentences, REGIONS, PARAMS, SEED)
-    assert list(result) == ["scan_level", "lesion_level"]
-    for level in result.values():
+    assert list(result) == ["scan_level", "targets", "lesion_level"]
+    for level in (result["scan_level"], result["lesion_level"], result["targets"]["diagnosis"]):
         assert set(level) == {"model", "lesion_ablated", "random", "shuffled"}
+    # clinical targets are retrieved too: scans ranked by their probability of each class
+    model = stage_rows(scans, "model")
+    glioma = sentences.set_index("scan_id").loc[model["scan_id"], "diagnosis"] == "glioma"
+    expected = average_precision_score(glioma.to_numpy(), model["prob_glioma"])
+    got = result["targets"]["diagnosis"]["model"]["per_region"]["glioma"]["average_precision"]
+    assert got == pytest.approx(expected)
     rows = stage_rows(scans, "lesion_ablated")
     truth = region_labels(sentences.set_index("scan_id").loc[rows["scan_id"], "regions"])
     for index, region in enumerate(REGIONS):
@@ -215,3 +223,40 @@ def test_retrieval_protocol_ranks_scans_and_cubes_as_sklearns_average_precision(
     )
     got = result["lesion_level"]["model"]["overall"]["average_precision"]
     assert got == pytest.approx(expected)
+
+
+def test_without_lesion_information_only_the_clinical_targets_are_scored(cohort):
+    """No regions target (a cohort without lesion information): the lesion level, detection
+    and lesion-ablated controls are skipped with one line each; diagnosis is scored and
+    retrieved."""
+    sentences, prompts, scans, cubes = cohort
+    spec = {
+        "targets": {"diagnosis": SPEC["targets"]["diagnosis"]},
+        "skipped": {"target regions": "no lesion information"},
+    }
+    detection = patches(np.random.default_rng(3))
+    result = zero_shot_protocol(
+        cubes, cubes, prompts, scans, detection, spec, sentences, REGIONS, PARAMS, SEED
+    )
+    assert set(result) == {"prompts", "environment", "targets", "skipped"}
+    assert set(result["skipped"]) == {
+        "target regions", "lesion level", "lesion detection", "lesion-ablated controls",
+    }  # fmt: skip
+    model = stage_rows(scans, "model")
+    glioma = sentences.set_index("scan_id").loc[model["scan_id"], "diagnosis"] == "glioma"
+    expected = roc_auc_score(glioma.to_numpy(), model["prob_glioma"].to_numpy())
+    got = result["targets"]["diagnosis"]["model"]["per_region"]["glioma"]["auc"]
+    assert got == pytest.approx(expected)
+    retrieval = retrieval_protocol(cubes, prompts, scans, spec, sentences, REGIONS, PARAMS, SEED)
+    assert list(retrieval) == ["targets"]
+
+
+def test_without_twins_the_lesion_ablated_controls_are_skipped_with_one_line(cohort):
+    sentences, prompts, scans, cubes = cohort
+    scans = scans[scans["variant"] != "lesion_ablated"]
+    detection = patches(np.random.default_rng(3))
+    result = zero_shot_protocol(
+        cubes, cubes, prompts, scans, detection, SPEC, sentences, REGIONS, PARAMS, SEED
+    )
+    assert list(result["skipped"]) == ["lesion-ablated controls"]
+    assert "lesion_ablated" not in result["scan_level"]

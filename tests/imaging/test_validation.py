@@ -168,11 +168,15 @@ def test_regions_column_replaces_lesion_table(raw_cohort):
     assert problems["problem"].tolist() == ["unknown region 'x'"]
 
 
-def test_no_lesion_information_is_an_error(raw_cohort):
+def test_no_lesion_information_is_an_empty_table_and_one_note(raw_cohort):
+    """Lesion information is optional: most public cohorts have none."""
     images, labels, scans, _ = raw_cohort
     table, _ = catalog(images, labels, scans)
-    with pytest.raises(InputDataError, match="No lesion information"):
-        collect_lesions(scans, pd.DataFrame(), table, REGIONS, COLUMNS)
+    kept, problems = collect_lesions(scans, pd.DataFrame(), table, REGIONS, COLUMNS, "raise")
+    assert kept.empty and list(kept.columns) == ["scan_id", "lesion_id", "region"]
+    assert len(problems) == 1
+    assert problems.loc[0, "item"] == "lesions.csv"
+    assert problems.loc[0, "problem"].startswith("no lesion information")
 
 
 def test_zero_or_nan_spacing_is_listed_with_the_header_fix(raw_cohort, tmp_path):

@@ -48,7 +48,8 @@ def test_a_bids_tree_of_real_anatomy_runs_through_data_engineering(tmp_path):
     assert sentences.loc["sub-01_ses-2", "patient_id"] == "sub-01"
     assert sentences.loc["sub-01_ses-2", "regions"] == "frontal;parietal"
     assert sentences.loc["sub-01_ses-2", "sentence"].startswith("The age of the subject is 31.")
-    assert sentences.loc["sub-02", "sentence"].startswith("The age of the subject is unknown.")
+    # sub-02's age is n/a: its sentence is left out
+    assert sentences.loc["sub-02", "sentence"].startswith("The gender of the patient is M.")
     splits = out["splits"]
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()  # sessions stay together
 

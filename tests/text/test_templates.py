@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from mriclip.text.templates import SentenceTemplates, describe_scan, region_prompts
+from mriclip.text.templates import (
+    SentenceTemplates,
+    describe_patch,
+    describe_scan,
+    region_prompts,
+)
 
 
 def test_paper_example_is_reproduced_exactly():
@@ -15,12 +20,27 @@ def test_paper_example_is_reproduced_exactly():
     )
 
 
-@pytest.mark.parametrize("missing", [None, float("nan"), "", "NaN"])
-def test_missing_values_read_unknown_never_nan(missing):
+@pytest.mark.parametrize("missing", [None, float("nan"), "", "NaN", "n/a"])
+def test_missing_values_are_left_out_or_read_the_missing_value_never_nan(missing):
     sentence = describe_scan({"age": missing, "sex": "male"}, [], SentenceTemplates())
+    assert sentence == "The gender of the patient is male. No lesion has been identified."
+    unknown = SentenceTemplates(missing_value="unknown")
+    sentence = describe_scan({"age": missing, "sex": "male"}, [], unknown)
     assert sentence.startswith("The age of the subject is unknown.")
-    assert "nan" not in sentence.lower()
-    assert sentence.endswith("No lesion has been identified.")
+    assert "nan" not in sentence.lower() and "n/a" not in sentence
+
+
+def test_for_cohort_keeps_the_cohorts_columns_and_without_lesions_says_nothing_of_them():
+    templates = SentenceTemplates(
+        columns={"age": ["The age is {value}."], "diagnosis": ["The diagnosis is {value}."]}
+    )
+    row = {"age": 50, "diagnosis": None}
+    lesions = templates.for_cohort(["scan_id", "age"], describes_lesions=True)
+    assert list(lesions.columns) == ["age"]
+    assert describe_scan(row, [], lesions) == "The age is 50. No lesion has been identified."
+    none = templates.for_cohort(["scan_id", "age"], describes_lesions=False)
+    assert describe_scan(row, [], none) == "The age is 50."
+    assert describe_patch(row, [], none, ["age"]) == "The age is 50."
 
 
 def test_counts_and_integral_floats():

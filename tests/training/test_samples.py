@@ -5,7 +5,13 @@ import torch
 
 from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.text.templates import SentenceTemplates
-from mriclip.training.samples import AlignmentSamples, crop_with_padding, stack_channels
+from mriclip.training.samples import (
+    AlignmentSamples,
+    cohort_patch_columns,
+    cohort_templates,
+    crop_with_padding,
+    stack_channels,
+)
 from tests.conftest import first_batches
 
 
@@ -231,3 +237,28 @@ def test_slip_views_of_a_stack_of_sequences_keep_every_sequence_and_the_cube_pos
         for view in views:
             torch.testing.assert_close(view[3:], item["image"][3:])
         assert not torch.equal(views[0, :3], views[1, :3])  # two draws of the noise
+
+
+def test_without_lesion_information_patches_are_drawn_anywhere_and_say_the_patch_columns(cohort):
+    """The cohort with its lesion tables withheld: no lesion sampling, no lesion sentence
+    (not even "no lesion": nothing is known), only the patch columns the cohort has."""
+    scans, volumes, _, lesions = cohort
+    scans = scans.drop(columns=["age"]).assign(regions="", lesion_regions="", n_lesions=0)
+    kept, lacking = cohort_patch_columns(["diagnosis", "age"], scans)
+    assert (kept, lacking) == (["diagnosis"], ["age"])
+    templates = cohort_templates(TEMPLATES, scans)
+    samples = AlignmentSamples(
+        scans, volumes, lesions.iloc[:0], templates, patch_size=16, jitter=0.0,
+        paraphrase=False, patch_columns=kept, lesion_patch_fraction=1.0,
+    )  # fmt: skip
+    items = [samples[(epoch, index)] for epoch in range(4) for index in range(3)]
+    by_scan = {item["scan_id"]: item["sentence"] for item in items}
+    assert by_scan == {
+        "S0": "The diagnosis is atrophy.",
+        "S1": "The diagnosis is none.",
+        "S2": "The diagnosis is none.",
+    }
+    assert all(item["key"] == "" for item in items)
+    whole = AlignmentSamples(scans, volumes, lesions.iloc[:0], templates, mode="volume",
+                             paraphrase=False)  # fmt: skip
+    assert whole[0]["sentence"] == "The diagnosis is atrophy."

@@ -33,6 +33,7 @@ from mriclip.training.samples import (
     AlignmentSamples,
     LesionPatches,
     VolumeSource,
+    cohort_templates,
     spatial_shape,
     stack_channels,
 )
@@ -159,7 +160,7 @@ def embed_for_evaluation(
 
     The model before alignment is built from the same seed, encoder settings and pretrained
     encoder as the alignment node's initial model, so it is that model."""
-    templates = SentenceTemplates.from_params(sentences)
+    templates = cohort_templates(SentenceTemplates.from_params(sentences), scan_sentences)
     by_split = {
         split: scan_sentences[
             scan_sentences["scan_id"].isin(set(in_split(splits, split)["scan_id"]))
@@ -198,7 +199,9 @@ def embed_for_evaluation(
     train = embed_levels(
         aligned, by_split["train"], volumes[ORIGINAL], *level_args, "train", "aligned", ORIGINAL
     )
-    spec = zero_shot_spec(regions, sentences, evaluation, by_split["train"])
+    spec = zero_shot_spec(
+        regions, sentences, evaluation, by_split["train"], alignment["patch_columns"]
+    )
     return (
         pd.concat(test, ignore_index=True),
         pd.concat(train, ignore_index=True),

@@ -21,7 +21,6 @@ from mriclip.evaluation.plots import (
     training_curves,
     tsne_before_after,
 )
-from mriclip.evaluation.prompts import REGIONS_TARGET
 from mriclip.evaluation.scan_calibration import target_labels
 from mriclip.evaluation.score_test_split import scan_probabilities
 from mriclip.training.samples import VolumeSource, reference_channel
@@ -41,9 +40,10 @@ def evaluation_figures(
     params: dict,
     seed: int,
 ) -> tuple[Figure, Figure, Figure, Figure, Figure]:
-    """t-SNE before/after (at the primary level), scan-level ROC curves, training curves,
-    retrieval example grid and lesion evidence maps of a few test scans beside their true label
-    maps (scans with lesions first)."""
+    """t-SNE before/after (at the primary level), scan-level ROC curves and retrieval example
+    grid of the spec's first target (the regions when the cohort has lesions), training curves
+    and lesion evidence maps of a few test scans beside their true label maps (scans with
+    lesions first)."""
     level = primary_level(test_embeddings, params["primary_level"])
     after = select_embeddings(test_embeddings, level=level)
     before = select_embeddings(test_embeddings, "initial", level=level)
@@ -57,10 +57,13 @@ def evaluation_figures(
         regions=[*regions, "none"],
         seed=seed,
     )
-    rows, scores = scan_probabilities(test_scan_scores, zero_shot_spec, REGIONS_TARGET,
-                                      "aligned", ORIGINAL)  # fmt: skip
-    labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec, REGIONS_TARGET)
-    roc = roc_curves(scores, labels, regions)
+    # the regions, or without lesion information the first clinical target
+    target = next(iter(zero_shot_spec["targets"]))
+    classes = zero_shot_spec["targets"][target]["classes"]
+    rows, scores = scan_probabilities(test_scan_scores, zero_shot_spec, target, "aligned",
+                                      ORIGINAL)  # fmt: skip
+    labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec, target)
+    roc = roc_curves(scores, labels, classes)
     curves = training_curves(alignment_history)
     volumes = VolumeSource(preprocessed_volumes)
 
@@ -70,7 +73,7 @@ def evaluation_figures(
 
     grid = retrieval_grid(
         scores,
-        regions,
+        classes,
         middle_slice,
         top_k=min(params["grid_top_k"], len(rows)),
         labels=labels,

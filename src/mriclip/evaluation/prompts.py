@@ -18,11 +18,14 @@ A class embedding averages the L2-normalised embeddings of its phrasings and ren
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 REGIONS_TARGET = "regions"
 KINDS = ("positive", "negative", "none")
@@ -33,41 +36,49 @@ def zero_shot_spec(
     sentences: Mapping[str, Any],
     evaluation: Mapping[str, Any],
     training_rows: pd.DataFrame,
+    patch_columns: Sequence[str] = (),
 ) -> dict:
-    """The targets, classes and prompt templates of this run, as plain data.
+    """The targets, classes and prompt templates of this run, as plain data, and the targets
+    and ``patch_columns`` (``alignment.patch_columns``) this cohort cannot have (``skipped``:
+    name -> why).
 
     ``evaluation["targets"]`` names clinical columns; their classes are
     ``classes`` if given, else the distinct values of ``training_rows[column]`` (the training
-    split: the classes a model could have learnt).
+    split: the classes a model could have learnt). The regions target needs lesions in the
+    training split; a clinical target needs its column and two classes. A target the cohort
+    cannot have is skipped, not an error (most public cohorts have no lesion maps, and the
+    defaults name the phantom's ``diagnosis``); a run left with no target at all is.
     """
+    targets, skipped = {}, {}
     prompts = evaluation["prompts"]
-    targets = {
-        REGIONS_TARGET: {
+    if _has_lesions(training_rows):
+        targets[REGIONS_TARGET] = {
             "kind": "lesion",
             "classes": list(regions),
             "templates": list(prompts["region_templates"]),
             "negative_templates": list(prompts["negative_region_templates"]),
             "none_templates": list(sentences["no_lesion_in_patch"]),
         }
-    }
+    else:
+        skipped[f"target {REGIONS_TARGET}"] = (
+            "no lesion information: no scan of the training split has a lesion "
+            "(lesions.csv, label maps and a regions column are absent or empty)"
+        )
     for name, target in (evaluation.get("targets") or {}).items():
         if name == REGIONS_TARGET:
             raise ValueError(
                 f"evaluation.targets: '{REGIONS_TARGET}' is the built-in lesion target"
             )
         column = target["column"]
+        if column not in training_rows.columns:
+            skipped[f"target {name}"] = f"the scans table has no column '{column}'"
+            continue
         classes = target.get("classes")
         if classes is None:
-            if column not in training_rows.columns:
-                raise ValueError(
-                    f"evaluation.targets.{name}: column '{column}' is not in the scans table "
-                    f"(columns: {sorted(training_rows.columns)}); fix the column or give classes"
-                )
             classes = sorted(training_rows[column].dropna().astype(str).unique())
         if len(classes) < 2:
-            raise ValueError(
-                f"evaluation.targets.{name}: needs at least two classes, got {list(classes)}"
-            )
+            skipped[f"target {name}"] = f"needs at least two classes, got {list(classes)}"
+            continue
         targets[name] = {
             "kind": "scan",
             "column": column,
@@ -75,7 +86,27 @@ def zero_shot_spec(
             "templates": list(target["templates"]),
             "negative_templates": list(target.get("negative_templates") or []),
         }
-    return {"targets": targets}
+    for column in patch_columns:
+        if column not in training_rows.columns:
+            skipped[f"patch column {column}"] = f"the scans table has no column '{column}'"
+    for name, reason in skipped.items():
+        logger.info("%s skipped: %s", name, reason)
+    if not targets:
+        raise ValueError(
+            "No zero-shot target remains: "
+            + "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+            + ". Name a categorical column of the scans table with two or more values in "
+            "evaluation.targets (column, templates), or provide lesion information "
+            "(lesions.csv with label maps, or a regions column in scans.csv)."
+        )
+    return {"targets": targets, "skipped": skipped}
+
+
+def _has_lesions(training_rows: pd.DataFrame) -> bool:
+    """Whether any training scan has a lesion region (the regions target can be learnt)."""
+    if "regions" not in training_rows.columns:
+        return False
+    return bool(training_rows["regions"].fillna("").astype(str).str.strip().ne("").any())
 
 
 def prompt_texts(spec: Mapping) -> pd.DataFrame:

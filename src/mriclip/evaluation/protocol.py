@@ -56,6 +56,14 @@ COMPARISONS = {
 }
 
 
+#: What a cohort without lesion information (no regions target) skips, and why.
+NO_LESION_INFORMATION = {
+    "lesion level": "no lesion information: there are no annotated lesions to cut cubes around",
+    "lesion detection": "no lesion information: no patch is known to hold a lesion",
+    "lesion-ablated controls": "no lesion information: there are no lesions to remove",
+}
+
+
 def level_key(level: str) -> str:
     """The key of a level in a metrics output: ``scan`` → ``scan_level``."""
     return f"{level}_level"
@@ -248,8 +256,9 @@ def zero_shot_protocol(
 ) -> dict:
     """Scan level (patch evidence aggregated), lesion level (cubes), patch-level lesion
     detection and the scan-level targets, each for every comparison, beside the exact random
-    baseline, with patient-level bootstrap intervals; plus the prompt and scoring settings and
-    the compute environment the metrics were computed in."""
+    baseline, with patient-level bootstrap intervals; plus the prompt and scoring settings,
+    the compute environment the metrics were computed in and what was skipped (``skipped``:
+    name -> why; without lesion information, everything that needs lesions)."""
     scoring = params["scan_scoring"]
     result = {
         "prompts": {
@@ -268,6 +277,14 @@ def zero_shot_protocol(
             result[level_key("scan")] = part
         else:
             result.setdefault("targets", {})[target] = part
+    result["skipped"] = dict(zero_shot_spec.get("skipped", {}))
+    if REGIONS_TARGET not in zero_shot_spec["targets"]:
+        result["skipped"].update(NO_LESION_INFORMATION)
+        return result
+    if not (test_scan_scores["variant"] == ABLATED).any():
+        result["skipped"]["lesion-ablated controls"] = (
+            "no lesion-ablated twins: the test scans have neither label maps nor raw twins"
+        )
     lesion_part = lesion_level_zero_shot(
         test_embeddings, train_embeddings, prompt_embeddings, scan_sentences, regions, params, seed
     )
@@ -287,48 +304,70 @@ def retrieval_protocol(
     params: dict,
     seed: int,
 ) -> dict:
-    """Per level: retrieval by each region prompt for the model and its lesion-ablated
-    control (with bootstrap intervals), beside the analytic random baseline and shuffled
-    scores. Scan level ranks scans by their aggregated evidence for the region; lesion level
-    ranks lesion cubes by their distance to the region prompt."""
+    """Retrieval by each class prompt for the model and its lesion-ablated control (with
+    bootstrap intervals), beside the analytic random baseline and shuffled scores. Scan level
+    ranks scans by their aggregated evidence for a class: the regions (``scan_level``) and each
+    clinical target (``targets``); lesion level ranks lesion cubes by their distance to the
+    region prompt. A level or target the cohort lacks (no lesions) is absent."""
     patient_of = patient_ids(scan_sentences)
     ensemble = params["prompts"]["ensemble"]
     result = {}
-    for level in LEVELS:
-        part = {}
-        for comparison in ("model", "lesion_ablated"):
-            stage, variant = COMPARISONS[comparison]
-            if level == "scan":
-                rows, scores = scan_probabilities(
-                    test_scan_scores, zero_shot_spec, REGIONS_TARGET, stage, variant
-                )
-                if rows.empty:
-                    continue
-                labels = target_labels(scan_sentences, rows["scan_id"], zero_shot_spec,
-                                       REGIONS_TARGET)  # fmt: skip
-            else:
-                rows, scores, labels = lesion_cubes(
-                    test_embeddings, prompt_embeddings, regions, stage, variant, ensemble
-                )
-                if rows.empty:
-                    continue
-            groups = rows["scan_id"].map(patient_of).tolist()
-            part[comparison] = with_intervals(
-                lambda i, s=scores, y=labels: ranking_metrics(s[i], y[i], regions),
-                groups,
-                params,
-                seed,
+    for target, spec in zero_shot_spec["targets"].items():
+
+        def scan_level(stage, variant, target=target):
+            rows, scores = scan_probabilities(
+                test_scan_scores, zero_shot_spec, target, stage, variant
             )
-            if comparison == "model":
-                part["random"] = retrieval_random_baseline(labels, regions)
-                part["shuffled"] = permutation_baseline(
-                    ranking_metrics,
-                    scores,
-                    labels,
-                    regions,
-                    n_permutations=params["n_permutations"],
-                    seed=seed,
-                )
+            if rows.empty:
+                return rows, None, None
+            return rows, scores, target_labels(scan_sentences, rows["scan_id"], zero_shot_spec,
+                                               target)  # fmt: skip
+
+        part = _retrieval(scan_level, spec["classes"], patient_of, params, seed)
+        if target == REGIONS_TARGET:
+            result[level_key("scan")] = part
+        elif part:
+            result.setdefault("targets", {})[target] = part
+    if REGIONS_TARGET in zero_shot_spec["targets"]:
+        part = _retrieval(
+            lambda stage, variant: lesion_cubes(
+                test_embeddings, prompt_embeddings, regions, stage, variant, ensemble
+            ),
+            regions,
+            patient_of,
+            params,
+            seed,
+        )
         if part:
-            result[level_key(level)] = part
-    return result
+            result[level_key("lesion")] = part
+    return {key: value for key, value in result.items() if value}
+
+
+def _retrieval(
+    items: Callable, classes: list[str], patient_of: dict, params: dict, seed: int
+) -> dict:
+    """Ranking metrics of ``items(stage, variant)`` (rows, scores, labels) for the model and its
+    lesion-ablated control, with the model's random and shuffled baselines."""
+    part = {}
+    for comparison in ("model", "lesion_ablated"):
+        rows, scores, labels = items(*COMPARISONS[comparison])
+        if rows.empty:
+            continue
+        groups = rows["scan_id"].map(patient_of).tolist()
+        part[comparison] = with_intervals(
+            lambda i, s=scores, y=labels: ranking_metrics(s[i], y[i], classes),
+            groups,
+            params,
+            seed,
+        )
+        if comparison == "model":
+            part["random"] = retrieval_random_baseline(labels, classes)
+            part["shuffled"] = permutation_baseline(
+                ranking_metrics,
+                scores,
+                labels,
+                classes,
+                n_permutations=params["n_permutations"],
+                seed=seed,
+            )
+    return part

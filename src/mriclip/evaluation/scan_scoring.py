@@ -229,7 +229,8 @@ class ScanScorer:
     def patch_probabilities(
         self, patch_embeddings: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """{target: (P, K) class probabilities} and (P,) lesion evidence (1 − p(no lesion))."""
+        """{target: (P, K) class probabilities} and (P,) lesion evidence (1 − p(no lesion); NaN
+        without a lesion target)."""
         result, evidence = {}, None
         for name, target in self.spec["targets"].items():
             negative = None
@@ -242,8 +243,8 @@ class ScanScorer:
             )  # fmt: skip
             if p_none is not None:
                 evidence = 1.0 - p_none
-        if evidence is None:
-            raise ValueError("the zero-shot spec has no lesion target (no 'none' prompts)")
+        if evidence is None:  # no lesion target (a cohort without lesion information)
+            evidence = np.full(len(patch_embeddings), np.nan)
         return result, evidence
 
     def scan_scores(

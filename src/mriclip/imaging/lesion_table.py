@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from mriclip.imaging.problems import InputDataError, ProblemLog, require_columns
+from mriclip.imaging.problems import ProblemLog, require_columns
 
 
 def lesion_name(lesion, scan_id: str) -> str:
@@ -31,7 +31,9 @@ def collect_lesions(
 
     Lesions come from ``lesions`` (one row per lesion, ``lesion_id`` = value in the label
     map) or, when that table is empty, from a ``;``-separated regions column of ``scans``
-    (then ``lesion_id`` is empty). Regions outside the vocabulary are problems.
+    (then ``lesion_id`` is empty). Regions outside the vocabulary are problems. With neither,
+    the table is empty and the problems table notes it once: lesion information is optional
+    (most public cohorts have none), and the run goes on with the clinical columns alone.
     """
     problems = ProblemLog("lesions")
     known = {region.lower() for region in regions}
@@ -68,11 +70,7 @@ def collect_lesions(
                     )
         table = pd.DataFrame(records, columns=["scan_id", "lesion_id", "region", "source_row"])
     else:
-        raise InputDataError(
-            "No lesion information: lesions.csv is empty or absent and scans.csv has no "
-            f"'{columns.get('regions')}' column. Provide one of them (see README, data contract)."
-        )
-
+        return _no_lesion_information(columns.get("regions"))
     unknown = ~table["region"].isin(known)
     for _, bad in table[unknown].iterrows():
         problems.add(
@@ -94,6 +92,21 @@ def collect_lesions(
     return table.loc[keep, ["scan_id", "lesion_id", "region"]].reset_index(drop=True), (
         problems.table()
     )
+
+
+def _no_lesion_information(regions_column: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The empty lesions table of a cohort without lesion information, and its one note."""
+    note = ProblemLog("lesions")
+    note.add(
+        None,
+        "lesions.csv",
+        f"no lesion information (lesions.csv is empty or absent and scans.csv has no "
+        f"'{regions_column}' column): sentences come from the clinical columns only; the "
+        "regions target, lesion-level metrics, lesion detection and lesion-ablated controls "
+        "are skipped",
+        "none needed; to train on lesions, add lesions.csv (see README, data contract)",
+    )
+    return pd.DataFrame(columns=["scan_id", "lesion_id", "region"]), note.table()
 
 
 CENTRED_COLUMNS = ["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"]

@@ -83,6 +83,12 @@ def headline(
         f"{with_interval(zero_shot_metrics, lesion, 'model', *auc)} "
         f"(lesion-ablated {value(zero_shot_metrics, lesion, 'lesion_ablated', *auc)})",
     ]
+    for target in (zero_shot_metrics or {}).get("targets") or {}:
+        path = ("targets", target)
+        parts.append(
+            f"{target} AUC {with_interval(zero_shot_metrics, *path, 'model', *auc)} "
+            f"(random {value(zero_shot_metrics, *path, 'random', *auc)})"
+        )
     return " · ".join(parts)
 
 
@@ -153,6 +159,15 @@ def _detection_blocks(detection: Mapping | None, decimals: int) -> list[Block]:
     ]
 
 
+def _skipped_blocks(skipped: Mapping | None) -> list[Block]:
+    """One line per target, patch column or metric the cohort could not have, with why (a
+    cohort without lesion information skips everything that needs lesions)."""
+    if not skipped:
+        return []
+    rows = [[name, reason] for name, reason in skipped.items()]
+    return [heading("Skipped in this run"), table(["skipped", "why"], rows)]
+
+
 def zero_shot_section(
     zero_shot_metrics: Mapping | None, baseline_metrics: Mapping | None, decimals: int
 ) -> list[Block]:
@@ -175,6 +190,7 @@ def zero_shot_section(
     else:
         intro = "No supervised references (linear probe, fusion) in this run."
     blocks = [note(intro), *_prompt_note(zero_shot_metrics)]
+    blocks += _skipped_blocks((zero_shot_metrics or {}).get("skipped"))
     blocks += _metrics_by_level(zero_shot_metrics, render, "zero-shot metrics")
     blocks += _detection_blocks((zero_shot_metrics or {}).get("lesion_detection"), decimals)
     for target, part in ((zero_shot_metrics or {}).get("targets") or {}).items():
@@ -214,7 +230,12 @@ def retrieval_section(retrieval_metrics: Mapping | None, decimals: int) -> list[
         "(ignores relevant samples ranked after R); reference MRR = 1/rank of the first relevant "
         "sample if it is within the top R, else 0."
     )
-    return [definitions, *_metrics_by_level(retrieval_metrics, render, "retrieval metrics")]
+    blocks = [definitions, *_metrics_by_level(retrieval_metrics, render, "retrieval metrics")]
+    for target, part in ((retrieval_metrics or {}).get("targets") or {}).items():
+        blocks.append(heading(f"Scan-level target: {target}"))
+        if part.get("model"):
+            blocks += render(target, part)
+    return blocks
 
 
 def pretraining_section(pretraining_summary: Mapping | None, decimals: int) -> list[Block]:

@@ -22,9 +22,11 @@ def scan_sentence_table(
     """A row per scan of ``scans`` whose id is in ``usable``: ``scan_id``, ``patient_id``,
     ``regions`` (distinct, ``;``-joined), ``lesion_regions`` (one per lesion),
     ``n_lesions``, ``stratum`` (the region with most lesions, ``none`` without), ``sentence``
-    and the templates' columns. ``columns`` names the ``scan_id`` and ``patient_id`` columns
-    of ``scans``; ``lesions`` has ``scan_id`` and ``region``."""
+    and the templates' columns that ``scans`` has (``SentenceTemplates.for_cohort``: without
+    lesion information, sentences say nothing of lesions). ``columns`` names the ``scan_id``
+    and ``patient_id`` columns of ``scans``; ``lesions`` has ``scan_id`` and ``region``."""
     scan_col, patient_col = columns["scan_id"], columns["patient_id"]
+    templates = templates.for_cohort(scans.columns, describes_lesions=len(lesions) > 0)
     rows = scans.assign(**{scan_col: scans[scan_col].astype(str)})
     rows = rows[rows[scan_col].isin(set(usable))]
     lesions_by_scan = lesions.groupby("scan_id")["region"].apply(list).to_dict()

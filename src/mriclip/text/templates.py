@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,7 +58,8 @@ class SentenceTemplates:
         "No lesion is visible in this section.",
         "This section shows no lesion.",
     )
-    missing_value: str = "unknown"
+    #: What a missing cell (empty, NaN, BIDS ``n/a``) reads as; None leaves its sentence out.
+    missing_value: str | None = None
     prompt: str = "There is a lesion in the {region} section."
 
     @classmethod
@@ -79,6 +80,15 @@ class SentenceTemplates:
             values[key] = value
         return cls(**values)
 
+    def for_cohort(self, columns: Collection[str], describes_lesions: bool) -> SentenceTemplates:
+        """These templates for a cohort with ``columns``: a templated column the cohort lacks
+        is left out (not "unknown" in every sentence), and without lesion information
+        (``describes_lesions`` false) no sentence claims that a scan or patch has no lesion."""
+        kept = {column: wording for column, wording in self.columns.items() if column in columns}
+        if describes_lesions:
+            return replace(self, columns=kept)
+        return replace(self, columns=kept, no_lesion=(), no_lesion_in_patch=())
+
 
 def _as_list(key: str, value) -> list[str]:
     wordings = [value] if isinstance(value, str) else list(value)
@@ -97,7 +107,7 @@ def format_value(value) -> str | None:
         return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
     text = str(value).strip()
     # "none" stays a value (a diagnosis of none); Python's None is caught above.
-    return text if text and text.lower() not in ("nan", "null") else None
+    return text if text and text.lower() not in ("nan", "null", "n/a") else None
 
 
 def describe_scan(
@@ -147,16 +157,16 @@ def _describe(
     parts = []
     for column, wordings in column_wordings.items():
         value = format_value(row.get(column))
-        if value is None:  # paraphrases like "{value} years old" read badly with "unknown"
-            parts.append(wordings[0].format(value=templates.missing_value))
-        else:
+        if value is not None:
             parts.append(choose(wordings).format(value=value))
+        elif templates.missing_value is not None:  # first wording: "unknown years old" is odd
+            parts.append(wordings[0].format(value=templates.missing_value))
 
     counts = Counter(regions)
     ordered = list(dict.fromkeys(regions))
     if rng is not None:
         ordered = [ordered[i] for i in rng.permutation(len(ordered))]
-    if not ordered:
+    if not ordered and no_lesion:
         parts.append(choose(no_lesion))
     for position, region in enumerate(ordered):
         count = counts[region]

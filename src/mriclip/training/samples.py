@@ -331,6 +331,24 @@ class AlignmentSamples(Dataset):
         return item
 
 
+def cohort_patch_columns(
+    patch_columns: Sequence[str], scans: pd.DataFrame
+) -> tuple[list[str], list[str]]:
+    """The ``alignment.patch_columns`` that the scan table ``scans`` has, and those it lacks:
+    a cohort without e.g. the phantom's ``diagnosis`` column trains its patches on the other
+    columns (and the lesions), not on "The diagnosis is unknown." in every sentence."""
+    kept = [column for column in patch_columns if column in scans.columns]
+    return kept, [column for column in patch_columns if column not in scans.columns]
+
+
+def cohort_templates(templates: SentenceTemplates, scans: pd.DataFrame) -> SentenceTemplates:
+    """``templates`` for the cohort of the scan table ``scans`` (one row per scan, with
+    ``n_lesions``): only the columns it has, and nothing said of lesions when it has none at
+    all (no lesion information: "no lesion in this section" would be a guess)."""
+    describes_lesions = bool(scans["n_lesions"].sum() > 0) if "n_lesions" in scans else False
+    return templates.for_cohort(scans.columns, describes_lesions)
+
+
 def scan_lesion_regions(row: Mapping) -> list[str]:
     """The region of every lesion of a scan row, repeats kept (two parietal lesions: two
     entries), from ``lesion_regions``; rows without it fall back to the distinct ``regions``."""

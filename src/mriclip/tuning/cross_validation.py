@@ -20,7 +20,12 @@ from mriclip.training.alignment import AlignmentConfig, train_alignment
 from mriclip.training.engine import configs_from_params
 from mriclip.training.methods import AlignmentMethod
 from mriclip.training.runtime import seed_everything
-from mriclip.training.samples import AlignmentSamples, stack_channels
+from mriclip.training.samples import (
+    AlignmentSamples,
+    cohort_patch_columns,
+    cohort_templates,
+    stack_channels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,8 @@ def with_lesion_maps(
     keep = (scans["n_lesions"] == 0) | (
         scans["scan_id"].isin(set(labels)) & (n_located == scans["n_lesions"])
     )
+    if not scans["n_lesions"].any():  # no lesion information: cubes anywhere in the head
+        return scans
     if what == "training" and (keep & (scans["n_lesions"] > 0)).sum() < 2:
         raise ValueError(
             f"patch mode needs scans whose label map locates their lesions, but only "
@@ -105,7 +112,7 @@ def alignment_samples(
         scans,
         inputs.preprocessed_volumes,
         inputs.lesion_table,
-        SentenceTemplates.from_params(inputs.sentences),
+        cohort_templates(SentenceTemplates.from_params(inputs.sentences), inputs.scan_sentences),
         mode=params["mode"],
         patch_size=params["patch_size"],
         jitter=params["patch_jitter"],
@@ -115,7 +122,7 @@ def alignment_samples(
         labels=inputs.preprocessed_labels,
         lesion_patch_fraction=params["lesion_patch_fraction"],
         min_visible_fraction=params["min_visible_fraction"],
-        patch_columns=params["patch_columns"],
+        patch_columns=cohort_patch_columns(params["patch_columns"], inputs.scan_sentences)[0],
         matched_fraction=params["matched_fraction"],
         position_channels=position_channels,
         **(method.training_items(seed) if training else {}),

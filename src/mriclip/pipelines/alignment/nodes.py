@@ -31,10 +31,13 @@ def train_clip_model(
     validation fold. ``inputs`` are the fold's (``FoldInputs``; the
     pipeline's ``FOLD_INPUTS``)."""
     data = FoldInputs(**inputs)
-    model, history = train_on_fold(data, params, seed)
     splits, sentences = data.splits, data.scan_sentences
     training_rows = sentences[sentences["scan_id"].isin(in_split(splits, "train")["scan_id"])]
-    spec = zero_shot_spec(data.regions, data.sentences, evaluation, training_rows)
+    # before training: a cohort left with no target fails now, not after the training run
+    spec = zero_shot_spec(
+        data.regions, data.sentences, evaluation, training_rows, params["patch_columns"]
+    )
+    model, history = train_on_fold(data, params, seed)
     _, held_out = training_and_validation_scans(sentences, splits, params["fold"])
     inference = {
         "preprocessing": preprocessing_settings,
