@@ -41,15 +41,16 @@ from omegaconf import OmegaConf
 
 def lever_copy(base: Path, destination: Path) -> Path:
     """This project's conf and src with ``base``'s data: its raw data linked (read only), the
-    rest copied (outputs are rewritten in place)."""
+    rest copied (outputs are rewritten in place), less the base's metrics."""
     copy_project(destination)
     data = destination / "data"
     data.mkdir()
     for entry in sorted((base / "data").iterdir()):
         if entry.name == "01_raw":
             (data / entry.name).symlink_to(entry.resolve())
-        elif entry.is_dir():
-            shutil.copytree(entry, data / entry.name, symlinks=True)
+        elif entry.is_dir():  # without the base's metrics: they would mark the lever's run done
+            ignore = shutil.ignore_patterns("zero_shot_metrics.json")
+            shutil.copytree(entry, data / entry.name, symlinks=True, ignore=ignore)
     return destination
 
 
