@@ -30,9 +30,10 @@ def scan_sentence_table(
     rows = scans.assign(**{scan_col: scans[scan_col].astype(str)})
     rows = rows[rows[scan_col].isin(set(usable))]
     lesions_by_scan = lesions.groupby("scan_id")["region"].apply(list).to_dict()
+    order = {region: index for index, region in enumerate(regions)}
     records = []
     for row in rows.to_dict("records"):
-        lesion_regions = sorted(lesions_by_scan.get(row[scan_col], []), key=list(regions).index)
+        lesion_regions = sorted(lesions_by_scan.get(row[scan_col], []), key=order.__getitem__)
         unique = list(dict.fromkeys(lesion_regions))
         record = {
             "scan_id": row[scan_col],
