@@ -54,6 +54,19 @@ def predict_parser() -> argparse.ArgumentParser:
         help="free texts to rank the scans by (written to queries.csv)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="scans read and preprocessed at once, in processes of their own (default: 1)",
+    )
+    parser.add_argument(
+        "--scan-timeout-s",
+        type=float,
+        default=None,
+        help="end a scan's reading and preprocessing after this many seconds and list it "
+        "in problems.csv (default: no limit)",
+    )
     return parser
 
 
@@ -65,7 +78,7 @@ def predict(argv: Sequence[str]) -> int:
     from mriclip.predictor import Predictor
 
     print(f"mriclip predict: loading the model from {args.model}", file=sys.stderr)
-    predictor = Predictor.from_export(args.model, device=args.device)
+    predictor = Predictor.from_export(args.model, args.device, args.scan_timeout_s, args.workers)
     result = predictor.run_paths(args.images, args.queries)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

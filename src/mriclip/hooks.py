@@ -19,7 +19,10 @@ class DeviceAndSeedHooks:
     def after_context_created(self, context) -> None:
         from mriclip.training.runtime import describe_device, seed_everything
 
-        seed = context.params.get("seed", 0)
+        # The raw parameters (runtime --params merged in): context.params would validate them
+        # against every registered pipeline, importing all their nodes, before the run has
+        # said which pipeline it runs.
+        seed = context.config_loader["parameters"].get("seed", 0)
         seed_everything(seed)
         logger.info("mriclip: seed %d, device %s", seed, describe_device())
 

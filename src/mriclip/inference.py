@@ -20,7 +20,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -35,11 +34,12 @@ from mriclip.evaluation.scan_scoring import (
     score_columns,
 )
 from mriclip.imaging import registration
+from mriclip.imaging.collection import ScanSource, load_channels
 from mriclip.imaging.file_index import SequenceContract
 from mriclip.imaging.preprocessing import PreprocessingConfig, preprocess_scan
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
-from mriclip.training.samples import spatial_shape
+from mriclip.training.samples import is_foreground, spatial_shape
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,26 @@ def build_scorer(model: ClipModel, spec: Mapping, scoring: Mapping, prompts: Map
 
 
 @dataclass
+class PreparedScan:
+    """A new scan read and preprocessed as the model's training volumes were: what a worker
+    hands back for scoring."""
+
+    volume: np.ndarray  # on the preprocessed grid, channels first for several sequences
+    report: dict  # preprocess_scan's, with the output grid's affine
+    input_shape: tuple[int, int, int]  # the input scan's grid (its first sequence's)
+    input_affine: np.ndarray
+
+
+def prepare_scan(job: tuple[ScanSource, PreprocessingConfig]) -> PreparedScan:
+    """Read a scan's channels (:func:`mriclip.imaging.collection.load_channels`) and
+    preprocess them; module-level, so that workers can run it."""
+    source, config = job
+    image, channels = load_channels(source)
+    volume, _, report = preprocess_scan(image, channels[0], None, config, channels[1:])
+    return PreparedScan(volume, report, tuple(channels[0].shape), image.affine)
+
+
+@dataclass
 class ScanPrediction:
     """One scan's result: scores per ``prob_<class>`` column, its embedding, the patches' embeddings
     (for text queries) and the evidence maps (lesion evidence first, then one per region) on
@@ -192,21 +212,14 @@ def predict_scan(
     model: ClipModel,
     scorer: ScanScorer,
     spec: InferenceSpec,
-    image: nib.Nifti1Image,
-    channels: Sequence[np.ndarray],
+    scan: PreparedScan,
     scoring: Mapping,
-    preprocessed: tuple | None = None,
 ) -> ScanPrediction:
-    """Preprocess the scan as the model's training volumes were, score its patches and map
-    their evidence back onto the input grid. ``image`` is the scan's (its reference's, for
-    several sequences: grid and affine), ``channels`` the 3D arrays on its grid: its own,
-    then its further sequences' in the model's order (``mriclip.imaging.collection.
-    load_channels``). ``preprocessed``: what ``preprocess_scan`` made of it already (e.g.
-    within a time limit, ``mriclip.imaging.preprocessing.preprocess_within``)."""
-    volume, _, metadata = preprocessed or preprocess_scan(
-        image, channels[0], None, spec.preprocessing, channels[1:]
-    )
-    output_affine = np.array(json.loads(metadata["output_affine"]), dtype=float)
+    """Score a prepared scan's patches as at evaluation and map their evidence back onto the
+    input grid: within the head only, since a patch at the head's border says nothing about
+    the air beside it."""
+    volume = scan.volume
+    output_affine = np.array(json.loads(scan.report["output_affine"]), dtype=float)
     grid = spatial_shape(volume)
     size = spec.patch_size if spec.mode == "patch" else max(grid)
     starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
@@ -220,18 +233,16 @@ def predict_scan(
     probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
     scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     regions = probabilities[next(iter(spec.zero_shot["targets"]))]
-    maps = evidence_map(grid, starts, size, np.column_stack([evidence, regions]))
-    on_input = np.stack(
-        [resample_to_grid(m, output_affine, channels[0].shape, image.affine) for m in maps],
-        axis=-1,
-    )
+    maps = evidence_map(grid, starts, size, np.column_stack([evidence, regions]),
+                        is_foreground(volume))  # fmt: skip
+    on_input = resample_to_grid(maps, output_affine, scan.input_shape, scan.input_affine)
     mean = patch_embeddings.mean(axis=0)
     return ScanPrediction(
         scores=score_columns(spec.zero_shot, scores),
         any_lesion=any_lesion,
         embedding=mean / np.linalg.norm(mean),
         patch_embeddings=patch_embeddings,
-        evidence=on_input.astype(np.float32),
+        evidence=np.moveaxis(on_input, 0, -1),
         n_patches=len(starts),
     )
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mriclip.evaluation.calibration import calibrate_scores
-from mriclip.imaging.collection import load_channels, scan_source
-from mriclip.imaging.preprocessing import preprocess_within
+from mriclip.imaging.collection import scan_source
+from mriclip.imaging.preprocessing import warm_up
 from mriclip.imaging.problems import ProblemLog
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
 from mriclip.imaging.validation import build_unlabelled_catalog
@@ -37,9 +37,10 @@ from mriclip.inference import (
     inference_spec,
     predict_scan,
     prediction_row,
+    prepare_scan,
     rank_by_queries,
 )
-from mriclip.parallel import TimeLimitExceeded
+from mriclip.parallel import TimeLimitExceeded, map_as_completed
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ class Predictor:
         scoring: ``{"scan_scoring": ..., "prompts": ...}``, as in the ``evaluation``
             parameters: patch stride, aggregation, threshold, prompt ensembling.
         device: ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
-        scan_timeout_s: a scan's preprocessing runs in a process of its own, ended after this
-            many seconds, and the scan is listed (:func:`mriclip.imaging.preprocessing.
-            preprocess_within`); None: no limit, in this process.
+        scan_timeout_s: a scan's reading and preprocessing run in a process of its own,
+            ended after this many seconds, and the scan is listed (:func:`mriclip.parallel.
+            map_as_completed`); None: no limit.
+        workers: scans read and preprocessed at once, in processes of their own, while this
+            one scores those already done; 1 with no time limit: all in this process.
 
     Raises:
         mriclip.inference.IncompatibleBundleError: the settings ask for preprocessing that
@@ -82,10 +85,13 @@ class Predictor:
         scoring: Mapping,
         device: str = "auto",
         scan_timeout_s: float | None = None,
+        workers: int = 1,
     ) -> None:
         from mriclip.training.runtime import pick_device
 
-        self.settings, self.scan_timeout_s = settings, scan_timeout_s
+        if workers < 1:
+            raise ValueError(f"inference workers must be 1 or more, got {workers}")
+        self.settings, self.scan_timeout_s, self.workers = settings, scan_timeout_s, workers
         self.spec = inference_spec(settings)  # refuses what it cannot reproduce, saying why
         self.scan_scoring = dict(scoring["scan_scoring"])
         self.model = model.to(pick_device(device)).eval()
@@ -99,29 +105,35 @@ class Predictor:
         scoring: Mapping,
         device: str = "auto",
         scan_timeout_s: float | None = None,
+        workers: int = 1,
     ) -> Predictor:
         """The predictor of a ``clip_model`` bundle (the catalog entry, loaded).
 
         Args:
             bundle: ``config``, ``state_dict``, ``inference`` and further JSON entries.
             scoring: ``{"scan_scoring": ..., "prompts": ...}`` (the evaluation parameters).
-            device, scan_timeout_s: as in the constructor.
+            device, scan_timeout_s, workers: as in the constructor.
         """
         from mriclip.models.factory import load_clip_model
 
         settings = {key: value for key, value in bundle.items() if key != "state_dict"}
-        return cls(load_clip_model(bundle), settings, scoring, device, scan_timeout_s)
+        model = load_clip_model(bundle)
+        return cls(model, settings, scoring, device, scan_timeout_s, workers)
 
     @classmethod
     def from_export(
-        cls, folder: str | Path, device: str = "auto", scan_timeout_s: float | None = None
+        cls,
+        folder: str | Path,
+        device: str = "auto",
+        scan_timeout_s: float | None = None,
+        workers: int = 1,
     ) -> Predictor:
         """The predictor of an export folder (``kedro run --pipeline export``); reads JSON,
         the tokenizer's files and safetensors only.
 
         Args:
             folder: the export (``model.safetensors``, ``config.json``, ``tokenizer/``).
-            device, scan_timeout_s: as in the constructor.
+            device, scan_timeout_s, workers: as in the constructor.
 
         Raises:
             mriclip.packaging.export.ExportError: ``folder`` is no readable export.
@@ -129,7 +141,8 @@ class Predictor:
         from mriclip.packaging.export import load_model, read_config
 
         config = read_config(folder)
-        return cls(load_model(folder, config), config, config["scoring"], device, scan_timeout_s)
+        model = load_model(folder, config)
+        return cls(model, config, config["scoring"], device, scan_timeout_s, workers)
 
     # ------------------------------------------------------------------ the one code path
     def catalog(self, images: Mapping[str, Callable]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,44 +177,57 @@ class Predictor:
             The scans' predictions, embeddings, query rankings, evidence maps and problems.
         """
         problems = ProblemLog("inference")
-        rows, embeddings, patches, maps = [], [], {}, {}
         usable = catalog[catalog["status"] == "ok"]
+        files = dict(zip(usable["scan_id"], usable["image_file"], strict=True))
+        jobs = {scan.scan_id: (scan_source(scan, images), self.spec.preprocessing)
+                for scan in usable.itertuples()}  # fmt: skip
+        warm_up(self.spec.preprocessing)  # processes forked for the scans inherit it
+        predictions: dict[str, ScanPrediction] = {}
+        maps: dict[str, nib.Nifti1Image] = {}
         tick = time.perf_counter()
-        for scan in tqdm(usable.itertuples(), total=len(usable), desc="inference", disable=None):
+        # Workers read and preprocess scans (registration is most of a scan's time) while
+        # this process scores the ones already prepared.
+        prepared = map_as_completed(prepare_scan, jobs, self.workers, None, "inference",
+                                    self.scan_timeout_s)  # fmt: skip
+        for outcome in prepared:
             try:
-                image, channels = load_channels(scan_source(scan, images))
-                preprocessed = preprocess_within(
-                    image, channels, self.spec.preprocessing, self.scan_timeout_s
+                if outcome.error is not None:
+                    raise outcome.error
+                scan = outcome.result
+                predictions[outcome.key] = predict_scan(
+                    self.model, self.scorer, self.spec, scan, self.scan_scoring
                 )
-                prediction = predict_scan(self.model, self.scorer, self.spec, image, channels,
-                                          self.scan_scoring, preprocessed)  # fmt: skip
+                maps[outcome.key] = evidence_image(predictions[outcome.key].evidence,
+                                                   scan.input_affine)  # fmt: skip
             except TimeLimitExceeded as error:
                 problems.add(
-                    scan.scan_id,
-                    scan.image_file,
+                    outcome.key,
+                    files[outcome.key],
                     f"preprocessing took too long: {error}",
                     "inspect the scan or remove it; a scan this slow that is fine needs a "
                     "higher inference.scan_timeout_s",
                 )
-                continue
             except Exception as error:  # noqa: BLE001 - one bad scan must not end the run
                 problems.add(
-                    scan.scan_id,
-                    scan.image_file,
+                    outcome.key,
+                    files[outcome.key],
                     f"inference failed: {type(error).__name__}: {error}",
                     "inspect the scan; it may not be a head MRI or be mostly empty",
                 )
-                continue
-            rows.append(self.scan_row(scan.scan_id, prediction))
-            vector = {f"image_{i}": value for i, value in enumerate(prediction.embedding)}
-            embeddings.append({"scan_id": scan.scan_id, **vector})
-            patches[scan.scan_id] = prediction.patch_embeddings
-            maps[f"{scan.scan_id}.nii.gz"] = nib.Nifti1Image(prediction.evidence, image.affine)
         elapsed = time.perf_counter() - tick
         logger.info(
-            "inference: %d scans in %.1f s (%.2f scans/s)", len(rows), elapsed,
-            len(rows) / elapsed if elapsed else float("nan"),
+            "inference: %d scans in %.1f s (%.2f scans/s)", len(predictions), elapsed,
+            len(predictions) / elapsed if elapsed else float("nan"),
         )  # fmt: skip
+        done = [scan_id for scan_id in jobs if scan_id in predictions]  # the catalog's order
+        rows = [self.scan_row(scan_id, predictions[scan_id]) for scan_id in done]
+        embeddings = [
+            {"scan_id": scan_id, **{f"image_{i}": value for i, value in
+                                    enumerate(predictions[scan_id].embedding)}}
+            for scan_id in done
+        ]  # fmt: skip
+        patches = {scan_id: predictions[scan_id].patch_embeddings for scan_id in done}
+        maps = {f"{scan_id}.nii.gz": maps[scan_id] for scan_id in done}
         ranked = rank_by_queries(self.model, list(queries), patches, self.scan_scoring["top_k"])
         return Predictions(pd.DataFrame(rows), pd.DataFrame(embeddings), ranked, maps,
                            problems.table())  # fmt: skip
@@ -278,6 +304,16 @@ class Predictor:
                 + (f" ({reasons})" if reasons else "")
             )
         return next(iter(result.evidence_maps.values()))
+
+
+def evidence_image(evidence: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A scan's evidence maps (X, Y, Z, channels) as a NIfTI image that saves as 8 bits with
+    NIfTI scaling (steps of 1/255 of the range), which every reader turns back into the
+    probabilities: a quarter of float32's size and compression time, for maps meant to be
+    looked at."""
+    image = nib.Nifti1Image(evidence, affine)
+    image.set_data_dtype(np.uint8)
+    return image
 
 
 def gather_inputs(paths: str | Path | Iterable[str | Path]) -> dict[str, Callable]:

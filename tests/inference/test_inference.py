@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mriclip.datasets import NiftiDataset
 from mriclip.inference import IncompatibleBundleError, inference_spec
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.factory import clip_model_bundle, create_clip_model
@@ -135,6 +136,21 @@ def test_evidence_maps_lie_on_the_input_grid(bundle, new_scans):
         # On the right voxels: the maps cover the head, and leave the air around it empty.
         assert (data[..., 0][head] > 0).mean() > 0.99
         assert data[0, 0, 0, 0] == 0 and data[-1, -1, -1, 0] == 0
+
+
+def test_evidence_maps_are_written_as_8_bits_that_read_back_as_the_probabilities(
+    bundle, new_scans, tmp_path
+):
+    cohort, images = new_scans
+    out = run_inference(bundle, {k: v for k, v in images.items() if k.startswith("P")}, stride=8)
+    name, image = next(iter(out["evidence_maps"].items()))
+    NiftiDataset(filepath=str(tmp_path / name), save_args={"compresslevel": 1}).save(image)
+    saved = nib.load(tmp_path / name)
+    assert saved.get_data_dtype() == np.uint8
+    maps = np.asarray(image.dataobj)
+    step = (maps.max() - maps.min()) / 255
+    np.testing.assert_allclose(saved.get_fdata(), maps, atol=step / 2 + 1e-6)
+    np.testing.assert_array_equal(saved.affine, image.affine)
 
 
 def test_a_bundle_without_sequences_reads_one_image_per_scan(bundle):

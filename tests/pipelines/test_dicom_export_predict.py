@@ -92,7 +92,7 @@ def project(default_run, tmp_path_factory):
     command = [sys.executable, "-m", "mriclip.console", "predict",
                "--model", str(project / "data" / "06_models" / "export"),
                "--images", str(inference), "--out", "out/predictions.csv",
-               "--evidence-maps", "out/maps",
+               "--evidence-maps", "out/maps", "--workers", "2",  # a pool, no time limit
                "--queries", "a lesion in the frontal section"]  # fmt: skip
     cli = subprocess.run(command, cwd=cli_dir, capture_output=True, text=True, check=False)
     return {"project": project, "new": new, "logs": handler.lines, "cli": cli, "cli_dir": cli_dir}

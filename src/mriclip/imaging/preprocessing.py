@@ -32,7 +32,6 @@ from monai.transforms import (
 from scipy import ndimage
 
 from mriclip.imaging import registration
-from mriclip.parallel import call_with_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -292,26 +291,6 @@ def warm_up(config: PreprocessingConfig) -> None:
         template = config.registration_template
         registration._template(template, float(config.registration_spacing_mm))
         registration.template_grid(template, config.target_spacing)
-
-
-def _preprocess_channels(job: tuple) -> tuple[np.ndarray, None, dict]:
-    image, channels, config = job
-    return preprocess_scan(image, channels[0], None, config, channels[1:])
-
-
-def preprocess_within(
-    image: nib.Nifti1Image,
-    channels: Sequence[np.ndarray],
-    config: PreprocessingConfig,
-    timeout_s: float | None,
-) -> tuple[np.ndarray, None, dict]:
-    """:func:`preprocess_scan` of a scan without label map (``channels``: its first
-    sequence's array, then the others', on ``image``'s grid), in a process ended after
-    ``timeout_s`` seconds (None: here, no limit): raises
-    :class:`mriclip.parallel.TimeLimitExceeded` then, so that no scan holds a run hostage."""
-    if timeout_s is not None:
-        warm_up(config)  # cached: the first scan pays, the forked processes inherit it
-    return call_with_time_limit(_preprocess_channels, (image, list(channels), config), timeout_s)
 
 
 def registration_transform(report: dict) -> np.ndarray | None:

@@ -67,7 +67,7 @@ def predict_new_scans(
     outlasts ``scan_timeout_s``, is listed in the problems table and the others go on."""
     scoring = {"scan_scoring": evaluation["scan_scoring"], "prompts": evaluation["prompts"]}
     predictor = Predictor.from_bundle(
-        clip_model, scoring, params["device"], params["scan_timeout_s"]
+        clip_model, scoring, params["device"], params["scan_timeout_s"], params["workers"]
     )
     result = predictor.run(inference_images, inference_catalog, params["queries"])
     problems = pd.concat([catalog_problems, result.problems], ignore_index=True)
