@@ -129,3 +129,19 @@ def test_storage_urls_name_sqlite_journal_or_a_database(tmp_path):
     assert "pw" not in str(shared._describe())
     local = OptunaStorageDataset(url=f"journal:///{journal}")
     assert local._describe() == {"url": f"journal:///{journal}"}
+
+
+def test_a_lesion_objective_on_a_cohort_without_lesions_is_refused_before_any_trial(tmp_path):
+    import pandas as pd
+
+    from mriclip.tuning.alignment_study import tune_alignment_on_folds
+    from mriclip.tuning.cross_validation import FoldInputs
+
+    parameters = load_parameters("test")
+    no_lesions = FoldInputs(pd.DataFrame(), pd.DataFrame(), {}, {}, pd.DataFrame(), {}, None,
+                            {}, [])  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(ValueError, match="no lesions: set tuning.objective: val_loss"):
+        tune_alignment_on_folds(storage, parameters["alignment"], parameters["tuning"], 0,
+                                no_lesions)  # fmt: skip
+    assert not (tmp_path / "s.db").exists()  # refused before a study was opened

@@ -31,6 +31,11 @@ def tune_alignment_on_folds(
     ``alignment`` parameters. Returns the best trial's alignment parameters as
     ``{"alignment": ...}`` (empty when no trial completed), the trials table and the study's
     figures."""
+    if params["objective"] != "val_loss" and data.lesion_table.empty:
+        raise ValueError(
+            f"tuning.objective {params['objective']!r} scores how validation scans' lesions "
+            "are found, and this cohort has no lesions: set tuning.objective: val_loss"
+        )
     space = parse_search_space(params["search_space"], alignment)
     folds = sorted(set(in_split(data.splits, "train")["fold"]))[: params["folds_per_trial"]]
 
