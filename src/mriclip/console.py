@@ -91,8 +91,8 @@ def predict(argv: Sequence[str]) -> int:
         import nibabel as nib
 
         args.evidence_maps.mkdir(parents=True, exist_ok=True)
-        for name, image in result.evidence_maps.items():
-            nib.save(image, args.evidence_maps / name)
+        for name, evidence in result.evidence_maps.items():
+            nib.save(evidence(), args.evidence_maps / name)
     for problem in result.problems.itertuples():
         print(f"unusable: {problem.item}: {problem.problem} ({problem.fix})", file=sys.stderr)
     print(

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -194,17 +195,46 @@ def prepare_scan(job: tuple[ScanSource, PreprocessingConfig]) -> PreparedScan:
     return PreparedScan(volume, report, tuple(channels[0].shape), image.affine)
 
 
+@dataclass(frozen=True)
+class EvidenceMaps:
+    """A scan's evidence maps as what makes them: its patches' values, where they lie and the
+    head on the preprocessed grid, and the two grids' affines. Kept this small (kilobytes,
+    not the maps' megabytes) until written, so a run over thousands of scans holds no maps;
+    calling it makes the 4D image on the input grid, as Kedro's ``PartitionedDataset`` does
+    when it writes the partition (lazy saving)."""
+
+    values: np.ndarray  # (patches, channels): lesion evidence, then each region's probability
+    starts: np.ndarray  # (patches, 3) on the preprocessed grid
+    patch_size: int
+    head: np.ndarray  # the preprocessed grid's head mask, np.packbits'ed
+    grid_shape: tuple[int, int, int]
+    grid_affine: np.ndarray
+    input_shape: tuple[int, int, int]
+    input_affine: np.ndarray
+
+    def __call__(self) -> nib.Nifti1Image:
+        """The maps on the input grid, 0 outside the head (a patch at the head's border says
+        nothing about the air beside it); written as 8 bits with NIfTI scaling (steps of
+        1/255 of the range), which every reader turns back into the probabilities."""
+        head = np.unpackbits(self.head, count=int(np.prod(self.grid_shape))).astype(bool)
+        maps = evidence_map(self.grid_shape, self.starts, self.patch_size, self.values,
+                            head.reshape(self.grid_shape))  # fmt: skip
+        on_input = resample_to_grid(maps, self.grid_affine, self.input_shape, self.input_affine)
+        image = nib.Nifti1Image(np.moveaxis(on_input, 0, -1), self.input_affine)
+        image.set_data_dtype(np.uint8)
+        return image
+
+
 @dataclass
 class ScanPrediction:
-    """One scan's result: scores per ``prob_<class>`` column, its embedding, the patches' embeddings
-    (for text queries) and the evidence maps (lesion evidence first, then one per region) on
-    the input scan's grid."""
+    """One scan's result: scores per ``prob_<class>`` column, its embedding, the patches'
+    embeddings (for text queries) and its evidence maps."""
 
     scores: dict[str, float]
     any_lesion: float
     embedding: np.ndarray
     patch_embeddings: np.ndarray
-    evidence: np.ndarray
+    evidence: EvidenceMaps
     n_patches: int
 
 
@@ -215,11 +245,9 @@ def predict_scan(
     scan: PreparedScan,
     scoring: Mapping,
 ) -> ScanPrediction:
-    """Score a prepared scan's patches as at evaluation and map their evidence back onto the
-    input grid: within the head only, since a patch at the head's border says nothing about
-    the air beside it."""
+    """Score a prepared scan's patches as at evaluation; its evidence maps lie on the input
+    grid (:class:`EvidenceMaps`)."""
     volume = scan.volume
-    output_affine = np.array(json.loads(scan.report["output_affine"]), dtype=float)
     grid = spatial_shape(volume)
     size = spec.patch_size if spec.mode == "patch" else max(grid)
     starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
@@ -233,16 +261,23 @@ def predict_scan(
     probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
     scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     regions = probabilities[next(iter(spec.zero_shot["targets"]))]
-    maps = evidence_map(grid, starts, size, np.column_stack([evidence, regions]),
-                        is_foreground(volume))  # fmt: skip
-    on_input = resample_to_grid(maps, output_affine, scan.input_shape, scan.input_affine)
+    maps = EvidenceMaps(
+        values=np.column_stack([evidence, regions]).astype(np.float32),
+        starts=np.asarray(starts),
+        patch_size=size,
+        head=np.packbits(is_foreground(volume)),
+        grid_shape=grid,
+        grid_affine=np.array(json.loads(scan.report["output_affine"]), dtype=float),
+        input_shape=scan.input_shape,
+        input_affine=scan.input_affine,
+    )
     mean = patch_embeddings.mean(axis=0)
     return ScanPrediction(
         scores=score_columns(spec.zero_shot, scores),
         any_lesion=any_lesion,
         embedding=mean / np.linalg.norm(mean),
         patch_embeddings=patch_embeddings,
-        evidence=np.moveaxis(on_input, 0, -1),
+        evidence=maps,
         n_patches=len(starts),
     )
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 
 from mriclip.evaluation.calibration import calibrate_scores
@@ -32,6 +31,7 @@ from mriclip.imaging.problems import ProblemLog
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
 from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.inference import (
+    EvidenceMaps,
     ScanPrediction,
     build_scorer,
     inference_spec,
@@ -53,7 +53,8 @@ class Predictions:
     predictions: pd.DataFrame  # the columns of the scan_predictions catalog entry
     embeddings: pd.DataFrame  # scan_id, image_0 ... (the mean patch embedding, renormalised)
     queries: pd.DataFrame  # query, rank, scan_id, score
-    evidence_maps: dict[str, nib.Nifti1Image] = field(default_factory=dict)  # <scan_id>.nii.gz
+    #: <scan_id>.nii.gz -> its maps, made when called (:class:`mriclip.inference.EvidenceMaps`)
+    evidence_maps: dict[str, EvidenceMaps] = field(default_factory=dict)
     problems: pd.DataFrame = field(default_factory=lambda: ProblemLog("inference").table())
 
 
@@ -183,7 +184,6 @@ class Predictor:
                 for scan in usable.itertuples()}  # fmt: skip
         warm_up(self.spec.preprocessing)  # processes forked for the scans inherit it
         predictions: dict[str, ScanPrediction] = {}
-        maps: dict[str, nib.Nifti1Image] = {}
         tick = time.perf_counter()
         # Workers read and preprocess scans (registration is most of a scan's time) while
         # this process scores the ones already prepared.
@@ -193,12 +193,9 @@ class Predictor:
             try:
                 if outcome.error is not None:
                     raise outcome.error
-                scan = outcome.result
                 predictions[outcome.key] = predict_scan(
-                    self.model, self.scorer, self.spec, scan, self.scan_scoring
+                    self.model, self.scorer, self.spec, outcome.result, self.scan_scoring
                 )
-                maps[outcome.key] = evidence_image(predictions[outcome.key].evidence,
-                                                   scan.input_affine)  # fmt: skip
             except TimeLimitExceeded as error:
                 problems.add(
                     outcome.key,
@@ -227,7 +224,7 @@ class Predictor:
             for scan_id in done
         ]  # fmt: skip
         patches = {scan_id: predictions[scan_id].patch_embeddings for scan_id in done}
-        maps = {f"{scan_id}.nii.gz": maps[scan_id] for scan_id in done}
+        maps = {f"{scan_id}.nii.gz": predictions[scan_id].evidence for scan_id in done}
         ranked = rank_by_queries(self.model, list(queries), patches, self.scan_scoring["top_k"])
         return Predictions(pd.DataFrame(rows), pd.DataFrame(embeddings), ranked, maps,
                            problems.table())  # fmt: skip
@@ -303,17 +300,7 @@ class Predictor:
                 f"{path} gave {len(result.evidence_maps)} predicted scans, not one"
                 + (f" ({reasons})" if reasons else "")
             )
-        return next(iter(result.evidence_maps.values()))
-
-
-def evidence_image(evidence: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    """A scan's evidence maps (X, Y, Z, channels) as a NIfTI image that saves as 8 bits with
-    NIfTI scaling (steps of 1/255 of the range), which every reader turns back into the
-    probabilities: a quarter of float32's size and compression time, for maps meant to be
-    looked at."""
-    image = nib.Nifti1Image(evidence, affine)
-    image.set_data_dtype(np.uint8)
-    return image
+        return next(iter(result.evidence_maps.values()))()
 
 
 def gather_inputs(paths: str | Path | Iterable[str | Path]) -> dict[str, Callable]:

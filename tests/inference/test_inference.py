@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from kedro_datasets.partitions import PartitionedDataset
 
 from mriclip.datasets import NiftiDataset
 from mriclip.inference import IncompatibleBundleError, inference_spec
@@ -126,7 +127,7 @@ def test_evidence_maps_lie_on_the_input_grid(bundle, new_scans):
     # Overlapping patches (stride below the patch size) cover the whole head.
     out = run_inference(bundle, {k: v for k, v in images.items() if k.startswith("P")}, stride=8)
     for name, image in cohort.images.items():
-        evidence = out["evidence_maps"][name]
+        evidence = out["evidence_maps"][name]()
         np.testing.assert_array_equal(evidence.affine, image.affine)
         assert evidence.shape == (*image.shape, 1 + 5)  # lesion evidence + one map per region
         data = np.asarray(evidence.dataobj)
@@ -138,19 +139,26 @@ def test_evidence_maps_lie_on_the_input_grid(bundle, new_scans):
         assert data[0, 0, 0, 0] == 0 and data[-1, -1, -1, 0] == 0
 
 
-def test_evidence_maps_are_written_as_8_bits_that_read_back_as_the_probabilities(
+def test_evidence_maps_are_kept_small_and_written_as_8_bits_that_read_back_as_probabilities(
     bundle, new_scans, tmp_path
 ):
     cohort, images = new_scans
     out = run_inference(bundle, {k: v for k, v in images.items() if k.startswith("P")}, stride=8)
-    name, image = next(iter(out["evidence_maps"].items()))
-    NiftiDataset(filepath=str(tmp_path / name), save_args={"compresslevel": 1}).save(image)
-    saved = nib.load(tmp_path / name)
-    assert saved.get_data_dtype() == np.uint8
-    maps = np.asarray(image.dataobj)
-    step = (maps.max() - maps.min()) / 255
-    np.testing.assert_allclose(saved.get_fdata(), maps, atol=step / 2 + 1e-6)
-    np.testing.assert_array_equal(saved.affine, image.affine)
+    maps = out["evidence_maps"]
+    # The catalog's entry (a PartitionedDataset of NIfTI files) makes each map as it writes it.
+    PartitionedDataset(path=str(tmp_path), filename_suffix="",
+                       dataset={"type": NiftiDataset, "save_args": {"compresslevel": 1}}
+                       ).save(maps)  # fmt: skip
+    for name, evidence in maps.items():
+        kept = sum(np.asarray(value).nbytes for value in vars(evidence).values())
+        image = evidence()
+        assert kept < np.asarray(image.dataobj).nbytes / 50  # kilobytes, not the map's megabytes
+        saved = nib.load(tmp_path / name)
+        assert saved.get_data_dtype() == np.uint8
+        values = np.asarray(image.dataobj)
+        step = (values.max() - values.min()) / 255
+        np.testing.assert_allclose(saved.get_fdata(), values, atol=step / 2 + 1e-6)
+        np.testing.assert_array_equal(saved.affine, image.affine)
 
 
 def test_a_bundle_without_sequences_reads_one_image_per_scan(bundle):

@@ -121,7 +121,7 @@ def test_evidence_maps_lie_on_the_first_sequences_grid(trained):
     note = out["inference_problems"].set_index("item").loc["P002_S1_t2.nii.gz"]
     assert note["stage"] == "sequences" and "resampled" in note["fix"]
     reference = scan_images["P002_S1_t1.nii.gz"]
-    evidence = out["evidence_maps"]["P002_S1.nii.gz"]
+    evidence = out["evidence_maps"]["P002_S1.nii.gz"]()
     np.testing.assert_array_equal(evidence.affine, reference.affine)
     assert evidence.shape == (*reference.shape, 1 + 5)  # lesion evidence + one map per region
 

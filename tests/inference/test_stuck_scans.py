@@ -75,5 +75,6 @@ def test_a_stuck_and_a_corrupted_scan_are_listed_and_the_others_unchanged(
     pd.testing.assert_frame_equal(out["scan_predictions"], clean["scan_predictions"])
     pd.testing.assert_frame_equal(out["scan_embeddings"], clean["scan_embeddings"])
     assert out["evidence_maps"].keys() == clean["evidence_maps"].keys()
-    for name, image in out["evidence_maps"].items():
-        np.testing.assert_array_equal(image.get_fdata(), clean["evidence_maps"][name].get_fdata())
+    for name, evidence in out["evidence_maps"].items():
+        expected = clean["evidence_maps"][name]().get_fdata()
+        np.testing.assert_array_equal(evidence().get_fdata(), expected)
