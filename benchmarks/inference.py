@@ -5,8 +5,8 @@ Needs a trained ``clip_model`` (e.g. after ``kedro run``). Writes ``--n-scans`` 
 ``data/01_raw/inference/images/`` (nothing else: no labels, no table), runs
 ``kedro run --pipeline inference`` and scores the saved ``scan_predictions`` against the
 phantom's own truth: scan-level macro AUC of ``prob_<region>`` (with a patient bootstrap 95%
-interval), of ``prob_atrophy``, and the throughput in scans per second. The folder is emptied
-first, so the run sees these scans only.
+interval), of ``prob_atrophy``, the throughput in scans per second and the peak memory. The
+folder is emptied first, so the run sees these scans only.
 
     python benchmarks/inference.py [--n-scans 20] [--seed 1234] [-- extra kedro run args]
 """
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,8 @@ def main() -> None:
         "wall_s_kedro_run": round(wall, 1),
         "scans_per_s_in_the_node": float(logged.group(2)) if logged else None,
         "scans_per_s_including_startup": round(len(predictions) / wall, 3),
+        # the largest resident set of the run's processes (the kedro run or a worker), in MiB
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
     }
     print(json.dumps(result, indent=2))
 
