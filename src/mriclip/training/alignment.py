@@ -18,7 +18,7 @@ from mriclip.models.losses import positive_mask_from_keys
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.batching import load_batch
 from mriclip.training.engine import Task, TrainingConfig, train
-from mriclip.training.methods import AlignmentMethod, freeze_stages
+from mriclip.training.methods import AlignmentMethod, freeze_stages, presence_term
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class AlignmentConfig:
     # lesion regions; "sentence": the same canonical sentence (same content, whatever the
     # paraphrase); null: plain CLIP (diagonal only).
     positive_key: str | None
+    # Weight of the lesion-presence term (:func:`mriclip.training.methods.presence_term`);
+    # 0 leaves it out.
+    presence_weight: float
     freeze_vision_stages: int | str
     # "all" locks the text tower: eval mode, each distinct sentence encoded once.
     freeze_text_stages: int | str
@@ -48,14 +51,21 @@ class AlignmentConfig:
             raise ValueError(
                 f"positive_key must be null, 'regions' or 'sentence', got {self.positive_key!r}"
             )
+        if self.presence_weight < 0:
+            raise ValueError(f"presence_weight must be >= 0, got {self.presence_weight}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
 
 
 def to_micro_batch(
-    model: ClipModel, batch: dict, device: torch.device, positive_key: str | None
+    model: ClipModel,
+    batch: dict,
+    device: torch.device,
+    positive_key: str | None,
+    presence: bool = False,
 ) -> dict:
-    """Tokenise the sentences and move tensors to the device; add the label-aware key."""
+    """Tokenise the sentences and move tensors to the device; add the label-aware key and,
+    with ``presence``, ``"lesion"``: 1.0 where the item's sentence names a lesion."""
     tokens = model.text_encoder.tokenize(batch["sentence"])
     micro_batch = {
         "image": batch["image"].to(device, non_blocking=True),
@@ -64,6 +74,9 @@ def to_micro_batch(
     }
     if "views" in batch:  # SLIP's two augmented views of each cube
         micro_batch["views"] = batch["views"].to(device, non_blocking=True)
+    if presence:
+        named = [bool(key) for key in batch["key"]]
+        micro_batch["lesion"] = torch.tensor(named, dtype=torch.float32, device=device)
     if positive_key is not None:
         micro_batch["key"] = batch["key"] if positive_key == "regions" else batch["content"]
     return micro_batch
@@ -118,6 +131,11 @@ class AlignmentTask(Task):
         if freeze_stages(text_stages, config.freeze_text_stages, "text") == len(text_stages):
             model.text_encoder.lock()
         modules, self.extra_terms = method.attach(model)
+        if config.presence_weight > 0:
+            modules["presence_head"] = nn.Linear(model.image_encoder.feature_dim, 1)
+            self.extra_terms["presence"] = presence_term(
+                model, modules["presence_head"], config.presence_weight
+            )
         self.clip, self.model = model, AlignmentModules({"clip": model, **modules})
         self.config, self.method, self.extra_validation = config, method, validate
         self.batch_size, self.batches_per_step = config.micro_batch_size, config.accumulation_steps
@@ -148,8 +166,10 @@ class AlignmentTask(Task):
             self.clip.image_encoder.to(memory_format=torch.channels_last_3d)
 
     def train_step(self, batches: list[dict], device: torch.device, cast) -> float:
+        presence = self.config.presence_weight > 0
         micro_batches = [
-            to_micro_batch(self.clip, batch, device, self.config.positive_key) for batch in batches
+            to_micro_batch(self.clip, batch, device, self.config.positive_key, presence)
+            for batch in batches
         ]
         return accumulated_step(
             self.clip,
