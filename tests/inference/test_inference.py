@@ -207,3 +207,12 @@ def test_the_bundles_calibration_maps_the_probabilities_and_the_predictions(bund
     for scan_id, row in mapped.iterrows():
         expected = [c.removeprefix("prob_") for c in regions if row[c] >= threshold]
         assert (row["predicted_regions"] or "") == ";".join(expected), scan_id
+
+
+def test_a_predictor_refuses_fewer_than_one_worker(bundle):
+    from mriclip.predictor import Predictor
+
+    evaluation = load_parameters()["evaluation"]
+    scoring = {"scan_scoring": evaluation["scan_scoring"], "prompts": evaluation["prompts"]}
+    with pytest.raises(ValueError, match="inference workers must be 1 or more, got 0"):
+        Predictor.from_bundle(bundle, scoring, "cpu", None, workers=0)
