@@ -7,9 +7,11 @@ from mriclip.imaging.augmentation import AugmentationConfig, full_augmentation
 from mriclip.text.templates import SentenceTemplates
 from mriclip.training.samples import (
     AlignmentSamples,
+    ScanLesions,
     cohort_patch_columns,
     cohort_templates,
     crop_with_padding,
+    lesions_in_cube,
     stack_channels,
 )
 from tests.conftest import first_batches
@@ -96,6 +98,24 @@ def test_patch_sentences_describe_exactly_the_lesions_inside(cohort):
         "The diagnosis is atrophy. No lesion is visible in this section."
     )
     assert by_key[""][0]["content"] == by_key[""][0]["sentence"]
+
+
+def test_lesions_in_cube_counts_each_lesions_voxels_inside_the_cube(cohort):
+    _, _, labels, lesions = cohort
+    table = lesions[lesions["scan_id"] == "S0"]
+    label, arrays = labels["S0"], ScanLesions.from_table(table)
+    assert arrays.regions.tolist() == ["frontal", "cerebellar"]
+    np.testing.assert_array_equal(arrays.centres, [[8, 8, 8], [31, 31, 31]])
+    for start, size in [((0, 0, 0), 16), ((4, 4, 4), 8), ((8, 8, 8), 8), ((-6, 26, 26), 16)]:
+        inside = np.zeros_like(label, dtype=bool)
+        inside[tuple(slice(max(s, 0), max(s + size, 0)) for s in start)] = True
+        fractions = [
+            (inside & (label == lesion_id)).sum() / n
+            for lesion_id, n in zip(table["lesion_id"], table["n_voxels"], strict=True)
+        ]
+        visible, cut = lesions_in_cube(label, start, size, arrays, 0.5)
+        np.testing.assert_array_equal(visible, [f >= 0.5 for f in fractions])
+        np.testing.assert_array_equal(cut, [0 < f < 0.5 for f in fractions])
 
 
 def test_lesion_patch_fraction_sets_how_often_a_lesion_is_in_view(cohort):

@@ -16,6 +16,7 @@ from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.batching import load_batch
 from mriclip.training.samples import (
+    ScanLesions,
     crop_with_padding,
     is_foreground,
     lesions_in_cube,
@@ -99,8 +100,9 @@ def patch_lesion_truth(
     if label is None or lesions.empty:
         return [""] * len(starts), [False] * len(starts)
     keys, cuts = [], []
+    arrays = ScanLesions.from_table(lesions)
     for start in starts:
-        visible, cut = lesions_in_cube(label, start, patch_size, lesions, min_visible_fraction)
-        keys.append(";".join(sorted(set(lesions.loc[visible, "region"]))))
+        visible, cut = lesions_in_cube(label, start, patch_size, arrays, min_visible_fraction)
+        keys.append(";".join(sorted(set(arrays.regions[visible]))))
         cuts.append(bool(cut.any()))
     return keys, cuts

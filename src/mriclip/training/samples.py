@@ -16,6 +16,7 @@ random choice of an item (cube, augmentation, paraphrase) comes from (seed, epoc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -90,21 +91,45 @@ def crop_with_padding(volume: np.ndarray, start: Sequence[int], size: int) -> np
     return out
 
 
+@dataclass(frozen=True)
+class ScanLesions:
+    """A scan's lesions as arrays: a training item reads them several times, and indexing a
+    pandas table there cost more than cutting the cube."""
+
+    ids: np.ndarray  # label-map values, int64
+    n_voxels: np.ndarray  # each lesion's size in the label map
+    centres: np.ndarray  # (n, 3) grid coordinates
+    regions: np.ndarray  # each lesion's region, object array of str
+
+    @classmethod
+    def from_table(cls, lesions: pd.DataFrame) -> ScanLesions:
+        """From rows with ``lesion_id``, ``n_voxels``, ``region`` and, where the cube is
+        centred on them, ``center_x/y/z``."""
+        centres = lesions.reindex(columns=["center_x", "center_y", "center_z"])
+        return cls(
+            ids=lesions["lesion_id"].to_numpy(dtype=np.int64),
+            n_voxels=lesions["n_voxels"].to_numpy(dtype=float),
+            centres=centres.to_numpy(dtype=float),
+            regions=lesions["region"].to_numpy(dtype=object),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 def lesions_in_cube(
     label: np.ndarray,
     start: Sequence[int],
     size: int,
-    lesions: pd.DataFrame,
+    lesions: ScanLesions,
     min_visible_fraction: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which of ``lesions`` (rows with ``lesion_id`` and ``n_voxels``, the label map's lesion
-    sizes) the cube ``label[start : start + size]`` shows: (visible, cut) boolean arrays, a
-    lesion visible with at least ``min_visible_fraction`` of its voxels inside, cut with some
-    but fewer."""
+    """Which of ``lesions`` (with the label map's lesion sizes) the cube
+    ``label[start : start + size]`` shows: (visible, cut) boolean arrays, a lesion visible with
+    at least ``min_visible_fraction`` of its voxels inside, cut with some but fewer."""
     crop = crop_with_padding(label, start, size).astype(np.int64).ravel()
-    ids = lesions["lesion_id"].to_numpy(dtype=np.int64)
-    inside = np.bincount(crop, minlength=int(ids.max(initial=0)) + 1)[ids]
-    fraction = inside / lesions["n_voxels"].to_numpy(dtype=float)
+    inside = np.bincount(crop, minlength=int(lesions.ids.max(initial=0)) + 1)[lesions.ids]
+    fraction = inside / lesions.n_voxels
     visible = fraction >= min_visible_fraction
     return visible, (fraction > 0) & ~visible
 
@@ -224,7 +249,10 @@ class AlignmentSamples(Dataset):
         self.position_channels = position_channels
         self.drop_blocks, self.views = drop_blocks, views
         self.seed = seed
-        self.lesions = {sid: group for sid, group in lesion_table.groupby("scan_id")}
+        self.records = [self.scans.iloc[i].to_dict() for i in range(len(self.scans))]
+        self.lesions = {
+            sid: ScanLesions.from_table(group) for sid, group in lesion_table.groupby("scan_id")
+        }
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
         centres = mine.reindex(columns=["center_x", "center_y", "center_z"])  # none in volume mode
         self.lesion_places = centres.dropna().to_numpy(dtype=float)
@@ -251,15 +279,14 @@ class AlignmentSamples(Dataset):
         visible, cut = lesions_in_cube(
             self._labels[scan_id], start, self.patch_size, lesions, self.min_visible_fraction
         )
-        return lesions.loc[visible, "region"].tolist(), bool(cut.any())
+        return lesions.regions[visible].tolist(), bool(cut.any())
 
     def _patch_start(
         self, scan_id: str, volume: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         lesions = self.lesions.get(scan_id)
         if lesions is not None and rng.random() < self.lesion_patch_fraction:
-            lesion = lesions.iloc[int(rng.integers(len(lesions)))]
-            centre = lesion[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
+            centre = lesions.centres[int(rng.integers(len(lesions)))]
             centre = centre + rng.uniform(-self.jitter, self.jitter, 3) * self.patch_size
         elif len(self.lesion_places) and rng.random() < self.matched_fraction:
             place = self.lesion_places[int(rng.integers(len(self.lesion_places)))]
@@ -285,15 +312,15 @@ class AlignmentSamples(Dataset):
 
     def __getitem__(self, key: ItemKey) -> dict:
         index, rng = item_rng(self.seed, key)
-        row = self.scans.iloc[index]
-        scan_id = row["scan_id"]
+        record = self.records[index]
+        scan_id = record["scan_id"]
         volume = self._volumes[scan_id]
         if self.mode == "patch":
             start, regions = self._draw(scan_id, volume, rng)
             image = crop_with_padding(volume, start, self.patch_size)
         else:
             start, image = (0, 0, 0), np.array(volume, dtype=np.float32)  # writable copy
-            regions = scan_lesion_regions(row)
+            regions = scan_lesion_regions(record)
         raw = tensor = with_channels(image)
         if self.augment is not None:
             self.augment.set_random_state(int(rng.integers(2**31)))
@@ -301,7 +328,6 @@ class AlignmentSamples(Dataset):
         if self.position_channels:
             tensor = with_position(tensor, start, spatial_shape(volume))
         paraphrase = rng if self.paraphrase else None
-        record = row.to_dict()
         if self.mode == "patch":
             sentence = describe_patch(
                 record, regions, self.templates, self.patch_columns, paraphrase
