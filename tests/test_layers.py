@@ -17,7 +17,7 @@ PACKAGE = Path(mriclip.__file__).parent
 
 #: Bottom to top. A new package or top-level module gets a layer here (and in the docs).
 LAYERS = (
-    ("parallel", "splits"),  # utilities that use no other part of mriclip
+    ("made_ahead", "parallel", "splits"),  # utilities that use no other part of mriclip
     ("imaging", "text", "phantom"),
     ("models",),
     ("training",),

@@ -31,7 +31,6 @@ from mriclip.imaging.problems import ProblemLog
 from mriclip.imaging.scan_inputs import UnusableInput, scan_inputs
 from mriclip.imaging.validation import build_unlabelled_catalog
 from mriclip.inference import (
-    EvidenceMaps,
     ScanPrediction,
     build_scorer,
     inference_spec,
@@ -40,6 +39,7 @@ from mriclip.inference import (
     prepare_scan,
     rank_by_queries,
 )
+from mriclip.made_ahead import MadeAhead
 from mriclip.parallel import TimeLimitExceeded, map_as_completed
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ class Predictions:
     predictions: pd.DataFrame  # the columns of the scan_predictions catalog entry
     embeddings: pd.DataFrame  # scan_id, image_0 ... (the mean patch embedding, renormalised)
     queries: pd.DataFrame  # query, rank, scan_id, score
-    #: <scan_id>.nii.gz -> its maps, made when called (:class:`mriclip.inference.EvidenceMaps`)
-    evidence_maps: dict[str, EvidenceMaps] = field(default_factory=dict)
+    #: <scan_id>.nii.gz -> its maps, made when called (:class:`mriclip.inference.EvidenceMaps`;
+    #: with workers, :class:`mriclip.made_ahead.MadeAhead` makes the next ones meanwhile)
+    evidence_maps: Mapping[str, Callable[[], nib.Nifti1Image]] = field(default_factory=dict)
     problems: pd.DataFrame = field(default_factory=lambda: ProblemLog("inference").table())
 
 
@@ -225,6 +226,8 @@ class Predictor:
         ]  # fmt: skip
         patches = {scan_id: predictions[scan_id].patch_embeddings for scan_id in done}
         maps = {f"{scan_id}.nii.gz": predictions[scan_id].evidence for scan_id in done}
+        if self.workers > 1:  # the next scans' maps are made while one is written
+            maps = MadeAhead(maps, self.workers)
         ranked = rank_by_queries(self.model, list(queries), patches, self.scan_scoring["top_k"])
         return Predictions(pd.DataFrame(rows), pd.DataFrame(embeddings), ranked, maps,
                            problems.table())  # fmt: skip
