@@ -73,7 +73,8 @@ class Predictor:
             ended after this many seconds, and the scan is listed (:func:`mriclip.parallel.
             map_as_completed`); None: no limit.
         workers: scans read and preprocessed at once, in processes of their own, while this
-            one scores those already done; 1 with no time limit: all in this process.
+            one scores those already done, and evidence maps made ahead while one is written
+            (:class:`mriclip.made_ahead.MadeAhead`); 1 with no time limit: all in this process.
 
     Raises:
         mriclip.inference.IncompatibleBundleError: the settings ask for preprocessing that

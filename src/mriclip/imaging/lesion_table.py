@@ -109,7 +109,9 @@ def _no_lesion_information(regions_column: str | None) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(columns=["scan_id", "lesion_id", "region"]), note.table()
 
 
-CENTRED_COLUMNS = ["scan_id", "lesion_id", "region", "center_x", "center_y", "center_z", "n_voxels"]
+#: A lesion's centre on the preprocessed grid (voxel coordinates).
+CENTRE_COLUMNS = ["center_x", "center_y", "center_z"]
+CENTRED_COLUMNS = ["scan_id", "lesion_id", "region", *CENTRE_COLUMNS, "n_voxels"]
 
 
 def centred_lesion_table(

@@ -24,6 +24,7 @@ import torch
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
+from mriclip.imaging.lesion_table import CENTRE_COLUMNS
 from mriclip.imaging.position import with_position
 from mriclip.models.mae import apply_mask, block_mask
 from mriclip.text.templates import SentenceTemplates, describe_patch, describe_scan
@@ -105,7 +106,7 @@ class ScanLesions:
     def from_table(cls, lesions: pd.DataFrame) -> ScanLesions:
         """From rows with ``lesion_id``, ``n_voxels``, ``region`` and, where the cube is
         centred on them, ``center_x/y/z``."""
-        centres = lesions.reindex(columns=["center_x", "center_y", "center_z"])
+        centres = lesions.reindex(columns=CENTRE_COLUMNS)
         return cls(
             ids=lesions["lesion_id"].to_numpy(dtype=np.int64),
             n_voxels=lesions["n_voxels"].to_numpy(dtype=float),
@@ -254,7 +255,7 @@ class AlignmentSamples(Dataset):
             sid: ScanLesions.from_table(group) for sid, group in lesion_table.groupby("scan_id")
         }
         mine = lesion_table[lesion_table["scan_id"].isin(set(self.scans["scan_id"]))]
-        centres = mine.reindex(columns=["center_x", "center_y", "center_z"])  # none in volume mode
+        centres = mine.reindex(columns=CENTRE_COLUMNS)  # none in volume mode
         self.lesion_places = centres.dropna().to_numpy(dtype=float)
         if mode == "patch":
             unlabelled = [
@@ -409,7 +410,7 @@ class LesionPatches(Dataset):
 
     def cube_start(self, index: int) -> np.ndarray:
         """The corner of lesion ``index``'s cube on its volume's grid."""
-        centre = self.lesions.iloc[index][["center_x", "center_y", "center_z"]]
+        centre = self.lesions.iloc[index][CENTRE_COLUMNS]
         return np.round(centre.to_numpy(dtype=float) - self.patch_size / 2).astype(int)
 
     def __getitem__(self, index: int) -> dict:
