@@ -1,6 +1,6 @@
 """The lesion-presence term (``alignment.training.presence_weight``): its targets, its loss,
-gradient-exact accumulation with it, that it teaches the image tower lesion presence, and
-that at 0 (the default) nothing of it is built."""
+gradient-exact accumulation with it, that it adds no forward of the image tower, that it
+teaches the image tower lesion presence, and that at 0 (the default) nothing of it is built."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def with_lesions(batches: list[dict]) -> list[dict]:
 def presence_setup():
     clip = accumulation_tests.tiny_model(norm="instance", dropout=0.0)
     torch.manual_seed(5)
-    head = nn.Linear(clip.image_encoder.feature_dim, 1).double()
+    head = nn.Linear(clip.embed_dim, 1).double()
     model = nn.ModuleDict({"clip": clip, "presence_head": head}).train()
-    return model, clip, {"presence": presence_term(clip, head, WEIGHT)}
+    return model, clip, {"presence": presence_term(head, WEIGHT)}
 
 
 def test_micro_batches_mark_the_items_whose_sentence_names_a_lesion():
@@ -52,10 +52,12 @@ def test_the_term_is_the_weighted_cross_entropy_over_the_whole_step():
     cpu = torch.device("cpu")
     rows = torch.cat([terms["presence"].encode(batch, cpu) for batch in batches])
     images = torch.cat([batch["image"] for batch in batches])
-    logits = model["presence_head"](clip.image_encoder(images))[:, 0]
+    embeddings = clip.encode_image(images)
+    logits = model["presence_head"](embeddings)[:, 0]
     targets = torch.cat([batch["lesion"] for batch in batches]).double()
     expected = WEIGHT * nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    assert terms["presence"].loss(rows).item() == pytest.approx(expected.item(), rel=1e-10)
+    loss = terms["presence"].loss(rows, embeddings)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
     contrastive = accumulated_step(clip, batches)
     total = accumulated_step(clip, batches, extra_terms=terms)
     assert total == pytest.approx(contrastive + expected.item(), rel=1e-10)
@@ -72,6 +74,21 @@ def test_accumulation_stays_gradient_exact_with_the_term():
     differences = relative_differences(*results)
     assert "presence_head.weight" in differences  # the head learns in the step
     assert max(differences.values()) <= 1e-6, differences
+
+
+def test_the_term_runs_no_forward_of_the_image_tower_of_its_own():
+    batches = with_lesions(micro_batches("clip", same_length=True))
+    forwards = {False: 0, True: 0}
+
+    def counted(with_term: bool) -> None:
+        forwards[with_term] += 1
+
+    for with_term in forwards:
+        _, clip, terms = presence_setup()
+        clip.image_encoder.register_forward_hook(lambda *_, run=with_term: counted(run))
+        accumulated_step(clip, batches, extra_terms=terms if with_term else {})
+    # the cached pass and the replays, the last micro-batch forwarded once
+    assert forwards[False] == forwards[True] == 2 * len(batches) - 1
 
 
 def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
@@ -94,7 +111,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
     def auc() -> float:
         model.eval()
         with torch.no_grad():
-            scores = model["presence_head"](clip.image_encoder(test_images))[:, 0]
+            scores = model["presence_head"](clip.encode_image(test_images))[:, 0]
         model.train()
         return roc_auc_score(test_labels.numpy(), scores.numpy())
 
@@ -103,7 +120,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
         image, lesion = images(16, generator)
         optimiser.zero_grad()
         rows = terms["presence"].encode({"image": image, "lesion": lesion}, torch.device("cpu"))
-        terms["presence"].loss(rows).backward()
+        terms["presence"].loss(rows, clip.encode_image(image)).backward()
         optimiser.step()
     after = auc()
     assert after > max(0.85, before + 0.2)

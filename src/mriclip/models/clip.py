@@ -75,6 +75,7 @@ class ClipModel(nn.Module):
             )
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
+        self.embed_dim = embed_dim
         self.image_head = build_projection_head(head, image_encoder.feature_dim, embed_dim, dropout)
         self.text_head = build_projection_head(head, text_encoder.hidden_size, embed_dim, dropout)
         self.loss_name = loss

@@ -29,7 +29,9 @@ Extra loss terms (SLIP's SimCLR term, CoCa's captioning loss; :class:`ExtraTerm`
 like a third and fourth tower: their per-sample outputs are cached, the loss over all N*B
 samples is computed once beside the contrastive one, and each micro-batch is re-forwarded
 under its recorded RNG state, so their gradients are exact too. Each term runs its own forward
-(after the towers', in a fixed order, as a plain step runs them).
+(after the towers', in a fixed order, as a plain step runs them), except one whose loss reads
+the image tower's embeddings (the lesion-presence head): it adds no forward, and its gradient
+reaches the image tower through the embeddings' cached gradient.
 
 Gradients are accumulated into ``.grad`` (call ``optimizer.zero_grad()`` before, step after).
 
@@ -78,13 +80,18 @@ class ExtraTerm:
     Args:
         encode: ``(micro_batch, device) -> (B, ...)`` per-sample outputs with autograd (e.g.
             the embeddings of two augmented views); randomness in it (dropout) is replayed.
-        loss: the outputs of all N*B samples, concatenated, ``-> scalar``; it must depend on a
+        loss: the outputs of all N*B samples, concatenated, ``-> scalar``; with
+            ``reads_image``, ``(outputs, image_embeddings) -> scalar``. It must depend on a
             sample only through that sample's outputs (as the contrastive loss does on its
             embeddings).
+        reads_image: the loss reads the image tower's embeddings of the step's samples (a head
+            on them), so the term runs no forward of its own: ``encode`` gives per-sample
+            targets, which the loss must not differentiate and which are never re-forwarded.
     """
 
     encode: Callable[[MicroBatch, torch.device], torch.Tensor]
-    loss: Callable[[torch.Tensor], torch.Tensor]
+    loss: Callable[..., torch.Tensor]
+    reads_image: bool = False
 
 
 def accumulated_step(
@@ -176,7 +183,10 @@ class _Step:
     def loss(self, embeddings: Mapping[str, torch.Tensor], positive_mask) -> torch.Tensor:
         loss = self.loss_fn(embeddings["image"], embeddings["text"], positive_mask)
         for name, term in self.extra_terms.items():
-            loss = loss + term.loss(embeddings[name])
+            inputs = (
+                (embeddings[name], embeddings["image"]) if term.reads_image else (embeddings[name],)
+            )
+            loss = loss + term.loss(*inputs)
         return loss
 
 

@@ -132,9 +132,9 @@ class AlignmentTask(Task):
             model.text_encoder.lock()
         modules, self.extra_terms = method.attach(model)
         if config.presence_weight > 0:
-            modules["presence_head"] = nn.Linear(model.image_encoder.feature_dim, 1)
+            modules["presence_head"] = nn.Linear(model.embed_dim, 1)
             self.extra_terms["presence"] = presence_term(
-                model, modules["presence_head"], config.presence_weight
+                modules["presence_head"], config.presence_weight
             )
         self.clip, self.model = model, AlignmentModules({"clip": model, **modules})
         self.config, self.method, self.extra_validation = config, method, validate

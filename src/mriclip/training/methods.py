@@ -193,18 +193,20 @@ def caption_term(model: ClipModel, decoder: CaptionDecoder, weight: float) -> Ex
     return ExtraTerm(encode, loss)
 
 
-def presence_term(model: ClipModel, head: nn.Module, weight: float) -> ExtraTerm:
+def presence_term(head: nn.Module, weight: float) -> ExtraTerm:
     """The lesion-presence term (``alignment.training.presence_weight``): a linear ``head`` on
-    the image tower's pooled features predicts whether each item's sentence names a lesion
-    (``"lesion"``, 0/1), binary cross-entropy averaged over the step's items. The contrastive
-    loss learns lesion presence only through the sentences' embeddings, beside region and
-    diagnosis; this term gives the image tower that signal directly."""
+    the image embeddings predicts whether each item's sentence names a lesion (``"lesion"``,
+    0/1), binary cross-entropy averaged over the step's items. The contrastive loss learns
+    lesion presence only through the sentences' embeddings, beside region and diagnosis; this
+    term gives the image tower that signal directly. It reads the embeddings the contrastive
+    loss already has, so it costs no forward of its own."""
 
-    def encode(batch: MicroBatch, device: torch.device) -> torch.Tensor:
-        logits = head(model.image_encoder(batch["image"].to(device)))[:, 0]
-        return torch.stack([logits, batch["lesion"].to(device, logits.dtype)], dim=1)
+    def targets(batch: MicroBatch, device: torch.device) -> torch.Tensor:
+        return batch["lesion"].to(device, torch.float32)[:, None]
 
-    def loss(rows: torch.Tensor) -> torch.Tensor:
-        return weight * F.binary_cross_entropy_with_logits(rows[:, 0], rows[:, 1])
+    def loss(lesion: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
+        logits = head(image_embeddings)[:, 0]
+        targets = lesion[:, 0].detach().to(logits.dtype)
+        return weight * F.binary_cross_entropy_with_logits(logits, targets)
 
-    return ExtraTerm(encode, loss)
+    return ExtraTerm(targets, loss, reads_image=True)
