@@ -1,6 +1,6 @@
 """The lesion-presence term (``alignment.training.presence_weight``): its targets, its loss,
 gradient-exact accumulation with it, that it adds no forward of the image tower, that it
-teaches the image tower lesion presence, and that at 0 (the default) nothing of it is built."""
+teaches the image tower lesion presence, and that at 0 nothing of it is built."""
 
 from __future__ import annotations
 
@@ -127,8 +127,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
 
 
 def test_weight_zero_builds_nothing_and_a_positive_weight_trains_and_is_left_out(tmp_path):
-    _, off, method = config(tmp_path / "off")
-    assert off.presence_weight == 0.0  # conf/base's default
+    _, off, method = config(tmp_path / "off", presence_weight=0.0)
     task = AlignmentTask(tiny_model(), off, method)
     assert "presence" not in task.extra_terms and "presence_head" not in task.model
 
