@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from mriclip.models.factory import clip_model_bundle, create_clip_model, load_cl
 from mriclip.models.losses import nt_xent_loss
 from mriclip.models.mae import block_mask
 from mriclip.training.accumulation import accumulated_step
-from mriclip.training.alignment import train_alignment
+from mriclip.training.alignment import AlignmentTask, train_alignment
 from mriclip.training.methods import ALIGNMENT_METHODS, freeze_stages
 from mriclip.tuning.cross_validation import FoldInputs, alignment_samples
 from tests.conftest import BASE_CONF, alignment_method
@@ -331,3 +332,15 @@ def test_freeze_all_stages_freezes_every_one_and_says_how_many():
     assert not any(p.requires_grad for stage in stages for p in stage.parameters())
     with pytest.raises(ValueError, match="cannot freeze most text stages"):
         freeze_stages(stages, "most", "text")
+
+
+@pytest.mark.parametrize(("name", "term"), [("slip", "simclr"), ("coca", "caption")])
+def test_a_task_with_extra_terms_pickles_for_distributed_workers(tmp_path, name, term):
+    """Distributed training sends the task to its workers pickled; the copy's terms must use
+    the copy's own heads."""
+    _, task_config, method = config(tmp_path, name, presence_weight=5.0)
+    copied = pickle.loads(pickle.dumps(AlignmentTask(tiny_model(), task_config, method)))
+    assert set(copied.extra_terms) == {term, "presence"}
+    presence = copied.extra_terms["presence"].loss.__self__
+    assert presence.head is copied.model["presence_head"]
+    assert copied.extra_terms[term].encode.__self__.model is copied.clip

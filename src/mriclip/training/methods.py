@@ -161,36 +161,23 @@ class AlignmentMethod:
         return {}, {}
 
 
+# The terms are methods of small classes rather than closures so that a task holding them can
+# be pickled to distributed training workers (mriclip.training.distributed.launch).
+
+
 def simclr_term(model: ClipModel, head: nn.Module, config: SlipConfig) -> ExtraTerm:
     """SLIP's term: NT-Xent between the projected, normalised embeddings of each item's two
     views (``"views"``: ``(B, 2, C, D, H, W)``), the other items' views as negatives."""
-
-    def encode(batch: MicroBatch, device: torch.device) -> torch.Tensor:
-        views = batch["views"].to(device, non_blocking=True)
-        features = model.image_encoder(views.flatten(0, 1))
-        return F.normalize(head(features), dim=-1).unflatten(0, views.shape[:2])
-
-    def loss(embeddings: torch.Tensor) -> torch.Tensor:
-        return config.weight * nt_xent_loss(embeddings[:, 0], embeddings[:, 1], config.temperature)
-
-    return ExtraTerm(encode, loss)
+    term = _SimClr(model, head, config)
+    return ExtraTerm(term.encode, term.loss)
 
 
 def caption_term(model: ClipModel, decoder: CaptionDecoder, weight: float) -> ExtraTerm:
     """CoCa's term: next-token cross entropy of the sentence given the image, the mean over
     every real token of the step (so a micro-batch of long sentences weighs as it would in
     one big batch)."""
-
-    def encode(batch: MicroBatch, device: torch.device) -> torch.Tensor:
-        features = model.image_encoder.forward_features(batch["image"].to(device))
-        return decoder.token_losses(
-            features, batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        )
-
-    def loss(rows: torch.Tensor) -> torch.Tensor:
-        return weight * rows[:, 0].sum() / rows[:, 1].sum()
-
-    return ExtraTerm(encode, loss)
+    term = _Caption(model, decoder, weight)
+    return ExtraTerm(term.encode, term.loss)
 
 
 def presence_term(head: nn.Module, weight: float) -> ExtraTerm:
@@ -200,13 +187,51 @@ def presence_term(head: nn.Module, weight: float) -> ExtraTerm:
     lesion presence only through the sentences' embeddings, beside region and diagnosis; this
     term gives the image tower that signal directly. It reads the embeddings the contrastive
     loss already has, so it costs no forward of its own."""
+    term = _Presence(head, weight)
+    return ExtraTerm(term.targets, term.loss, reads_image=True)
 
-    def targets(batch: MicroBatch, device: torch.device) -> torch.Tensor:
+
+@dataclass(frozen=True)
+class _SimClr:
+    model: ClipModel
+    head: nn.Module
+    config: SlipConfig
+
+    def encode(self, batch: MicroBatch, device: torch.device) -> torch.Tensor:
+        views = batch["views"].to(device, non_blocking=True)
+        features = self.model.image_encoder(views.flatten(0, 1))
+        return F.normalize(self.head(features), dim=-1).unflatten(0, views.shape[:2])
+
+    def loss(self, embeddings: torch.Tensor) -> torch.Tensor:
+        first, second = embeddings[:, 0], embeddings[:, 1]
+        return self.config.weight * nt_xent_loss(first, second, self.config.temperature)
+
+
+@dataclass(frozen=True)
+class _Caption:
+    model: ClipModel
+    decoder: CaptionDecoder
+    weight: float
+
+    def encode(self, batch: MicroBatch, device: torch.device) -> torch.Tensor:
+        features = self.model.image_encoder.forward_features(batch["image"].to(device))
+        return self.decoder.token_losses(
+            features, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        )
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.weight * rows[:, 0].sum() / rows[:, 1].sum()
+
+
+@dataclass(frozen=True)
+class _Presence:
+    head: nn.Module
+    weight: float
+
+    def targets(self, batch: MicroBatch, device: torch.device) -> torch.Tensor:
         return batch["lesion"].to(device, torch.float32)[:, None]
 
-    def loss(lesion: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
-        logits = head(image_embeddings)[:, 0]
+    def loss(self, lesion: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
+        logits = self.head(image_embeddings)[:, 0]
         targets = lesion[:, 0].detach().to(logits.dtype)
-        return weight * F.binary_cross_entropy_with_logits(logits, targets)
-
-    return ExtraTerm(targets, loss, reads_image=True)
+        return self.weight * F.binary_cross_entropy_with_logits(logits, targets)
