@@ -24,14 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from chain_study import latest_output
 from sklearn.metrics import roc_auc_score
 
-REGIONS = ("frontal", "parietal", "temporal", "occipital", "cerebellar")
-
-
-def latest(path: Path) -> Path:
-    """A versioned dataset's newest version, or the file itself."""
-    return sorted(path.iterdir())[-1] / path.name if path.is_dir() else path
+from mriclip.phantom import REGIONS
 
 
 def aligned_originals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,10 +55,10 @@ def holds(patches: pd.DataFrame, lesion: pd.Series, size: int) -> pd.DataFrame:
 def analyse(folder: Path, top: int) -> None:
     data = folder / "data"
     scans = aligned_originals(
-        pd.read_parquet(latest(data / "07_model_output/test_scan_scores.parquet"))
+        pd.read_parquet(latest_output(folder, "data/07_model_output/test_scan_scores.parquet"))
     ).set_index("scan_id")
     patches = aligned_originals(
-        pd.read_parquet(latest(data / "07_model_output/test_patch_scores.parquet"))
+        pd.read_parquet(latest_output(folder, "data/07_model_output/test_patch_scores.parquet"))
     )
     lesions = pd.read_csv(data / "03_primary/lesion_table.csv")
     lesions = lesions[lesions["scan_id"].isin(scans.index)]
