@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from mriclip.imaging.position import with_position
 from mriclip.models.encoders import build_image_encoder
-from mriclip.training.samples import crop_with_padding, lesions_in_cube
+from mriclip.training.samples import ScanLesions, crop_with_padding, lesions_in_cube
 
 SIZE = 16
 
@@ -43,6 +43,7 @@ class Cubes:
             self.volumes[scan_id] = volume[0] if volume.ndim == 4 else volume
             self.labels[scan_id] = label[0] if label.ndim == 4 else label
         self.groups = dict(tuple(self.lesions.groupby("scan_id")))
+        self.arrays = {scan: ScanLesions.from_table(rows) for scan, rows in self.groups.items()}
         self.split = {name: list(rows["scan_id"]) for name, rows in splits.groupby("split")}
         train = self.lesions[self.lesions["scan_id"].isin(self.split["train"])]
         self.places = train[["center_x", "center_y", "center_z"]].to_numpy(dtype=float)
@@ -58,7 +59,7 @@ class Cubes:
                 centre = self.places[int(rng.integers(len(self.places)))]
             start = np.round(centre + rng.uniform(-0.25, 0.25, 3) * SIZE - SIZE / 2).astype(int)
             shown, cut = (
-                lesions_in_cube(self.labels[scan_id], start, SIZE, group, 0.5)
+                lesions_in_cube(self.labels[scan_id], start, SIZE, self.arrays[scan_id], 0.5)
                 if group is not None
                 else (np.zeros(0, bool), np.zeros(0, bool))
             )
