@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -54,7 +55,8 @@ class ChainRun:
 
 def merged(params: Mapping, dotted: str) -> dict:
     """``params`` with ``a.b=1,c=x`` changes (``kedro run --params`` syntax) merged in."""
-    items = [item.strip() for item in dotted.split(",") if item.strip()]
+    # A comma inside brackets belongs to a list value (a.b=[x,y]).
+    items = [item.strip() for item in re.split(r",(?![^\[]*\])", dotted) if item.strip()]
     return OmegaConf.to_container(OmegaConf.merge(params, OmegaConf.from_dotlist(items)))
 
 

@@ -18,6 +18,7 @@ from mriclip.training.alignment import AlignmentModules, train_alignment
 from mriclip.training.batching import BatchStream
 from mriclip.training.distributed import DistributedConfig, launch
 from mriclip.training.engine import configs_from_params
+from mriclip.training.methods import presence_term
 from mriclip.training.pretraining import PretrainingConfig
 from mriclip.training.samples import AlignmentSamples
 from tests.conftest import crashing_in_epoch, training_params
@@ -87,19 +88,27 @@ def gradients_after_one_step(cases: list[tuple]) -> list[dict]:
 def test_ddp_accumulated_gradient_equals_single_process_over_both_ranks():
     cases = []
     for loss, with_keys, extra in [
-        ("clip", False, False),
-        ("siglip", True, False),
-        ("clip", True, False),
-        ("siglip", True, True),
+        ("clip", False, None),
+        ("siglip", True, None),
+        ("clip", True, None),
+        ("siglip", True, "spread"),
+        ("siglip", True, "presence"),
     ]:
         model = test_accumulation.tiny_model(norm="instance", dropout=0.0, loss=loss)
         ranks = rank_micro_batches(with_keys)
         heads, terms = {}, None
-        if extra:
+        if extra == "spread":
             width = model.encode_image(ranks[0][0]["image"]).shape[-1]
             heads = {"spread_head": torch.nn.Linear(width, 3).double()}
             term = SpreadTerm(model, heads["spread_head"])
             terms = {"spread": ExtraTerm(term.encode, term.loss)}
+        if extra == "presence":  # heads on the embeddings and on the features, one forward
+            ranks = [[{**batch, "lesion": torch.tensor([1.0, 0.0])} for batch in batches]
+                     for batches in ranks]  # fmt: skip
+            widths = {"embeddings": model.embed_dim, "features": model.image_encoder.feature_dim}
+            heads = {f"{reads}_head": torch.nn.Linear(width, 1).double()
+                     for reads, width in widths.items()}  # fmt: skip
+            terms = {reads: presence_term(heads[f"{reads}_head"], 0.7, reads) for reads in widths}
         cases.append((model, ranks, heads, terms))
     distributed = launch(two_processes(), "gloo", gradients_after_one_step, cases=cases)
 
@@ -111,7 +120,7 @@ def test_ddp_accumulated_gradient_equals_single_process_over_both_ranks():
         )
         names = {name for name, p in reference.named_parameters() if p.grad is not None}
         assert names == set(grads) and "clip.log_logit_scale" in names
-        assert ("spread_head.weight" in names) == bool(heads)
+        assert all(f"{name}.weight" in names for name in heads)
         for name, param in reference.named_parameters():
             scale = param.grad.abs().max().clamp_min(1e-12)
             difference = ((grads[name] - param.grad).abs().max() / scale).item()

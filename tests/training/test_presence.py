@@ -1,6 +1,7 @@
-"""The lesion-presence term (``alignment.training.presence_weight``): its targets, its loss,
-gradient-exact accumulation with it, that it adds no forward of the image tower, that it
-teaches the image tower lesion presence, and that at 0 nothing of it is built."""
+"""The lesion-presence term (``alignment.training.presence_weight``, its heads on the image
+embeddings or the pooled features: ``presence_heads``): its targets, its loss, gradient-exact
+accumulation with it, that it adds no forward of the image tower, that it teaches the image
+tower lesion presence, and that at 0 nothing of it is built."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from mriclip.training.accumulation import accumulated_step
+from mriclip.training.accumulation import ExtraTerm, accumulated_step
 from mriclip.training.alignment import AlignmentTask, to_micro_batch, train_alignment
 from mriclip.training.methods import presence_term
 from tests.training import test_accumulation as accumulation_tests
@@ -24,12 +25,21 @@ def with_lesions(batches: list[dict]) -> list[dict]:
     return [{**batch, "lesion": torch.tensor([1.0, 0.0])} for batch in batches]
 
 
-def presence_setup():
+def presence_setup(reads: str = "embeddings"):
     clip = accumulation_tests.tiny_model(norm="instance", dropout=0.0)
     torch.manual_seed(5)
-    head = nn.Linear(clip.embed_dim, 1).double()
+    width = clip.embed_dim if reads == "embeddings" else clip.image_encoder.feature_dim
+    head = nn.Linear(width, 1).double()
     model = nn.ModuleDict({"clip": clip, "presence_head": head}).train()
-    return model, clip, {"presence": presence_term(head, WEIGHT)}
+    return model, clip, {"presence": presence_term(head, WEIGHT, reads)}
+
+
+def read(clip, images: torch.Tensor, reads: str) -> torch.Tensor:
+    """What a head that ``reads`` sees of ``images``, computed apart from the term."""
+    return clip.encode_image(images) if reads == "embeddings" else clip.image_encoder(images)
+
+
+READS = pytest.mark.parametrize("reads", ["embeddings", "features"])
 
 
 def test_micro_batches_mark_the_items_whose_sentence_names_a_lesion():
@@ -46,29 +56,31 @@ def test_micro_batches_mark_the_items_whose_sentence_names_a_lesion():
     assert "lesion" not in to_micro_batch(model, batch, cpu, "sentence")
 
 
-def test_the_term_is_the_weighted_cross_entropy_over_the_whole_step():
-    model, clip, terms = presence_setup()
+@READS
+def test_the_term_is_the_weighted_cross_entropy_over_the_whole_step(reads):
+    model, clip, terms = presence_setup(reads)
     batches = with_lesions(micro_batches("clip", same_length=True))
     cpu = torch.device("cpu")
     rows = torch.cat([terms["presence"].encode(batch, cpu) for batch in batches])
     images = torch.cat([batch["image"] for batch in batches])
-    embeddings = clip.encode_image(images)
-    logits = model["presence_head"](embeddings)[:, 0]
+    seen = read(clip, images, reads)
+    logits = model["presence_head"](seen)[:, 0]
     targets = torch.cat([batch["lesion"] for batch in batches]).double()
     expected = WEIGHT * nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    loss = terms["presence"].loss(rows, embeddings)
+    loss = terms["presence"].loss(rows, seen)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
     contrastive = accumulated_step(clip, batches)
     total = accumulated_step(clip, batches, extra_terms=terms)
     assert total == pytest.approx(contrastive + expected.item(), rel=1e-10)
 
 
-def test_accumulation_stays_gradient_exact_with_the_term():
+@READS
+def test_accumulation_stays_gradient_exact_with_the_term(reads):
     batches = with_lesions(micro_batches("clip", same_length=True))
     big = {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
     results = []
     for step_batches in (batches, [big]):
-        model, clip, terms = presence_setup()
+        model, clip, terms = presence_setup(reads)
         accumulated_step(clip, step_batches, extra_terms=terms)
         results.append(model)
     differences = relative_differences(*results)
@@ -76,7 +88,8 @@ def test_accumulation_stays_gradient_exact_with_the_term():
     assert max(differences.values()) <= 1e-6, differences
 
 
-def test_the_term_runs_no_forward_of_the_image_tower_of_its_own():
+@READS
+def test_the_term_runs_no_forward_of_the_image_tower_of_its_own(reads):
     batches = with_lesions(micro_batches("clip", same_length=True))
     forwards = {False: 0, True: 0}
 
@@ -84,14 +97,15 @@ def test_the_term_runs_no_forward_of_the_image_tower_of_its_own():
         forwards[with_term] += 1
 
     for with_term in forwards:
-        _, clip, terms = presence_setup()
+        _, clip, terms = presence_setup(reads)
         clip.image_encoder.register_forward_hook(lambda *_, run=with_term: counted(run))
         accumulated_step(clip, batches, extra_terms=terms if with_term else {})
     # the cached pass and the replays, the last micro-batch forwarded once
     assert forwards[False] == forwards[True] == 2 * len(batches) - 1
 
 
-def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
+@READS
+def test_the_term_teaches_the_image_tower_to_see_a_faint_blob(reads):
     """Images of noise, half with a faint 3³ blob (+1 sd) somewhere: the term alone, a few
     dozen steps, separates unseen images by the blob."""
 
@@ -103,7 +117,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
             volume[index, 0, x : x + 3, y : y + 3, z : z + 3] += 1.0
         return volume, lesion.double()
 
-    model, clip, terms = presence_setup()
+    model, clip, terms = presence_setup(reads)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
     test_images, test_labels = images(64, generator)
@@ -111,7 +125,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
     def auc() -> float:
         model.eval()
         with torch.no_grad():
-            scores = model["presence_head"](clip.encode_image(test_images))[:, 0]
+            scores = model["presence_head"](read(clip, test_images, reads))[:, 0]
         model.train()
         return roc_auc_score(test_labels.numpy(), scores.numpy())
 
@@ -120,7 +134,7 @@ def test_the_term_teaches_the_image_tower_to_see_a_faint_blob():
         image, lesion = images(16, generator)
         optimiser.zero_grad()
         rows = terms["presence"].encode({"image": image, "lesion": lesion}, torch.device("cpu"))
-        terms["presence"].loss(rows, clip.encode_image(image)).backward()
+        terms["presence"].loss(rows, read(clip, image, reads)).backward()
         optimiser.step()
     after = auc()
     assert after > max(0.85, before + 0.2)
@@ -142,3 +156,26 @@ def test_weight_zero_builds_nothing_and_a_positive_weight_trains_and_is_left_out
 def test_a_negative_weight_is_refused(tmp_path):
     with pytest.raises(ValueError, match="presence_weight must be >= 0"):
         config(tmp_path, presence_weight=-1.0)
+
+
+def test_both_heads_are_built_and_train_in_the_one_forward(tmp_path):
+    training, both, method = config(tmp_path, presence_weight=1.0,
+                                    presence_heads=["embeddings", "features"])  # fmt: skip
+    task = AlignmentTask(tiny_model(), both, method)
+    assert set(task.extra_terms) == {"presence", "presence_features"}
+    assert task.model["presence_head"].in_features == task.clip.embed_dim
+    assert task.model["presence_features_head"].in_features == task.clip.image_encoder.feature_dim
+    model, history = train_alignment(tiny_model(), samples(), None, training, both, method)
+    assert len(history) == training.steps
+    assert not any("presence" in name for name in model.state_dict())
+
+
+@pytest.mark.parametrize("heads", [[], ["pixels"], ["features", "features"]])
+def test_unknown_missing_or_repeated_heads_are_refused(tmp_path, heads):
+    with pytest.raises(ValueError, match="presence_heads must list some of"):
+        config(tmp_path, presence_heads=heads)
+
+
+def test_an_extra_term_reads_only_what_the_image_tower_gives():
+    with pytest.raises(ValueError, match="an extra term reads one of"):
+        ExtraTerm(lambda batch, device: batch, lambda rows: rows.sum(), reads="text")

@@ -30,8 +30,9 @@ like a third and fourth tower: their per-sample outputs are cached, the loss ove
 samples is computed once beside the contrastive one, and each micro-batch is re-forwarded
 under its recorded RNG state, so their gradients are exact too. Each term runs its own forward
 (after the towers', in a fixed order, as a plain step runs them), except one whose loss reads
-the image tower's embeddings (the lesion-presence head): it adds no forward, and its gradient
-reaches the image tower through the embeddings' cached gradient.
+the image tower's embeddings or its pooled features (the lesion-presence head): it adds no
+forward, and its gradient reaches the image tower through the cached gradient of what it read
+(the image tower then hands its features on beside its embeddings).
 
 Gradients are accumulated into ``.grad`` (call ``optimizer.zero_grad()`` before, step after).
 
@@ -69,6 +70,9 @@ MicroBatch = Mapping[str, object]
 # as in a plain forward.
 TOWERS = ("image", "text")
 
+#: What an extra term's loss may read of the image tower beside its own outputs.
+READS = (None, "embeddings", "features")
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 """``(image_emb, text_emb, positive_mask) -> scalar loss``; must use the model's temperature."""
 
@@ -80,18 +84,23 @@ class ExtraTerm:
     Args:
         encode: ``(micro_batch, device) -> (B, ...)`` per-sample outputs with autograd (e.g.
             the embeddings of two augmented views); randomness in it (dropout) is replayed.
-        loss: the outputs of all N*B samples, concatenated, ``-> scalar``; with
-            ``reads_image``, ``(outputs, image_embeddings) -> scalar``. It must depend on a
-            sample only through that sample's outputs (as the contrastive loss does on its
-            embeddings).
-        reads_image: the loss reads the image tower's embeddings of the step's samples (a head
-            on them), so the term runs no forward of its own: ``encode`` gives per-sample
+        loss: the outputs of all N*B samples, concatenated, ``-> scalar``; with ``reads``,
+            ``(outputs, image_output) -> scalar``. It must depend on a sample only through
+            that sample's outputs (as the contrastive loss does on its embeddings).
+        reads: ``"embeddings"`` or ``"features"``: the loss reads the image tower's normalised
+            embeddings or its encoder's pooled features of the step's samples (a head on
+            them), so the term runs no forward of its own: ``encode`` gives per-sample
             targets, which the loss must not differentiate and which are never re-forwarded.
+            None: the term's ``encode`` runs its own forward.
     """
 
     encode: Callable[[MicroBatch, torch.device], torch.Tensor]
     loss: Callable[..., torch.Tensor]
-    reads_image: bool = False
+    reads: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads not in READS:
+            raise ValueError(f"an extra term reads one of {READS}, got {self.reads!r}")
 
 
 def accumulated_step(
@@ -129,14 +138,15 @@ def accumulated_step(
     if set(extra_terms) & set(TOWERS):
         raise ValueError(f"extra loss terms cannot be named like a tower {TOWERS}")
     device = next(model.parameters()).device
+    features = any(term.reads == "features" for term in extra_terms.values())
 
     def encode(tower: str, batch: MicroBatch) -> torch.Tensor:
         if tower in extra_terms:
             with torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None):
                 return extra_terms[tower].encode(batch, device)
-        return _encode(model, tower, batch, device, autocast_dtype)
+        return _encode(model, tower, batch, device, autocast_dtype, features)
 
-    step = _Step(model, (*TOWERS, *extra_terms), encode, loss_fn, extra_terms)
+    step = _Step(model, (*TOWERS, *extra_terms), encode, loss_fn, extra_terms, features)
     if isinstance(replica, DistributedDataParallel):
         return _distributed_step(step, replica, micro_batches, device, autocast_dtype)
     keys = _keys(micro_batches)
@@ -179,13 +189,18 @@ class _Step:
     encode: Callable[[str, MicroBatch], torch.Tensor]
     loss_fn: LossFn
     extra_terms: Mapping[str, ExtraTerm]
+    #: the image tower's output holds its pooled features after its embeddings (a term reads them)
+    image_features: bool = False
 
-    def loss(self, embeddings: Mapping[str, torch.Tensor], positive_mask) -> torch.Tensor:
-        loss = self.loss_fn(embeddings["image"], embeddings["text"], positive_mask)
-        for name, term in self.extra_terms.items():
-            inputs = (
-                (embeddings[name], embeddings["image"]) if term.reads_image else (embeddings[name],)
+    def loss(self, outputs: Mapping[str, torch.Tensor], positive_mask) -> torch.Tensor:
+        image = {"embeddings": outputs["image"]}
+        if self.image_features:
+            image["embeddings"], image["features"] = outputs["image"].split(
+                [self.model.embed_dim, outputs["image"].shape[1] - self.model.embed_dim], dim=1
             )
+        loss = self.loss_fn(image["embeddings"], outputs["text"], positive_mask)
+        for name, term in self.extra_terms.items():
+            inputs = (outputs[name],) if term.reads is None else (outputs[name], image[term.reads])
             loss = loss + term.loss(*inputs)
         return loss
 
@@ -238,6 +253,7 @@ def _distributed_step(
                         last["image"].to(device, non_blocking=True),
                         last["input_ids"].to(device, non_blocking=True),
                         last["attention_mask"].to(device, non_blocking=True),
+                        image_features=step.image_features,
                     ),
                     strict=True,
                 )
@@ -304,11 +320,16 @@ def _encode(
     batch: MicroBatch,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    image_features: bool = False,
 ) -> torch.Tensor:
-    """One tower's normalised embeddings, in the order ``ClipModel.forward`` runs them."""
+    """One tower's normalised embeddings, in the order ``ClipModel.forward`` runs them; with
+    ``image_features``, the image tower's pooled features follow its embeddings on each row."""
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         if tower == "image":
-            return model.encode_image(batch["image"].to(device, non_blocking=True))
+            image = batch["image"].to(device, non_blocking=True)
+            if image_features:
+                return torch.cat(model.encode_image_and_features(image), dim=-1)
+            return model.encode_image(image)
         return model.encode_text(
             batch["input_ids"].to(device, non_blocking=True),
             batch["attention_mask"].to(device, non_blocking=True),

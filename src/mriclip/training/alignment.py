@@ -5,7 +5,7 @@ the clamped logit scale, and validation on groups of N·B pairs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -18,7 +18,12 @@ from mriclip.models.losses import positive_mask_from_keys
 from mriclip.training.accumulation import accumulated_step
 from mriclip.training.batching import load_batch
 from mriclip.training.engine import Task, TrainingConfig, train
-from mriclip.training.methods import AlignmentMethod, freeze_stages, presence_term
+from mriclip.training.methods import (
+    PRESENCE_HEADS,
+    AlignmentMethod,
+    freeze_stages,
+    presence_term,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class AlignmentConfig:
     # Weight of the lesion-presence term (:func:`mriclip.training.methods.presence_term`);
     # 0 leaves it out.
     presence_weight: float
+    # What its linear heads read, one term each: "embeddings" (the image tower's normalised
+    # embeddings) and/or "features" (the image encoder's pooled features).
+    presence_heads: Sequence[str]
     freeze_vision_stages: int | str
     # "all" locks the text tower: eval mode, each distinct sentence encoded once.
     freeze_text_stages: int | str
@@ -53,6 +61,12 @@ class AlignmentConfig:
             )
         if self.presence_weight < 0:
             raise ValueError(f"presence_weight must be >= 0, got {self.presence_weight}")
+        heads = list(self.presence_heads)
+        if not heads or set(heads) - set(PRESENCE_HEADS) or len(set(heads)) < len(heads):
+            raise ValueError(
+                f"presence_heads must list some of {list(PRESENCE_HEADS)}, each once, got "
+                f"{list(self.presence_heads)}"
+            )
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
 
@@ -106,8 +120,8 @@ class AlignmentModules(nn.ModuleDict):
     """The CLIP model under ``"clip"`` beside a method's own modules. Its forward is the CLIP
     model's: a DistributedDataParallel wrapper of all of them runs that forward."""
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self["clip"](*inputs)
+    def forward(self, *inputs: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        return self["clip"](*inputs, **options)
 
 
 class AlignmentTask(Task):
@@ -132,10 +146,15 @@ class AlignmentTask(Task):
             model.text_encoder.lock()
         modules, self.extra_terms = method.attach(model)
         if config.presence_weight > 0:
-            modules["presence_head"] = nn.Linear(model.embed_dim, 1)
-            self.extra_terms["presence"] = presence_term(
-                modules["presence_head"], config.presence_weight
-            )
+            for reads in config.presence_heads:
+                name = PRESENCE_HEADS[reads]
+                width = (
+                    model.embed_dim if reads == "embeddings" else model.image_encoder.feature_dim
+                )
+                modules[f"{name}_head"] = nn.Linear(width, 1)
+                self.extra_terms[name] = presence_term(
+                    modules[f"{name}_head"], config.presence_weight, reads
+                )
         self.clip, self.model = model, AlignmentModules({"clip": model, **modules})
         self.config, self.method, self.extra_validation = config, method, validate
         self.batch_size, self.batches_per_step = config.micro_batch_size, config.accumulation_steps

@@ -180,15 +180,21 @@ def caption_term(model: ClipModel, decoder: CaptionDecoder, weight: float) -> Ex
     return ExtraTerm(term.encode, term.loss)
 
 
-def presence_term(head: nn.Module, weight: float) -> ExtraTerm:
+#: What a presence head may read (``alignment.training.presence_heads``) -> the name of its term
+#: (its head: ``<name>_head``).
+PRESENCE_HEADS = {"embeddings": "presence", "features": "presence_features"}
+
+
+def presence_term(head: nn.Module, weight: float, reads: str = "embeddings") -> ExtraTerm:
     """The lesion-presence term (``alignment.training.presence_weight``): a linear ``head`` on
-    the image embeddings predicts whether each item's sentence names a lesion (``"lesion"``,
-    0/1), binary cross-entropy averaged over the step's items. The contrastive loss learns
-    lesion presence only through the sentences' embeddings, beside region and diagnosis; this
-    term gives the image tower that signal directly. It reads the embeddings the contrastive
-    loss already has, so it costs no forward of its own."""
+    the image tower's ``reads`` (``"embeddings"``, normalised, or the encoder's pooled
+    ``"features"``) predicts whether each item's sentence names a lesion (``"lesion"``, 0/1),
+    binary cross-entropy averaged over the step's items. The contrastive loss learns lesion
+    presence only through the sentences' embeddings, beside region and diagnosis; this term
+    gives the image tower that signal directly. It reads what the image tower's one forward
+    gives, so it costs no forward of its own."""
     term = _Presence(head, weight)
-    return ExtraTerm(term.targets, term.loss, reads_image=True)
+    return ExtraTerm(term.targets, term.loss, reads=reads)
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,7 @@ class _Presence:
     def targets(self, batch: MicroBatch, device: torch.device) -> torch.Tensor:
         return batch["lesion"].to(device, torch.float32)[:, None]
 
-    def loss(self, lesion: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
-        logits = self.head(image_embeddings)[:, 0]
+    def loss(self, lesion: torch.Tensor, image_output: torch.Tensor) -> torch.Tensor:
+        logits = self.head(image_output)[:, 0]
         targets = lesion[:, 0].detach().to(logits.dtype)
         return self.weight * F.binary_cross_entropy_with_logits(logits, targets)
