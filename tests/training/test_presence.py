@@ -170,7 +170,12 @@ def test_both_heads_are_built_and_train_in_the_one_forward(tmp_path):
     assert not any("presence" in name for name in model.state_dict())
 
 
-@pytest.mark.parametrize("heads", [[], ["pixels"], ["features", "features"]])
+def test_one_head_may_be_named_alone(tmp_path):
+    _, alone, _ = config(tmp_path, presence_heads="features")
+    assert alone.presence_heads == ("features",)
+
+
+@pytest.mark.parametrize("heads", [[], ["pixels"], ["features", "features"], "pixels"])
 def test_unknown_missing_or_repeated_heads_are_refused(tmp_path, heads):
     with pytest.raises(ValueError, match="presence_heads must list some of"):
         config(tmp_path, presence_heads=heads)
