@@ -62,15 +62,13 @@ class AlignmentConfig:
         if self.presence_weight < 0:
             raise ValueError(f"presence_weight must be >= 0, got {self.presence_weight}")
         # One name alone is one head (`kedro run --params` cannot give a list of several).
-        heads = (
-            (self.presence_heads,) if isinstance(self.presence_heads, str) else self.presence_heads
-        )
-        object.__setattr__(self, "presence_heads", tuple(heads))
         heads = self.presence_heads
+        heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        object.__setattr__(self, "presence_heads", heads)
         if not heads or set(heads) - set(PRESENCE_HEADS) or len(set(heads)) < len(heads):
             raise ValueError(
                 f"presence_heads must list some of {list(PRESENCE_HEADS)}, each once, got "
-                f"{list(self.presence_heads)}"
+                f"{list(heads)}"
             )
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
