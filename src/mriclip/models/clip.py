@@ -97,15 +97,13 @@ class ClipModel(nn.Module):
         """Clamp the raw parameter into range in place; call after each optimiser step."""
         self.log_logit_scale.clamp_(0.0, self.max_log_logit_scale)
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encode_image_and_features(image)[0]
-
-    def encode_image_and_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised embeddings and the image encoder's pooled features they project
-        (``(B, embed_dim)``, ``(B, image_encoder.feature_dim)``): one forward for a loss that
-        reads both."""
+    def encode_image(self, image: torch.Tensor, with_features: bool = False) -> torch.Tensor:
+        """``(B, embed_dim)`` normalised embeddings; ``with_features``: the image encoder's
+        pooled features they project follow on each row (``(B, embed_dim + feature_dim)``), one
+        forward for a loss that reads both."""
         features = self.image_encoder(image)
-        return F.normalize(self.image_head(features), dim=-1), features
+        embeddings = F.normalize(self.image_head(features), dim=-1)
+        return torch.cat([embeddings, features], dim=-1) if with_features else embeddings
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_head(self.text_encoder(input_ids, attention_mask)), dim=-1)
@@ -119,11 +117,8 @@ class ClipModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(image_emb, text_emb)``, both ``(B, embed_dim)`` and L2-normalised; with
         ``image_features``, ``image_emb`` is followed by the pooled features on each row
-        (``(B, embed_dim + image_encoder.feature_dim)``)."""
-        if image_features:
-            image_output = torch.cat(self.encode_image_and_features(image), dim=-1)
-        else:
-            image_output = self.encode_image(image)
+        (:meth:`encode_image`)."""
+        image_output = self.encode_image(image, with_features=image_features)
         return image_output, self.encode_text(input_ids, attention_mask)
 
     def contrastive_loss(

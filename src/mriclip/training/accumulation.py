@@ -327,9 +327,7 @@ def _encode(
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         if tower == "image":
             image = batch["image"].to(device, non_blocking=True)
-            if image_features:
-                return torch.cat(model.encode_image_and_features(image), dim=-1)
-            return model.encode_image(image)
+            return model.encode_image(image, with_features=image_features)
         return model.encode_text(
             batch["input_ids"].to(device, non_blocking=True),
             batch["attention_mask"].to(device, non_blocking=True),
