@@ -56,7 +56,8 @@ def parameters(env) -> dict:
 
 def test_data_parameters_validate(parameters):
     demo_data = dict(parameters["demo_data"])
-    assert isinstance(demo_data.pop("overwrite_existing"), bool)  # the node's own key
+    assert isinstance(demo_data.pop("overwrite_existing"), bool)  # the node's own keys
+    assert demo_data.pop("workers") >= 1
     PhantomConfig.from_params(demo_data)
     engineering = parameters["data_engineering"]
     config = PreprocessingConfig(**engineering["preprocessing"])

@@ -86,6 +86,20 @@ def test_same_seed_gives_a_byte_identical_cohort_and_another_seed_does_not(tiny_
     assert all(other.images[key].to_bytes() != tiny_cohort.images[key].to_bytes() for key in shared)
 
 
+def test_patients_rendered_in_two_processes_give_the_same_bytes(tiny_cohort):
+    parallel = generate_cohort({**TINY, "ablated_twins": True}, workers=2)
+    serial = generate_cohort({**TINY, "ablated_twins": True}, workers=1)
+    assert list(parallel.images) == list(tiny_cohort.images)
+    for images in ("images", "labels", "ablated_images"):
+        first, second = getattr(serial, images), getattr(parallel, images)
+        assert list(first) == list(second) and first
+        for key in first:
+            assert first[key].to_bytes() == second[key].to_bytes()
+    pd.testing.assert_frame_equal(parallel.lesions, serial.lesions)
+    pd.testing.assert_frame_equal(parallel.lesions, tiny_cohort.lesions)
+    pd.testing.assert_frame_equal(parallel.scans, serial.scans)
+
+
 # ----------------------------------------------------------------------------- tables
 def test_cohort_has_the_requested_patients_scans_and_lesions(tiny_cohort):
     scans, lesions = tiny_cohort.scans, tiny_cohort.lesions

@@ -110,3 +110,13 @@ def test_a_users_own_scans_table_is_not_overwritten(test_params):
     assert "sub-01_ses-1" not in set(scans["scan_id"])
     # re-running over this phantom's own table is fine
     assert len(generate_phantom_cohort(test_params, scans)[0]) == len(images)
+
+
+@pytest.mark.parametrize("workers", [0, 1.5, True, "2"])
+def test_workers_must_be_a_whole_number_of_processes(test_params, workers):
+    from mriclip.pipelines.demo_data.nodes import generate_phantom_cohort
+
+    with pytest.raises(
+        ValueError, match=f"demo_data.workers must be an integer >= 1, got {workers!r}"
+    ):
+        generate_phantom_cohort({**test_params, "workers": workers}, pd.DataFrame())

@@ -250,12 +250,13 @@ class PhantomConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PhantomConfig:
-        """Build from the ``demo_data`` parameters; unknown keys are rejected (typos)."""
+        """Build from the ``demo_data`` parameters; unknown keys are rejected (typos), and
+        :data:`RUN_KEYS`, which steer the run rather than the cohort, are left out."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
+        unknown = sorted(set(params) - known - set(RUN_KEYS))
         if unknown:
             raise ValueError(f"Unknown demo_data parameter(s) {unknown}; known: {sorted(known)}.")
-        values = dict(params)
+        values = {name: value for name, value in params.items() if name not in RUN_KEYS}
         for name, value in values.items():
             # YAML gives lists; the frozen config keeps hashable tuples.
             if isinstance(value, list):
@@ -267,6 +268,11 @@ class PhantomConfig:
                 name: dict(look) for name, look in dict(values["sequence_contrasts"]).items()
             }
         return cls(**values)
+
+
+#: ``demo_data`` keys of the run, not of the cohort: the node's refusal to overwrite another
+#: cohort's files, and the processes that render the patients.
+RUN_KEYS = ("overwrite_existing", "workers")
 
 
 def _check_number(name, value, minimum=None, maximum=None, strict=False) -> None:

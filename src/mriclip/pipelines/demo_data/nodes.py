@@ -17,15 +17,15 @@ def generate_phantom_cohort(
     lesion-ablated twins (empty unless ``ablated_twins``).
 
     ``params`` are the ``demo_data`` parameters (see ``PhantomConfig``), ``seed`` included,
-    plus ``overwrite_existing``. ``scans_on_disk`` is the scans table already in
-    ``data/01_raw`` (empty if none): if it is not this phantom's, it may be a user's own data
-    and is not overwritten unless ``overwrite_existing`` is true.
+    plus ``overwrite_existing`` and ``workers`` (processes rendering the patients).
+    ``scans_on_disk`` is the scans table already in ``data/01_raw`` (empty if none): if it is
+    not this phantom's, it may be a user's own data and is not overwritten unless
+    ``overwrite_existing`` is true.
     Images and labels are keyed by the partitions' file names: ``"<scan_id>.nii.gz"``, and
     with ``sequences`` images ``"<scan_id>_<sequence>.nii.gz"``.
     """
-    settings = dict(params)
-    overwrite = bool(settings.pop("overwrite_existing", False))
-    config = PhantomConfig.from_params(settings)
+    overwrite = bool(params.get("overwrite_existing", False))
+    config = PhantomConfig.from_params(params)
     if len(scans_on_disk) and not overwrite:
         planned, _ = plan_cohort(config)
         on_disk = set(scans_on_disk.get("scan_id", pd.Series(dtype=str)).astype(str))
@@ -36,5 +36,5 @@ def generate_phantom_cohort(
                 "overwrite them: run `kedro run --pipeline data_engineering` (and later "
                 "pipelines) on your data, or set demo_data.overwrite_existing: true."
             )
-    cohort = generate_cohort(config)
+    cohort = generate_cohort(config, params.get("workers", 1))
     return cohort.images, cohort.labels, cohort.scans, cohort.lesions, cohort.ablated_images
