@@ -133,7 +133,11 @@ def test_a_micro_batch_larger_than_the_cohort_trains_on_several_patches_a_scan(t
     data = samples(n=3, kind=Recording, augment=augmentation())
     with caplog.at_level("INFO", logger="mriclip.training.engine"):
         _, history = train_alignment(
-            tiny_model(), data, None, *config(tmp_path, micro_batch_size=8, accumulation_steps=1)
+            tiny_model(),
+            data,
+            None,
+            # items read in this process, where `seen` records them
+            *config(tmp_path, micro_batch_size=8, accumulation_steps=1, num_workers=0),
         )
     assert history["step"].tolist() == [1, 2, 3, 4] and np.isfinite(history["loss"]).all()
     assert "a batch of 8 items exceeds the 3 training scans: each epoch draws every scan 3 " in (

@@ -60,8 +60,14 @@ def test_history_records_the_time_waited_for_batches(tmp_path, caplog):
     caplog.set_level("INFO")
     volumes = {f"S{i}": np.zeros((16, 16, 16), np.float32) for i in range(4)}
     model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
-    params = training_params(
-        "pretraining", steps=3, batch_size=2, warmup_steps=1, checkpoint_dir=None, device="cpu"
+    params = training_params(  # items made in the training process, which waits for each
+        "pretraining",
+        steps=3,
+        batch_size=2,
+        warmup_steps=1,
+        checkpoint_dir=None,
+        device="cpu",
+        num_workers=0,
     )
     slow = SlowItems(volumes, sorted(volumes), 16, seed=0)
     _, history = train_masked_autoencoder(
