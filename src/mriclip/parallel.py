@@ -114,18 +114,33 @@ def _here(function, items):
 def _in_pool(function, items, workers):
     _require_picklable(function, next(iter(items.values())))
     context = _context()
+    # The function goes to each worker once, as it starts (inherited by a forked one), not
+    # with every item: it may hold large state, such as the phantom's template anatomy.
     pool = ProcessPoolExecutor(
         min(workers, len(items)),
         mp_context=context,
-        initializer=_set_child_threads,
-        initargs=(workers, context.get_start_method()),
+        initializer=_start_pool_worker,
+        initargs=(function, workers, context.get_start_method()),
     )
     try:
-        futures = {pool.submit(function, item): key for key, item in items.items()}
+        futures = {pool.submit(_call_pool_function, item): key for key, item in items.items()}
         for future in as_completed(futures):
             yield _outcome(futures[future], future)
     finally:  # a caller that stops early must not wait for the rest
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_pool_function: Callable[[Any], Any] | None = None  # a pool worker's function
+
+
+def _start_pool_worker(function, workers: int, start_method: str) -> None:
+    global _pool_function
+    _pool_function = function
+    _set_child_threads(workers, start_method)
+
+
+def _call_pool_function(item):
+    return _pool_function(item)
 
 
 def _on_dask(function, items, address):
