@@ -341,7 +341,7 @@ def test_a_task_with_extra_terms_pickles_for_distributed_workers(tmp_path, name,
     _, task_config, method = config(tmp_path, name, presence_weight=5.0)
     copied = pickle.loads(pickle.dumps(AlignmentTask(tiny_model(), task_config, method)))
     assert set(copied.extra_terms) == {term, "presence", "presence_features"}  # conf/base's heads
-    for name in ("presence", "presence_features"):
-        presence = copied.extra_terms[name].loss.__self__
-        assert presence.head is copied.model[f"{name}_head"]
+    for presence_term in ("presence", "presence_features"):
+        presence = copied.extra_terms[presence_term].loss.__self__
+        assert presence.head is copied.model[f"{presence_term}_head"]
     assert copied.extra_terms[term].encode.__self__.model is copied.clip
