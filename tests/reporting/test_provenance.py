@@ -1,5 +1,7 @@
 """Settings and catalog versions."""
 
+import torch
+
 from mriclip.training.runtime import compute_environment
 from tests.reporting.helpers import report_of
 
@@ -19,5 +21,7 @@ def test_compute_environment_is_shown_from_the_metrics(run):
     assert "Compute environment" in html
     assert f"{environment['torch_threads']}, {environment['torch_interop_threads']}" in html
     assert environment["versions"]["torch"] in html
+    # The instruction set the kernels were chosen for: AVX2 and AVX-512 runs round differently.
+    assert f"torch: {torch.backends.cpu.get_cpu_capability()}" in html
     without = report_of(run)
     assert "No compute environment recorded" in without

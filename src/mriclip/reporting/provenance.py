@@ -81,8 +81,9 @@ def run_info(run_metadata: Mapping | None) -> str:
 
 
 def environment_section(zero_shot_metrics: Mapping | None) -> list[Block]:
-    """Thread counts and package versions the metrics were computed with: floating-point sums
-    round differently with other thread counts, so figures compare only where these agree."""
+    """Thread counts, CPU kernels and package versions the metrics were computed with:
+    floating-point sums round differently with other thread counts or kernels, so figures
+    compare only where these agree."""
     environment = (zero_shot_metrics or {}).get("environment")
     if not environment:
         return [absent("No compute environment recorded with the metrics of this run.")]
@@ -92,7 +93,11 @@ def environment_section(zero_shot_metrics: Mapping | None) -> list[Block]:
         ("torch threads (intra-op, inter-op)", ", ".join(map(str, threads))),
         ("BLAS and OpenMP pools (library:threads)", ", ".join(environment.get("blas") or [])),
         ("ITK threads", str(environment.get("itk_threads", "n/a"))),
-        ("OMP_NUM_THREADS, MKL_NUM_THREADS", ", ".join(map(str, environment["env"].values()))),
+        *((name, str(value)) for name, value in environment["env"].items()),
+        (
+            "CPU kernels (library: instruction set)",
+            ", ".join(f"{k}: {v}" for k, v in environment.get("cpu_kernels", {}).items()) or "n/a",
+        ),
         ("CPU cores, machine, Python", ", ".join(map(str, machine))),
     ]
     rows += [(name, str(version)) for name, version in environment["versions"].items()]

@@ -72,22 +72,39 @@ def uncompile(parts: dict[str, nn.Module]) -> None:
 
 #: Packages whose versions decide a run's numbers (kernels, resampling, registration).
 _VERSIONED_PACKAGES = ("torch", "numpy", "scipy", "monai", "SimpleITK", "scikit-learn")
+#: Thread counts, and the instruction sets the CPU kernels may use (set before the process
+#: starts, they make a machine with AVX-512 compute as one with only AVX2).
+_ENVIRONMENT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "OPENBLAS_CORETYPE",
+)
 
 
 def compute_environment() -> dict:
     """What a run's numbers depend on besides code, data and parameters: thread counts (torch,
-    BLAS, OpenMP and ITK round differently with more threads), package versions and the
-    machine. Stored with the metrics so that a figure can be reproduced, or a difference
-    explained."""
+    BLAS, OpenMP and ITK round differently with more threads), the CPU kernels chosen for the
+    machine's instruction set (AVX2 and AVX-512 kernels round differently too), package
+    versions and the machine. Stored with the metrics so that a figure can be reproduced, or a
+    difference explained."""
     from threadpoolctl import threadpool_info
 
+    pools = threadpool_info()
     environment = {
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-        "blas": sorted(
-            {f"{pool['internal_api']}:{pool['num_threads']}" for pool in threadpool_info()}
-        ),
+        "env": {name: os.environ.get(name) for name in _ENVIRONMENT_VARIABLES},
+        "blas": sorted({f"{pool['internal_api']}:{pool['num_threads']}" for pool in pools}),
+        "cpu_kernels": {
+            "torch": torch.backends.cpu.get_cpu_capability(),
+            **{
+                pool["internal_api"]: pool["architecture"]
+                for pool in pools
+                if "architecture" in pool
+            },
+        },
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
