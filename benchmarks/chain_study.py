@@ -206,7 +206,14 @@ def collect(runs: Sequence[ChainRun], work: Path) -> tuple[dict, dict]:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    """The machine as figures depend on it: AVX2 and AVX-512 kernels round differently."""
+    import torch
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"{platform.machine()} ({kernels} kernels), {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def replace_section(marker: str, text: str, document: Path = DOCS) -> None:

@@ -12,9 +12,12 @@ twins (a score that stays up without the lesions reads something else). Writes t
 docs/benchmarks.md (section "transfer").
 
     python benchmarks/transfer.py [--trained DIR] [--scans 50] [--params a.b=1,...]
+        [--cohort atlas=aal,...]
 
 Without ``--trained`` the default chain is run first in a copy of the project (``--work``);
-``--params`` are given to that training run (e.g. a lever under test).
+``--params`` are given to that training run (e.g. a lever under test). ``--cohort`` changes
+keys of the new cohort, so that one difference at a time can be put back to the default
+phantom's (which of them the model fails on).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from chain_study import (
     kedro_run,
     latest_output,
     machine,
+    merged,
     replace_section,
 )
-from omegaconf import OmegaConf
 
 from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.zero_shot import zero_shot_metrics
@@ -75,6 +78,34 @@ def region_labels(scans: pd.DataFrame, lesions: pd.DataFrame) -> np.ndarray:
     ).astype(int)
 
 
+#: Lesion radius bins (mm) of the by-size table.
+SIZE_BINS = (0.0, 4.5, 6.5, 9.0, float("inf"))
+
+
+def by_lesion_size(predictions: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """Each positive (scan, region) pair's rank against the region's negative scans (the share
+    of negatives it scores above: its own AUC), averaged by the radius of the region's largest
+    lesion in the scan: which lesions the region AUCs lose."""
+    rows = []
+    for region in REGIONS:
+        largest = lesions[lesions["region"] == region].groupby("scan_id")["radius_mm"].max()
+        largest = largest[largest.index.isin(predictions.index)]
+        negatives = predictions.loc[~predictions.index.isin(largest.index), f"prob_{region}"]
+        for scan_id, radius in largest.items():
+            score = predictions.loc[scan_id, f"prob_{region}"]
+            rank = (negatives < score).mean() + 0.5 * (negatives == score).mean()
+            rows.append({"region": region, "radius_mm": radius, "rank": rank})
+    table = pd.DataFrame(rows)
+    table["size"] = pd.cut(table["radius_mm"], list(SIZE_BINS))
+    return table.groupby("size", observed=False)["rank"].agg(["count", "mean"])
+
+
+def size_label(size: pd.Interval) -> str:
+    if size.right == float("inf"):
+        return f"> {size.left:g} mm"
+    return f"{size.left:g}–{size.right:g} mm"
+
+
 def scored(project: Path, scans: pd.DataFrame, lesions: pd.DataFrame, seed: int) -> dict:
     """Region AUCs (with intervals) of the latest ``scan_predictions`` of ``project``."""
     predictions = pd.read_csv(
@@ -98,13 +129,17 @@ def main() -> None:
     parser.add_argument(
         "--params", default="", help="parameters of the training and inference runs (a.b=1,...)"
     )
+    parser.add_argument(
+        "--cohort", default="", help="changes to the new cohort's demo_data keys (atlas=aal,...)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/mriclip-transfer"))
     parser.add_argument("--section", default="transfer", help="docs/benchmarks.md section")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args()
 
-    items = [item for item in args.params.split(",") if item.strip()]
-    params = OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+    params = merged({}, args.params)
+    settings = merged(TRANSFER_COHORT, args.cohort)
+    args.work.mkdir(parents=True, exist_ok=True)
     project = args.trained
     if project is None:
         project = copy_project(args.work / "trained")
@@ -112,7 +147,7 @@ def main() -> None:
         if training.returncode != 0:
             raise SystemExit(f"the training run failed: see {project}/default.log")
 
-    cohort = generate_cohort({**TRANSFER_COHORT, "n_patients": args.scans, "n_scans": args.scans})
+    cohort = generate_cohort({**settings, "n_patients": args.scans, "n_scans": args.scans})
     scans = cohort.scans[["scan_id", "patient_id"]]
     rows = {}
     inputs = {"scans": cohort.images, "lesion-ablated twins": cohort.ablated_images}
@@ -122,10 +157,20 @@ def main() -> None:
         run = kedro_run(inference, args.threads)
         if run.returncode != 0:
             raise SystemExit(f"inference failed: see {project}/inference.log")
-        rows[name] = scored(project, scans, cohort.lesions, TRANSFER_COHORT["seed"])
+        rows[name] = scored(project, scans, cohort.lesions, settings["seed"])
+        shutil.copy(
+            latest_output(project, "data/07_model_output/scan_predictions.csv"),
+            args.work / f"predictions_{name.replace(' ', '_')}.csv",
+        )
         rows[name]["seconds"] = run.seconds
-    (args.work / "results.json").parent.mkdir(parents=True, exist_ok=True)
+        if name == "scans":
+            sizes = by_lesion_size(
+                pd.read_csv(args.work / "predictions_scans.csv").set_index("scan_id"),
+                cohort.lesions,
+            )
     (args.work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    # The truth beside the predictions, for a look at single scans (which region a miss got).
+    cohort.lesions.to_csv(args.work / "lesions.csv", index=False)
 
     header = "| inputs | scans | macro AUC | " + " | ".join(REGIONS) + " |"
     lines = [header, "|---" * (len(REGIONS) + 3) + "|"]
@@ -141,16 +186,28 @@ def main() -> None:
             + " | ".join(regions)
             + " |"
         )
-    cohort_settings = ", ".join(f"{key}={value}" for key, value in TRANSFER_COHORT.items())
+    size_lines = [
+        "| largest lesion of the region (radius) | positive (scan, region) pairs | mean AUC "
+        "against the region's negatives |",
+        "|---|---|---|",
+        *(
+            f"| {size_label(size)} | {int(row['count'])} | {cell(row['mean'])} |"
+            for size, row in sizes.iterrows()
+        ),
+    ]
+    cohort_settings = ", ".join(f"{key}={value}" for key, value in settings.items())
     text = "\n\n".join(
         [
             f"`python benchmarks/transfer.py --scans {args.scans}"
             + (f" --params {args.params}" if args.params else "")
+            + (f" --cohort {args.cohort}" if args.cohort else "")
             + f"` on {machine()}, {args.threads} thread(s). Model: the default chain"
             + (f" with {args.params}" if args.params else "")
             + f". New cohort (demo_data): {cohort_settings}. Brackets: patient-level "
             "bootstrap 95% intervals.",
             "\n".join(lines),
+            "By lesion size, the scans above:",
+            "\n".join(size_lines),
         ]
     )
     print(text)
