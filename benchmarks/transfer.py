@@ -106,11 +106,10 @@ def size_label(size: pd.Interval) -> str:
     return f"{size.left:g}–{size.right:g} mm"
 
 
-def scored(project: Path, scans: pd.DataFrame, lesions: pd.DataFrame, seed: int) -> dict:
-    """Region AUCs (with intervals) of the latest ``scan_predictions`` of ``project``."""
-    predictions = pd.read_csv(
-        latest_output(project, "data/07_model_output/scan_predictions.csv")
-    ).set_index("scan_id")
+def scored(
+    predictions: pd.DataFrame, scans: pd.DataFrame, lesions: pd.DataFrame, seed: int
+) -> dict:
+    """Region AUCs (with intervals) of ``predictions`` (``scan_predictions`` by scan_id)."""
     kept = [scan for scan in scans["scan_id"] if scan in predictions.index]
     scores = predictions.loc[kept, [f"prob_{region}" for region in REGIONS]].to_numpy()
     labels = region_labels(pd.Series(kept), lesions)
@@ -149,7 +148,7 @@ def main() -> None:
 
     cohort = generate_cohort({**settings, "n_patients": args.scans, "n_scans": args.scans})
     scans = cohort.scans[["scan_id", "patient_id"]]
-    rows = {}
+    rows, predictions = {}, {}
     inputs = {"scans": cohort.images, "lesion-ablated twins": cohort.ablated_images}
     for name, images in inputs.items():
         write_images(images, project / "data" / "01_raw" / "inference" / "images")
@@ -157,17 +156,11 @@ def main() -> None:
         run = kedro_run(inference, args.threads)
         if run.returncode != 0:
             raise SystemExit(f"inference failed: see {project}/inference.log")
-        rows[name] = scored(project, scans, cohort.lesions, settings["seed"])
-        shutil.copy(
-            latest_output(project, "data/07_model_output/scan_predictions.csv"),
-            args.work / f"predictions_{name.replace(' ', '_')}.csv",
-        )
+        saved = latest_output(project, "data/07_model_output/scan_predictions.csv")
+        shutil.copy(saved, args.work / f"predictions_{name.replace(' ', '_')}.csv")
+        predictions[name] = pd.read_csv(saved).set_index("scan_id")
+        rows[name] = scored(predictions[name], scans, cohort.lesions, settings["seed"])
         rows[name]["seconds"] = run.seconds
-        if name == "scans":
-            sizes = by_lesion_size(
-                pd.read_csv(args.work / "predictions_scans.csv").set_index("scan_id"),
-                cohort.lesions,
-            )
     (args.work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     # The truth beside the predictions, for a look at single scans (which region a miss got).
     cohort.lesions.to_csv(args.work / "lesions.csv", index=False)
@@ -186,6 +179,7 @@ def main() -> None:
             + " | ".join(regions)
             + " |"
         )
+    sizes = by_lesion_size(predictions["scans"], cohort.lesions)
     size_lines = [
         "| largest lesion of the region (radius) | positive (scan, region) pairs | mean AUC "
         "against the region's negatives |",
