@@ -75,7 +75,10 @@ def embed_levels(
         paraphrase=False,
         position_channels=position,
     )
-    tables = [embedding_rows(embed_dataset(model, volume_items), "scan", split, stage, variant)]
+    # One volume a forward: on a CPU a batch of 96^3 volumes outgrows the cache and costs
+    # half as much again per volume.
+    volumes_embedded = embed_dataset(model, volume_items, batch_size=1)
+    tables = [embedding_rows(volumes_embedded, "scan", split, stage, variant)]
     lesions = lesion_table[lesion_table["scan_id"].isin(set(scans["scan_id"]))]
     if len(lesions):
         patches = LesionPatches(lesions, scans, volumes, templates, patch_size, position)
