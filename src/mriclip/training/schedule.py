@@ -56,8 +56,9 @@ def param_groups(groups: dict[str, tuple[nn.Module | list, float]], weight_decay
 
 
 def fusable(parameters: Iterable[torch.Tensor]) -> bool:
-    """Whether fused AdamW (one kernel for every parameter) can run: it needs every
-    parameter to be a floating-point CUDA tensor."""
+    """Whether to use fused AdamW (one kernel for every parameter): every parameter a
+    floating-point CUDA tensor. Torch fuses on the CPU too, but there it made the alignment
+    step no faster (52.6 against 50.8 ms, within the machine's noise) and rounds otherwise."""
     parameters = list(parameters)
     return bool(parameters) and all(
         p.device.type == "cuda" and p.dtype.is_floating_point for p in parameters
