@@ -151,3 +151,20 @@ def test_pooling_choices_are_the_deepest_maps_mean_max_or_both():
         torch.testing.assert_close(pooled, expected)
     with pytest.raises(ValueError, match="unknown encoder pooling"):
         build_image_encoder("resnet", pooling="median")
+
+
+def test_resnet_first_stride_starts_at_half_resolution():
+    """first_stride=2: the first unit's 3³ convolution (and its residual path) is strided,
+    so every map is half the size of first_stride=1's with one level fewer."""
+    torch.manual_seed(0)
+    strided = build_image_encoder("resnet", filters=8, levels=3, first_stride=2, subunits=1)
+    assert strided.downsample_factor == 8
+    first = strided.levels[0]
+    assert first.conv.unit0.conv.stride == (2, 2, 2)
+    assert first.residual.stride == (2, 2, 2)
+    x = torch.randn(2, 1, 16, 16, 32)
+    half = first(x)
+    assert half.shape == (2, 8, 8, 8, 16)
+    assert strided.forward_features(x).shape == (2, 32, 2, 2, 4)
+    with pytest.raises(ValueError, match="first_stride must be 1 or 2, got 3"):
+        build_image_encoder("resnet", first_stride=3)

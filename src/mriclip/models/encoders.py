@@ -246,7 +246,21 @@ class MedNeXtEncoder(ImageEncoder):
 
 
 class ResNetEncoder(ImageEncoder):
-    """Residual UNet-style encoder: one MONAI ResidualUnit per level, channels doubling."""
+    """Residual UNet-style encoder: one MONAI ResidualUnit per level, channels doubling.
+
+    Args:
+        in_channels: image channels (sequences) of the input.
+        filters: channels of the first level; each later level doubles them.
+        levels: residual units; every one after the first halves each side.
+        subunits: convolutions per residual unit.
+        norm: MONAI norm name (``instance`` is made affine).
+        act: MONAI activation name.
+        pooling: how the deepest map becomes a vector (``mean``, ``max``, ``mean_max``).
+        position_channels: the input carries three grid-coordinate channels after the image.
+        first_stride: stride of the first level. 2 starts at half resolution: on a CPU the
+            full-resolution level is most of the encoder's time, and a strided 3³ convolution
+            still sees every voxel.
+    """
 
     name = "resnet"
 
@@ -260,8 +274,11 @@ class ResNetEncoder(ImageEncoder):
         act: str = "leakyrelu",
         pooling: str = "mean",
         position_channels: bool = False,
+        first_stride: int = 1,
     ) -> None:
         super().__init__(in_channels, pooling, position_channels)
+        if first_stride not in (1, 2):
+            raise ValueError(f"resnet encoder first_stride must be 1 or 2, got {first_stride!r}")
         norm_layer = (norm, {"affine": True}) if norm == "instance" else norm
         units = []
         channels_in = self.input_channels
@@ -272,7 +289,7 @@ class ResNetEncoder(ImageEncoder):
                     spatial_dims=SPATIAL_DIMS,
                     in_channels=channels_in,
                     out_channels=channels_out,
-                    strides=1 if level == 0 else 2,
+                    strides=first_stride if level == 0 else 2,
                     subunits=subunits,
                     act=act,
                     norm=norm_layer,
@@ -282,7 +299,7 @@ class ResNetEncoder(ImageEncoder):
         self.levels = nn.ModuleList(units)
         self.norm = norm
         self.map_channels = channels_in
-        self.downsample_factor = 2 ** (levels - 1)
+        self.downsample_factor = first_stride * 2 ** (levels - 1)
 
     def stages(self) -> list[nn.Module]:
         return list(self.levels)
