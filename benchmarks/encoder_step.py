@@ -7,7 +7,7 @@ slower stretch of the machine costs each the same. Prints the median millisecond
 the ratio to the first variant.
 
     OMP_NUM_THREADS=1 python benchmarks/encoder_step.py [--batch 16] [--patch 16] [--reps 5]
-        [--variant first_stride=1,filters=8,levels=4 ...]
+        [--variant first_stride=2,filters=16,levels=3 ...]
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument(
         "--variant", action="append", default=None,
-        help="keyword overrides of the default encoder (default: the full-resolution first level)",
+        help="keyword overrides of the default encoder (default: conf/fast's strided first level)",
     )  # fmt: skip
     args = parser.parse_args()
 
     default = OmegaConf.to_container(OmegaConf.load(GLOBALS).image_encoder)
     variants = {"default": {}}
-    for text in args.variant or ["first_stride=1,filters=8,levels=4"]:
+    for text in args.variant or ["first_stride=2,filters=16,levels=3"]:
         variants[text] = parse_variant(text)
     torch.manual_seed(0)
     encoders = {}

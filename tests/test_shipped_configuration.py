@@ -1,4 +1,4 @@
-"""The configuration as a user gets it: conf/base, and conf/gpu and conf/multicontrast over it.
+"""The configuration as a user gets it: conf/base, and each shipped environment over it.
 
 What can be checked without a long run is checked here for every shipped environment: each
 parameter group builds the objects its pipeline builds from it, each tuning search space holds
@@ -33,7 +33,7 @@ from mriclip.training.pretraining import PretrainingConfig
 from mriclip.tuning.search_space import current_values, parse_search_space, resolve, with_values
 from tests.pipelines.helpers import PROJECT
 
-SHIPPED = ["base", "gpu", "multicontrast"]
+SHIPPED = ["base", "fast", "gpu", "multicontrast"]
 #: Put into the catalog at run time, not declared in catalog.yml.
 RUNTIME_DATASETS = {"parameters", "run_metadata"}
 
