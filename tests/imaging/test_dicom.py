@@ -113,6 +113,24 @@ def test_unreadable_and_stray_files_are_listed_and_the_series_still_read(tmp_pat
     assert listed["r02/IM9999"].startswith("unreadable DICOM file")
 
 
+def test_a_file_cut_between_its_geometry_tags_is_listed_not_the_series_refused(tmp_path):
+    """Cut after Rows and Columns but before PixelSpacing, a file parses without an error
+    (pydicom skips the values it was not asked for); it must not make its series lack
+    PixelSpacing."""
+    files = write_series(oblique_volume(), tmp_path / "images" / "r04")
+    header = files[0].read_bytes()
+    cut = header.index(b"\x28\x00\x30\x00DS")  # (0028,0030) PixelSpacing, explicit VR LE
+    assert header.index(b"\x28\x00\x11\x00US") < cut  # Columns comes before it
+    (tmp_path / "images" / "r04" / "IM9998").write_bytes(header[:cut])
+    catalog, problems = build_unlabelled_catalog(scan_inputs(tmp_path / "images"))
+    assert catalog.set_index("scan_id").loc["r04", "status"] == "ok"
+    listed = dict(zip(problems["item"], problems["problem"], strict=True))
+    assert listed == {
+        "r04/IM9998": "unreadable DICOM file: DicomSeriesError: the file ends before its "
+        "pixel data (truncated)"
+    }
+
+
 def test_a_slice_whose_pixel_data_is_cut_short_refuses_its_series(tmp_path):
     files = write_series(oblique_volume(), tmp_path / "r03")
     files[3].write_bytes(files[3].read_bytes()[:-500])

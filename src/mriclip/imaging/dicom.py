@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,21 @@ def _floats(value, n: int) -> np.ndarray | None:
 
 
 def read_header(path: Path) -> SliceHeader:
-    """The geometry tags of one DICOM file (no pixel data, no other tag is parsed)."""
+    """The geometry tags of one DICOM file (no pixel data, no other tag is parsed).
+
+    Raises:
+        DicomSeriesError: the file says it holds an image but ends before its pixel data.
+    """
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+    with open(path, "rb") as file:
+        ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        # pydicom skips the values of tags it was not asked for, so a file cut inside its
+        # header can parse without an error, its later tags (PixelSpacing) simply absent.
+        ends_early = file.tell() >= os.fstat(file.fileno()).st_size
     rows, columns = ds.get("Rows"), ds.get("Columns")
+    if ends_early and rows is not None and columns is not None:
+        raise DicomSeriesError("the file ends before its pixel data (truncated)")
     number, instance = ds.get("SeriesNumber"), ds.get("InstanceNumber")
     return SliceHeader(
         path=Path(path),
