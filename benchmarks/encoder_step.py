@@ -4,7 +4,7 @@ the default encoder (conf/base/globals.yml) beside variants, measured side by si
 Every variant gets the same input (``--batch`` cubes of ``--patch``³ voxels with the default's
 channels, channels-last as alignment trains), and their repetitions are interleaved, so a
 slower stretch of the machine costs each the same. Prints the median milliseconds per step and
-the ratio to the first variant.
+the ratio to the default.
 
     OMP_NUM_THREADS=1 python benchmarks/encoder_step.py [--batch 16] [--patch 16] [--reps 5]
         [--variant first_stride=2,filters=16,levels=3 ...]
@@ -18,18 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from chain_study import machine
+from chain_study import machine, merged
 from omegaconf import OmegaConf
 
 from mriclip.models.encoders import build_image_encoder
 
 GLOBALS = Path(__file__).resolve().parents[1] / "conf" / "base" / "globals.yml"
-
-
-def parse_variant(text: str) -> dict:
-    """``a=1,b=2`` as keyword overrides (YAML values)."""
-    return {key: OmegaConf.create(f"v: {value}").v for key, value in
-            (pair.split("=", 1) for pair in text.split(",") if pair)}  # fmt: skip
 
 
 def step_ms(encoder: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
@@ -52,13 +46,13 @@ def main() -> None:
     args = parser.parse_args()
 
     default = OmegaConf.to_container(OmegaConf.load(GLOBALS).image_encoder)
-    variants = {"default": {}}
+    variants = {"default": default["kwargs"]}
     for text in args.variant or ["first_stride=2,filters=16,levels=3"]:
-        variants[text] = parse_variant(text)
+        variants[text] = merged(default["kwargs"], text)
     torch.manual_seed(0)
     encoders = {}
-    for name, overrides in variants.items():
-        encoder = build_image_encoder(default["name"], **{**default["kwargs"], **overrides})
+    for name, kwargs in variants.items():
+        encoder = build_image_encoder(default["name"], **kwargs)
         encoders[name] = encoder.to(memory_format=torch.channels_last_3d).train()
     channels = encoders["default"].input_channels
     x = torch.randn(args.batch, channels, *[args.patch] * 3)
