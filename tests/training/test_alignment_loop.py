@@ -101,6 +101,24 @@ def test_resume_restores_optimizer_scheduler_data_and_rng(tmp_path, augmented, w
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_checkpoints_leave_out_the_locked_tower_and_a_resume_checks_it(tmp_path):
+    """The locked text tower is not written (it stays as built); a resume whose model was
+    built with other locked weights is refused, as other settings are."""
+    model = tiny_model()
+    train_alignment(model, samples(), None, *config(tmp_path))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert len(model.text_encoder.state_dict()) > 0
+    assert not [key for key in saved if key.startswith("clip.text_encoder.")]
+    assert any(key.startswith("clip.image_encoder.") for key in saved)
+    assert any(key.startswith("clip.text_head.") for key in saved)  # learnt, so kept
+
+    other = tiny_model()
+    with torch.no_grad():
+        other.text_encoder.model.embeddings.word_embeddings.weight.add_(1.0)
+    with pytest.raises(ValueError, match=r"other settings \(\['locked_state'\]\)"):
+        train_alignment(other, samples(), None, *config(tmp_path, resume=True))
+
+
 def test_validation_rows_and_best_model_is_kept(tmp_path):
     model, history = train_alignment(
         tiny_model(),
@@ -115,7 +133,10 @@ def test_validation_rows_and_best_model_is_kept(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["val_loss"] == pytest.approx(validated["val_loss"].min())
     for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(tensor, best["model"][f"clip.{name}"], msg=name)
+        if name.startswith("text_encoder."):  # locked (freeze_text_stages: all): left out
+            assert f"clip.{name}" not in best["model"]
+        else:
+            torch.testing.assert_close(tensor, best["model"][f"clip.{name}"], msg=name)
     assert history["lr_vision"].iloc[0] == pytest.approx(1e-2)  # warm-up of 1 step
     assert (history["temperature"] > 0).all()
 

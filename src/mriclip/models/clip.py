@@ -128,6 +128,6 @@ class ClipModel(nn.Module):
         positive_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """This model's loss (``clip`` or ``siglip``) with its current temperature (and bias)."""
-        if self.logit_bias is None:
+        if self.loss_name == "clip":
             return clip_loss(image_emb, text_emb, self.logit_scale, positive_mask)
         return siglip_loss(image_emb, text_emb, self.logit_scale, self.logit_bias, positive_mask)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mriclip.training import distributed
 from mriclip.training.batching import BatchStream, batch_loader
-from mriclip.training.checkpointing import BestModel, Checkpointer
+from mriclip.training.checkpointing import BestModel, Checkpointer, TrainedState
 from mriclip.training.distributed import DistributedConfig
 from mriclip.training.rng import restore_rng_state, rng_state
 from mriclip.training.runtime import (
@@ -249,18 +249,24 @@ def _train(
     optimizer = adamw(param_groups(task.param_groups(), config.weight_decay))
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     checkpoints = Checkpointer(config.checkpoint_dir)
-    settings = {**asdict(config), **task.settings(), "world_size": world_size}
+    trained = TrainedState(model)
+    settings = {
+        **asdict(config),
+        **task.settings(),
+        "world_size": world_size,
+        "locked_state": trained.digest(),
+    }
     if task.keep_best and val_set is None:
         logger.warning(
             "%s: no validation set to keep the best model by; keeping the last", task.name
         )
-    best = BestModel(task.keep_best, checkpoints)
+    best = BestModel(task.keep_best, checkpoints, trained)
     history: list[dict] = []
     start = 0
     snapshot = checkpoints.load("last") if config.resume else None
     if snapshot is not None:
         checkpoints.check_resumable(snapshot, settings)
-        model.load_state_dict(snapshot["model"])
+        trained.load(snapshot["model"])
         optimizer.load_state_dict(snapshot["optimizer"])
         scheduler.load_state_dict(snapshot["scheduler"])
         own = snapshot["ranks"][rank]
@@ -345,7 +351,7 @@ def _train(
                 step,
                 {k: round(v, 4) for k, v in row.items() if k.startswith("val_")},
             )
-            best.update(row, model)
+            best.update(row)
             if on_validation is not None:
                 on_validation(row)
         history.append(row)
@@ -359,7 +365,7 @@ def _train(
                     {
                         "step": step,
                         "history": history,
-                        "model": model.state_dict(),
+                        "model": trained.state(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "ranks": ranks,
@@ -369,7 +375,7 @@ def _train(
     del batches  # stops the loader's workers
     _log_data_wait(task.name, history[start:])
     uncompile(compiled)
-    best.restore(model)
+    best.restore()
     model.cpu()
     return pd.DataFrame(history)
 

@@ -1,0 +1,49 @@
+import pytest
+import torch
+from torch import nn
+
+from mriclip.training.checkpointing import TrainedState
+
+
+class Tower(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(3, 2)
+        self.locked = False
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    built = nn.ModuleDict({"tower": Tower(), "head": nn.Linear(2, 1)})
+    built["tower"].locked = True
+    return built
+
+
+def test_the_trained_state_leaves_out_locked_parts_and_loads_back():
+    trained = TrainedState(model())
+    assert trained.locked == ("tower.",)
+    assert set(trained.state()) == {"head.weight", "head.bias"}
+    other = model()
+    with torch.no_grad():
+        other["head"].weight.fill_(3.0)
+    TrainedState(other).load(trained.state())
+    torch.testing.assert_close(other["head"].weight, trained.model["head"].weight)
+
+
+def test_a_state_that_does_not_fit_is_refused_naming_the_keys():
+    trained = TrainedState(model())
+    with pytest.raises(ValueError, match=r"does not fit this model \(1 keys, e.g. \['head.bias'\]"):
+        trained.load({"head.weight": torch.zeros(1, 2)})
+    with pytest.raises(ValueError, match="stray"):
+        trained.load({**trained.state(), "stray": torch.zeros(1)})
+
+
+def test_the_digest_follows_the_locked_weights_only():
+    first, second = TrainedState(model()), TrainedState(model())
+    assert first.digest() == second.digest()
+    with torch.no_grad():
+        second.model["head"].bias.add_(1.0)
+    assert first.digest() == second.digest()
+    with torch.no_grad():
+        second.model["tower"].bias.add_(1e-6)
+    assert first.digest() != second.digest()
+    assert TrainedState(nn.Linear(2, 1)).digest() is None
