@@ -1,5 +1,7 @@
 """Supervised references on frozen embeddings: linear probe and fusion classifiers."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +69,21 @@ def test_fusion_runs_is_deterministic_and_flags_the_oracle_text(classifier):
     assert first["uses_sample_text"] is True and first["caveat"] == ORACLE_CAVEAT
     # The text states the label, so even a short training run nearly solves the task.
     assert first["overall"]["auc_macro"] > 0.9
+
+
+def test_fusion_takes_read_only_embeddings_without_a_warning():
+    """Embeddings read back from parquet may be read-only arrays; torch warns on sharing them."""
+    splits = separable(n=40)
+    arrays = [np.array(array, dtype=float) for split in splits for array in split]
+    for array in arrays:
+        array.flags.writeable = False
+    train_x, train_t, train_y, test_x, test_t, test_y = arrays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = early_fusion_classifier(
+            train_x, train_t, train_y, test_x, test_t, test_y, REGIONS, epochs=1
+        )
+    assert np.isfinite(metrics["final_train_loss"])
 
 
 def test_fusion_handles_a_trailing_batch_of_one():

@@ -216,8 +216,8 @@ def _fit_fusion(
     if epochs < 1:
         raise ValueError(f"{where}: epochs must be >= 1, got {epochs}")
 
-    tensors = {
-        name: torch.as_tensor(array, dtype=torch.float32)
+    tensors = {  # copies: the embeddings may be read-only arrays (parquet-backed)
+        name: torch.tensor(array, dtype=torch.float32)
         for name, array in (
             ("train_image", train_image),
             ("train_text", train_text),
