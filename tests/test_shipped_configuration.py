@@ -9,6 +9,9 @@ resolves. ``tests/pipelines/test_shipped_run.py`` runs every pipeline on conf/ba
 
 from __future__ import annotations
 
+import importlib
+import warnings
+
 import pandas as pd
 import pytest
 from kedro.config import OmegaConfigLoader
@@ -150,3 +153,16 @@ def test_every_dataset_a_pipeline_needs_resolves(env, parameters, registry):
             elif dataset not in RUNTIME_DATASETS:
                 assert dataset in catalog, (env, name, dataset)
                 assert catalog.get(dataset) is not None, (env, name, dataset)
+
+
+def test_the_config_loader_starts_without_omegaconf_deprecation_noise():
+    """Kedro's loader registers its resolvers with a call OmegaConf deprecates; the project's
+    settings silence that warning (nobody running mriclip can act on it), and only it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        importlib.reload(settings)
+        loader("base")["parameters"]
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+    messages = [str(warning.message) for warning in caught]
+    assert not [message for message in messages if "register_new_resolver" in message]
+    assert "another warning" in messages

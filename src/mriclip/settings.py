@@ -1,8 +1,15 @@
 """Kedro project settings."""
 
+import warnings
 from importlib.util import find_spec
 
 from kedro.config import OmegaConfigLoader
+
+# Kedro's config loader and kedro-mlflow's hook register their resolvers with an OmegaConf
+# call that OmegaConf 2.4 deprecates: three warnings at every run that no user can act on.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 
 from mriclip.hooks import DeviceAndSeedHooks, MlflowTrackingHooks, RunMetadataHooks
 
