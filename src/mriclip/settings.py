@@ -5,13 +5,13 @@ from importlib.util import find_spec
 
 from kedro.config import OmegaConfigLoader
 
+from mriclip.hooks import DeviceAndSeedHooks, MlflowTrackingHooks, RunMetadataHooks
+
 # Kedro's config loader and kedro-mlflow's hook register their resolvers with an OmegaConf
 # call that OmegaConf 2.4 deprecates: three warnings at every run that no user can act on.
 warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
-
-from mriclip.hooks import DeviceAndSeedHooks, MlflowTrackingHooks, RunMetadataHooks
 
 HOOKS = (DeviceAndSeedHooks(), RunMetadataHooks())
 # With the `mlflow` extra, kedro-mlflow (a plugin Kedro registers by itself) opens a run per
