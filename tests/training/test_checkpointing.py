@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mriclip.training.checkpointing import TrainedState
+from mriclip.training.checkpointing import Checkpointer, TrainedState
 
 
 class Tower(nn.Linear):
@@ -47,3 +47,11 @@ def test_the_digest_follows_the_locked_weights_only():
         second.model["tower"].bias.add_(1e-6)
     assert first.digest() != second.digest()
     assert TrainedState(nn.Linear(2, 1)).digest() is None
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_where_the_setting_is_unset(tmp_path):
+    checkpoints = Checkpointer(tmp_path)
+    before = {"settings": {"lr": 1.0}}  # saved before locked_state was a setting
+    checkpoints.check_resumable(before, {"lr": 1.0, "locked_state": None})
+    with pytest.raises(ValueError, match=r"other settings \(\['locked_state'\]\)"):
+        checkpoints.check_resumable(before, {"lr": 1.0, "locked_state": "ab12"})

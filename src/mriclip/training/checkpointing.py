@@ -103,9 +103,10 @@ class Checkpointer:
             {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
             for settings in (saved, current)
         )
-        if saved != current:
-            keys = saved.keys() | current.keys()
-            changed = sorted(k for k in keys if saved.get(k) != current.get(k))
+        # A setting that a checkpoint predates reads as None (locked_state: nothing locked).
+        keys = saved.keys() | current.keys()
+        changed = sorted(k for k in keys if saved.get(k) != current.get(k))
+        if changed:
             raise ValueError(
                 f"the checkpoint to resume was saved with other settings ({changed}); resume "
                 "with the same parameters, or use another checkpoint_dir / resume: false"
