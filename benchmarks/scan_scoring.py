@@ -2,10 +2,11 @@
 
 Each new scan is read, preprocessed and embedded once per stride; its patches' region
 probabilities are then aggregated every way ``mriclip.evaluation.scan_scoring`` offers, and
-each way's region AUCs are scored against the cohort's lesions (patient-level bootstrap
-intervals). The cohort is ``benchmarks/transfer.py``'s (``--cohort`` changes its keys), so
-the figures say whether a scoring choice would lift transfer, read on the cohort itself: a
-default chosen from them would be tuned on the figures it is judged by.
+each way's region AUCs are scored against the cohort's lesions as ``benchmarks/transfer.py``
+scores its runs (patient-level bootstrap intervals). The cohort is transfer.py's too
+(``--cohort`` changes its keys), so the figures say whether a scoring choice would lift
+transfer, read on the cohort itself: a default chosen from them would be tuned on the figures
+it is judged by.
 
     python benchmarks/scan_scoring.py --trained DIR [--scans 50] [--cohort seed=2026]
         [--strides 8 4] [--top-k 2 3 5 8]
@@ -23,13 +24,11 @@ import numpy as np
 import pandas as pd
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from transfer import REGIONS, TRANSFER_COHORT, merged, region_labels, write_images
+from transfer import REGIONS, TRANSFER_COHORT, merged, scored, write_images
 
 from mriclip import Predictor
-from mriclip.evaluation.bootstrap import with_bootstrap_intervals
 from mriclip.evaluation.embedding import embed_patches, scan_patches
 from mriclip.evaluation.scan_scoring import aggregate_patches
-from mriclip.evaluation.zero_shot import zero_shot_metrics
 from mriclip.imaging.collection import scan_source
 from mriclip.inference import prepare_scan
 from mriclip.phantom import generate_cohort
@@ -81,23 +80,19 @@ def main() -> None:
             patches[stride][scan.scan_id] = region_probabilities(predictor, volume, stride)
             seconds[stride] += time.perf_counter() - tick
 
-    scored = patches[args.strides[0]]
-    scan_ids = [scan_id for scan_id in cohort.scans["scan_id"] if scan_id in scored]
-    labels = region_labels(pd.Series(scan_ids), cohort.lesions)
-    patients = cohort.scans.set_index("scan_id").loc[scan_ids, "patient_id"].to_numpy()
+    target = next(iter(predictor.spec.zero_shot["targets"].values()))
+    columns = [f"prob_{region}" for region in target["classes"]]
     ways = [("max", 1), *(("top_k_mean", k) for k in args.top_k), ("noisy_or", 1), ("mean", 1)]
     print(f"| stride | aggregation | macro AUC | {' | '.join(REGIONS)} |")
     print("|---" * (len(REGIONS) + 3) + "|")
     for stride in args.strides:
         for method, k in ways:
-            scores = np.array(
-                [aggregate_patches(patches[stride][scan_id], method, k) for scan_id in scan_ids]
-            )
-            metrics = with_bootstrap_intervals(
-                lambda i, s=scores: zero_shot_metrics(s[i], labels[i], list(REGIONS)),
-                patients,
-                seed=settings["seed"],
-            )
+            predictions = pd.DataFrame.from_dict(
+                {scan_id: aggregate_patches(probabilities, method, k)
+                 for scan_id, probabilities in patches[stride].items()},
+                orient="index", columns=columns,
+            )  # fmt: skip
+            metrics = scored(predictions, cohort.scans, cohort.lesions, settings["seed"])
             low, high = metrics["overall"]["auc_macro_ci"]
             name = f"top_k_mean, k={k}" if method == "top_k_mean" else method
             regions = " | ".join(f"{metrics['per_region'][r]['auc']:.3f}" for r in REGIONS)
@@ -106,7 +101,7 @@ def main() -> None:
                 f"[{low:.2f}, {high:.2f}] | {regions} |"
             )
     for stride in args.strides:
-        print(f"stride {stride}: patch scoring {seconds[stride] / len(scan_ids):.2f} s a scan")
+        print(f"stride {stride}: patch scoring {seconds[stride] / len(catalog):.2f} s a scan")
 
 
 if __name__ == "__main__":
