@@ -95,7 +95,10 @@ def main() -> None:
             metrics = scored(predictions, cohort.scans, cohort.lesions, settings["seed"])
             low, high = metrics["overall"]["auc_macro_ci"]
             name = f"top_k_mean, k={k}" if method == "top_k_mean" else method
-            regions = " | ".join(f"{metrics['per_region'][r]['auc']:.3f}" for r in REGIONS)
+            per_region = metrics["per_region"]  # a region without positive scans has none
+            regions = " | ".join(
+                f"{per_region[r]['auc']:.3f}" if r in per_region else "—" for r in REGIONS
+            )
             print(
                 f"| {stride} | {name} | {metrics['overall']['auc_macro']:.3f} "
                 f"[{low:.2f}, {high:.2f}] | {regions} |"
