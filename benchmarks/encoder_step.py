@@ -2,9 +2,9 @@
 the default encoder (conf/base/globals.yml) beside variants, measured side by side.
 
 Every variant gets the same input (``--batch`` cubes of ``--patch``³ voxels with the default's
-channels, channels-last as alignment trains), and their repetitions are interleaved, so a
-slower stretch of the machine costs each the same. Prints the median milliseconds per step and
-the ratio to the default.
+channels, channels-last as alignment trains; the default also in the contiguous layout), and
+their repetitions are interleaved, so a slower stretch of the machine costs each the same.
+Prints the median milliseconds per step and the ratio to the default.
 
     OMP_NUM_THREADS=1 python benchmarks/encoder_step.py [--batch 16] [--patch 16] [--reps 5]
         [--variant first_stride=2,filters=16,levels=3 ...]
@@ -50,19 +50,20 @@ def main() -> None:
     for text in args.variant or ["first_stride=2,filters=16,levels=3"]:
         variants[text] = merged(default["kwargs"], text)
     torch.manual_seed(0)
-    encoders = {}
+    encoders = {"default, contiguous": build_image_encoder(default["name"], **default["kwargs"])}
     for name, kwargs in variants.items():
         encoder = build_image_encoder(default["name"], **kwargs)
-        encoders[name] = encoder.to(memory_format=torch.channels_last_3d).train()
+        encoders[name] = encoder.to(memory_format=torch.channels_last_3d)
     channels = encoders["default"].input_channels
     x = torch.randn(args.batch, channels, *[args.patch] * 3)
-    x = x.to(memory_format=torch.channels_last_3d)
+    inputs = {name: x.to(memory_format=torch.channels_last_3d) for name in variants}
+    inputs["default, contiguous"] = x
     times: dict[str, list[float]] = {name: [] for name in encoders}
-    for encoder in encoders.values():
-        step_ms(encoder, x, 3)  # warm-up: oneDNN picks its kernels
+    for name, encoder in encoders.items():
+        step_ms(encoder.train(), inputs[name], 3)  # warm-up: oneDNN picks its kernels
     for _ in range(args.reps):
         for name, encoder in encoders.items():
-            times[name].append(step_ms(encoder, x, args.steps))
+            times[name].append(step_ms(encoder, inputs[name], args.steps))
 
     print(f"{machine()}, {torch.get_num_threads()} thread(s); encoder {default['name']} "
           f"{default['kwargs']}; batch {args.batch} x {channels} x {args.patch}^3")  # fmt: skip

@@ -168,3 +168,38 @@ def test_resnet_first_stride_starts_at_half_resolution():
     assert strided.forward_features(x).shape == (2, 32, 2, 2, 4)
     with pytest.raises(ValueError, match="first_stride must be 1 or 2, got 3"):
         build_image_encoder("resnet", first_stride=3)
+
+
+def test_resnet_norm_keeps_channels_last_with_the_same_values_and_gradients():
+    """The encoder's instance norm returns a channels-last input's layout (else the CPU
+    activation backward after it takes a slow path), and computes what plain
+    nn.InstanceNorm3d does: outputs and gradients agree to float rounding (the convolutions
+    after it may now run in the other layout)."""
+    torch.manual_seed(0)
+    encoder = build_image_encoder("resnet", filters=4, levels=3, position_channels=True)
+    plain = build_image_encoder("resnet", filters=4, levels=3, position_channels=True)
+    for module in list(plain.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.InstanceNorm3d):
+                swapped = nn.InstanceNorm3d(child.num_features, affine=True)
+                swapped.load_state_dict(child.state_dict())
+                setattr(module, name, swapped)
+    plain.load_state_dict(encoder.state_dict())
+    norms = [m for m in encoder.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert norms and all(type(m) is not nn.InstanceNorm3d for m in norms)
+
+    x = torch.randn(2, 4, 16, 16, 16).to(memory_format=torch.channels_last_3d)
+    outputs = []
+    for model in (encoder, plain):
+        model.to(memory_format=torch.channels_last_3d)
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for (name, mine), theirs in zip(encoder.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+    level = encoder.levels[0].conv.unit0.adn.N
+    y = level(torch.randn(2, 4, 8, 8, 8).to(memory_format=torch.channels_last_3d))
+    assert y.is_contiguous(memory_format=torch.channels_last_3d) and not y.is_contiguous()
+    assert level(torch.randn(2, 4, 8, 8, 8)).is_contiguous()

@@ -83,6 +83,25 @@ def test_history_records_the_time_waited_for_batches(tmp_path, caplog):
     )
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_puts_the_3d_convolutions_in_that_layout(channels_last):
+    volumes = {f"S{i}": np.random.default_rng(i).random((16, 16, 16), np.float32) for i in range(4)}
+    model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
+    params = training_params(
+        "pretraining", steps=2, batch_size=2, warmup_steps=1, checkpoint_dir=None,
+        device="cpu", num_workers=0, channels_last=channels_last,
+    )  # fmt: skip
+    items = PretrainingSamples(volumes, sorted(volumes), 16, seed=0)
+    trained, history = train_masked_autoencoder(
+        model, items, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
+    )
+    convolutions = [m.weight for m in trained.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert all(w.is_contiguous(memory_format=layout) for w in convolutions)
+    assert any(w.is_contiguous() != channels_last for w in convolutions)
+
+
 class Items(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 64

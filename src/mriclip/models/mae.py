@@ -13,6 +13,8 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+from mriclip.models.encoders import INSTANCE_NORM
+
 MASK_FILLS = ("zeros", "noise")  # what masked voxels become: zeros, or Gaussian noise
 
 
@@ -82,7 +84,7 @@ class LightDecoder(nn.Module):
             nxt = max(min_channels, channels // 2)
             layers += [
                 UpSample(3, channels, nxt, scale_factor=2, mode="deconv"),
-                Convolution(3, nxt, nxt, kernel_size=3, norm="instance", act="gelu"),
+                Convolution(3, nxt, nxt, kernel_size=3, norm=INSTANCE_NORM, act="gelu"),
             ]
             channels = nxt
         layers.append(nn.Conv3d(channels, out_channels, kernel_size=1))

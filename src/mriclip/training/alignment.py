@@ -49,7 +49,6 @@ class AlignmentConfig:
     # "all" locks the text tower: eval mode, each distinct sentence encoded once.
     freeze_text_stages: int | str
     keep: str  # best (lowest validation loss) | last
-    channels_last: bool  # channels-last 3D memory format on CUDA
 
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "accumulation_steps"):
@@ -182,10 +181,6 @@ class AlignmentTask(Task):
         # The image tower is the step's compute; the locked text tower runs once per distinct
         # sentence, on sequences of varying length that would make it recompile.
         return {"image_encoder": self.clip.image_encoder}
-
-    def on_device(self, device: torch.device) -> None:
-        if self.config.channels_last and device.type == "cuda":
-            self.clip.image_encoder.to(memory_format=torch.channels_last_3d)
 
     def train_step(self, batches: list[dict], device: torch.device, cast) -> float:
         presence = self.config.presence_weight > 0
