@@ -9,6 +9,7 @@ Kedro layer imports Kedro. docs/architecture.md describes the same layers.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import mriclip
@@ -145,3 +146,16 @@ def test_imports_are_found_at_any_depth_and_resolved(tmp_path):
         (4, "mriclip.models.clip"),
         (5, "mriclip.training.rng.item_rng"),
     ]
+
+
+def test_the_architecture_docs_give_the_same_layers():
+    """docs/architecture.md's layer table names, row by row, the parts of LAYERS."""
+    docs = PACKAGE.parents[1] / "docs" / "architecture.md"
+    table = docs.read_text(encoding="utf-8").split("| layer | parts |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|") for line in table.splitlines() if re.match(r"\| \d+ ", line)]
+    documented = [
+        {name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([^`]+)`", row[2])}
+        for row in rows
+    ]
+    assert [int(row[1].split()[0]) for row in rows] == list(range(len(LAYERS)))
+    assert documented == [set(parts) for parts in LAYERS]

@@ -3,7 +3,8 @@
 project's ``cli`` module as its own commands.)
 
 ``mriclip predict --model DIR --images PATH [PATH ...] [--out predictions.csv]
-[--evidence-maps DIR] [--queries TEXT ...] [--device auto]`` needs no conf/ and no data/:
+[--evidence-maps DIR] [--queries TEXT ...] [--device auto] [--workers N]
+[--scan-timeout-s SECONDS]`` needs no conf/ and no data/:
 PATH is a NIfTI file, a DICOM series folder or a folder of either. It writes the columns of
 ``scan_predictions`` to ``--out``, the inputs it could not use (with the reason) to stderr
 and to ``problems.csv`` beside ``--out``, the query ranking to ``queries.csv`` beside it
