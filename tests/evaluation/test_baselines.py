@@ -1,17 +1,16 @@
 """Supervised references on frozen embeddings: linear probe and fusion classifiers."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from mriclip.evaluation.baselines import (
-    ORACLE_CAVEAT,
-    early_fusion_classifier,
-    late_fusion_classifier,
-    linear_probe,
-)
+from mriclip.evaluation.baselines import ORACLE_CAVEAT, fusion_classifier, linear_probe
+
+early_fusion_classifier = partial(fusion_classifier, "early_fusion")
+late_fusion_classifier = partial(fusion_classifier, "late_fusion")
 
 REGIONS = ["frontal", "parietal", "temporal", "occipital"]
 

@@ -13,7 +13,6 @@ from mriclip.evaluation.retrieval import (
     expected_reciprocal_rank,
     permutation_baseline,
     query_metrics,
-    rank_samples,
     retrieval_metrics,
     retrieval_random_baseline,
 )
@@ -71,14 +70,6 @@ def test_hand_worked_five_item_ranking():
     assert metrics["per_region"]["far"] == pytest.approx(FAR)
     assert metrics["overall"] == pytest.approx({k: (NEAR[k] + FAR[k]) / 2 for k in NEAR})
     assert metrics["counts"] == {"n_samples": 5, "n_relevant": {"near": 2, "far": 2}}
-
-
-def test_rank_samples_orders_nearest_first():
-    items, prompts, _ = hand_worked_case()
-    order = rank_samples(items, prompts)
-    shuffle = np.array([3, 0, 4, 1, 2])  # position of original item i is where shuffle == i
-    np.testing.assert_array_equal(shuffle[order[0]], [0, 1, 2, 3, 4])
-    np.testing.assert_array_equal(shuffle[order[1]], [4, 3, 2, 1, 0])
 
 
 def test_average_precision_matches_sklearn_and_the_definition():

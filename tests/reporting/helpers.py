@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mriclip.evaluation.baselines import early_fusion_classifier, linear_probe
+from mriclip.evaluation.baselines import fusion_classifier, linear_probe
 from mriclip.evaluation.modality_gap import zero_shot_gap_sweep
 from mriclip.evaluation.plots import retrieval_grid, roc_curves, training_curves, tsne_before_after
 from mriclip.evaluation.retrieval import (
@@ -148,7 +148,8 @@ def report_inputs() -> dict:
         "linear_probe": linear_probe(
             images[train], labels[train], test_images, test_labels, REGIONS
         ),
-        "early_fusion": early_fusion_classifier(
+        "early_fusion": fusion_classifier(
+            "early_fusion",
             images[train],
             texts[train],
             labels[train],

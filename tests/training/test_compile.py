@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mriclip.training.pretraining import PretrainingSamples, train_masked_autoencoder
+from mriclip.training.pretraining import PretrainingSamples
 from tests.conftest import crashing_in_epoch
-from tests.training.test_pretraining import augmented, config, model
+from tests.training.test_pretraining import augmented, config, model, train_masked_autoencoder
 
 
 def test_compiled_training_matches_eager_and_resumes_exactly_with_plain_keys(tmp_path, caplog):

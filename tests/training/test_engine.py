@@ -19,10 +19,10 @@ from mriclip.training.engine import (
 from mriclip.training.pretraining import (
     PretrainingConfig,
     PretrainingSamples,
-    train_masked_autoencoder,
 )
 from tests.conftest import training_params
 from tests.pipelines.helpers import load_parameters
+from tests.training.test_pretraining import train_masked_autoencoder
 
 TASKS = {"alignment": AlignmentConfig, "pretraining": PretrainingConfig}
 

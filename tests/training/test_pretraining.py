@@ -11,11 +11,17 @@ from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder
 from mriclip.training.engine import configs_from_params
 from mriclip.training.pretraining import (
+    MaskedAutoencoderTask,
     PretrainingConfig,
     PretrainingSamples,
-    train_masked_autoencoder,
+    pretrain,
 )
 from tests.conftest import crashing_in_epoch, first_batches, training_params
+
+
+def train_masked_autoencoder(model, train_set, val_set, training, config):
+    return pretrain(MaskedAutoencoderTask, model, train_set, val_set, training, config)
+
 
 ENCODER = {"filters": 4, "levels": 3, "subunits": 1}
 AUGMENTATION = AugmentationConfig(rotation_prob=1.0, additive_noise_prob=1.0, gamma_prob=0.5)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -314,10 +313,6 @@ def fusion_classifier(
         seed,
         top_k,
     )
-
-
-early_fusion_classifier = partial(fusion_classifier, "early_fusion")
-late_fusion_classifier = partial(fusion_classifier, "late_fusion")
 
 
 def frozen_embedding_baselines(

@@ -176,12 +176,6 @@ def prompt_distances(
     return euclidean_distances(prompts, images)
 
 
-def rank_samples(image_embeddings: Any, prompt_embeddings: Any) -> np.ndarray:
-    """(k, n) sample indices per prompt, nearest first (ties keep sample order)."""
-    distances = prompt_distances(image_embeddings, prompt_embeddings, "rank_samples")
-    return np.argsort(distances, axis=1, kind="stable")
-
-
 def query_metrics(
     relevant: np.ndarray, distances: np.ndarray, precision_at: Sequence[int] = DEFAULT_PRECISION_AT
 ) -> dict[str, float]:

@@ -183,18 +183,6 @@ class MaskedAutoencoderTask(Task):
         self.generator.set_state(state["mask_rng"])
 
 
-def train_masked_autoencoder(
-    model: MaskedAutoencoder,
-    train_set: PretrainingSamples,
-    val_set: PretrainingSamples | None,
-    training: TrainingConfig,
-    config: PretrainingConfig,
-) -> tuple[MaskedAutoencoder, pd.DataFrame]:
-    """Train ``model`` in place; returns it (on the CPU) and the history. A cohort smaller
-    than the batch size trains on batches of the whole cohort."""
-    return pretrain(MaskedAutoencoderTask, model, train_set, val_set, training, config)
-
-
 def pretrain(
     task_type: type[MaskedAutoencoderTask | BrainMVPTask],
     model: MaskedAutoencoder | BrainMVP,
