@@ -6,7 +6,7 @@ import torch
 
 from mriclip.models.encoders import build_image_encoder
 from mriclip.models.mae import MaskedAutoencoder
-from mriclip.training import engine
+from mriclip.training import engine, runtime
 from mriclip.training.alignment import AlignmentConfig
 from mriclip.training.batching import batch_loader
 from mriclip.training.engine import (
@@ -158,3 +158,57 @@ def test_non_finite_loss_names_the_step():
     check_finite(1.0, 3)
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 17"):
         check_finite(float("nan"), 17)
+
+
+class CastRecordingStep(EightBatchStep):
+    """Records the autocast dtype each step is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.casts = []
+
+    def train_step(self, batches, device, cast) -> float:
+        self.casts.append(cast)
+        return super().train_step(batches, device, cast)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("mixed_precision_cpu", [True, False])
+def test_mixed_precision_cpu_casts_to_bf16_only_where_the_cpu_has_it(
+    monkeypatch, caplog, native, mixed_precision_cpu
+):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    params = training_params(
+        "pretraining", steps=2, warmup_steps=1, checkpoint_dir=None, device="cpu",
+        num_workers=0, mixed_precision=True, mixed_precision_cpu=mixed_precision_cpu,
+    )  # fmt: skip
+    training, _ = configs_from_params(params, PretrainingConfig, 0, "p.training")
+    task = CastRecordingStep()
+    train(task, Items(), None, training)
+    expected = torch.bfloat16 if mixed_precision_cpu and native else None  # mixed_precision: CUDA
+    assert task.casts == [expected, expected]
+    warned = "this CPU has no native bf16" in caplog.text
+    assert warned == (mixed_precision_cpu and not native)
+
+
+@pytest.mark.skipif(not runtime.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_mixed_precision_cpu_trains_the_encoder_in_bf16():
+    volumes = {f"S{i}": np.random.default_rng(i).random((16, 16, 16), np.float32) for i in range(4)}
+    histories = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
+        params = training_params(
+            "pretraining", steps=3, batch_size=2, warmup_steps=1, checkpoint_dir=None,
+            device="cpu", num_workers=0, mixed_precision_cpu=bf16,
+        )  # fmt: skip
+        items = PretrainingSamples(volumes, sorted(volumes), 16, seed=0)
+        trained, histories[bf16] = train_masked_autoencoder(
+            model, items, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
+        )
+        assert all(p.dtype == torch.float32 for p in trained.parameters())  # weights stay fp32
+    full, mixed = histories[False]["loss"].to_numpy(), histories[True]["loss"].to_numpy()
+    assert np.isfinite(mixed).all()
+    # bf16 rounding (8 bits of mantissa) changes the losses, but only in the third digit.
+    assert not np.array_equal(full, mixed)
+    np.testing.assert_allclose(mixed, full, rtol=0.02)

@@ -69,6 +69,7 @@ class TrainingConfig:
     resume: bool
     device: str
     mixed_precision: bool  # bf16 autocast on CUDA
+    mixed_precision_cpu: bool  # bf16 autocast on CPUs that compute in bf16 natively
     compile: bool  # torch.compile the task's compiled_parts
     channels_last: bool  # 3D convolutions in channels-last memory (CPU and CUDA)
     num_workers: int  # data-loading processes; 0 loads in the training process
@@ -304,7 +305,7 @@ def _train(
         config.seed,
         in_flight=task.batches_per_step,
     )
-    cast = autocast_dtype(device, config.mixed_precision)
+    cast = autocast_dtype(device, config.mixed_precision, config.mixed_precision_cpu)
     logger.info(
         "%s: steps %d to %d on %s, %d data worker(s), %d process(es)",
         task.name,

@@ -42,11 +42,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
-    """bf16 autocast on CUDA when asked; None means run in full precision."""
+def autocast_dtype(
+    device: torch.device, mixed_precision: bool, mixed_precision_cpu: bool = False
+) -> torch.dtype | None:
+    """bf16 autocast on CUDA (``mixed_precision``) or on a CPU (``mixed_precision_cpu``) when
+    asked and the device computes in bf16 natively; None means run in full precision."""
     if mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
+    if mixed_precision_cpu and device.type == "cpu":
+        if cpu_has_native_bf16():
+            return torch.bfloat16
+        # Emulated bf16 is slower than float32: the setting is meant for speed.
+        logger.warning(
+            "mixed_precision_cpu: this CPU has no native bf16 (AVX512-BF16 or AMX), so the "
+            "run stays in float32"
+        )
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX512-BF16 or AMX), as torch itself checks."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def compile_in_place(parts: dict[str, nn.Module], who: str) -> dict[str, nn.Module]:
