@@ -46,7 +46,9 @@ def region_probabilities(predictor: Predictor, volume: np.ndarray, stride: int) 
     """(patches, regions) probabilities of a prepared scan's patches at ``stride``."""
     scoring, size = predictor.scan_scoring, predictor.spec.patch_size
     starts = scan_patches(volume, size, stride, scoring["min_foreground_fraction"])
-    embeddings = embed_patches(predictor.model, volume, starts, size, scoring["batch_size"])
+    embeddings = embed_patches(
+        predictor.model, volume, starts, size, scoring["batch_size"], scoring["mixed_precision_cpu"]
+    )
     probabilities, _ = predictor.scorer.patch_probabilities(embeddings)
     return probabilities[next(iter(predictor.spec.zero_shot["targets"]))]
 

@@ -257,7 +257,9 @@ def predict_scan(
             "the head may be too small in the field of view"
         )
     size = min(size, *grid)
-    patch_embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
+    patch_embeddings = embed_patches(
+        model, volume, starts, size, scoring["batch_size"], scoring["mixed_precision_cpu"]
+    )
     probabilities, evidence = scorer.patch_probabilities(patch_embeddings)
     scores, any_lesion = scorer.scan_scores(probabilities, evidence)
     regions = probabilities[next(iter(spec.zero_shot["targets"]))]

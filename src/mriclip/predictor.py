@@ -96,7 +96,8 @@ class Predictor:
             raise ValueError(f"inference workers must be 1 or more, got {workers}")
         self.settings, self.scan_timeout_s, self.workers = settings, scan_timeout_s, workers
         self.spec = inference_spec(settings)  # refuses what it cannot reproduce, saying why
-        self.scan_scoring = dict(scoring["scan_scoring"])
+        # Models exported before scoring had a precision setting were scored in float32.
+        self.scan_scoring = {"mixed_precision_cpu": False, **scoring["scan_scoring"]}
         self.model = model.to(pick_device(device)).eval()
         self.scorer = build_scorer(self.model, self.spec.zero_shot, self.scan_scoring,
                                    scoring["prompts"])  # fmt: skip

@@ -38,7 +38,7 @@ EVALUATION = {
     "calibration": {"method": "platt", "n_bins": 10},
     "scan_scoring": {"stride": 8, "min_foreground_fraction": 0.25, "aggregation": "top_k_mean",
                      "top_k": 3, "target_aggregation": "mean", "threshold": 0.5,
-                     "batch_size": 8},
+                     "batch_size": 8, "mixed_precision_cpu": False},
     "prompts": {"ensemble": True, "negative": False},
 }  # fmt: skip
 

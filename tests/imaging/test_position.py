@@ -138,3 +138,23 @@ def test_scoring_patches_embed_with_their_coordinates(cohort):
     # The same cube at another place embeds differently: position reaches the embedding.
     moved = embed_patches(model, np.roll(volume, (8, 8, 8), (0, 1, 2)), starts[:1] + 8, 8, 1)
     assert not np.allclose(moved, got[:1], atol=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_scoring_patches_in_bf16_stays_close_to_float32(cohort, monkeypatch, native):
+    from mriclip.training import runtime
+
+    if native and not runtime.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    volume = cohort[1]["S0"]
+    torch.manual_seed(0)
+    model = create_clip_model(encoder(position_channels=True), {}, {"embed_dim": 8})
+    starts = np.array([[0, 0, 0], [8, 4, 12], [16, 12, 20]])
+    full = embed_patches(model, volume, starts, 8, 2)
+    mixed = embed_patches(model, volume, starts, 8, 2, mixed_precision_cpu=True)
+    if native:  # bf16 keeps 8 bits of mantissa: unit embeddings agree to about 1e-2
+        assert not np.array_equal(mixed, full)
+        np.testing.assert_allclose(mixed, full, atol=3e-2)
+    else:  # a CPU without it stays in float32
+        np.testing.assert_array_equal(mixed, full)

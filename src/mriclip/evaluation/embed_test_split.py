@@ -103,7 +103,12 @@ def patch_rows(
         )
         size = min(patch_size, *spatial_shape(original))
         vectors = embed_patches(
-            model, np.asarray(volumes[variant][scan_id]), starts, size, scoring["batch_size"]
+            model,
+            np.asarray(volumes[variant][scan_id]),
+            starts,
+            size,
+            scoring["batch_size"],
+            scoring["mixed_precision_cpu"],
         )
         keys, cuts = patch_lesion_truth(
             np.asarray(labels[scan_id]) if scan_id in labels else None,

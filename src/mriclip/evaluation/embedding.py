@@ -15,6 +15,7 @@ from mriclip.imaging.position import with_position
 from mriclip.models.clip import ClipModel
 from mriclip.models.factory import embed_texts
 from mriclip.training.batching import load_batch
+from mriclip.training.runtime import autocast_dtype
 from mriclip.training.samples import (
     ScanLesions,
     crop_with_padding,
@@ -58,12 +59,19 @@ def label_matrix(keys: Sequence[str], regions: Sequence[str]) -> np.ndarray:
 
 @torch.no_grad()
 def embed_patches(
-    model: ClipModel, volume: np.ndarray, starts: np.ndarray, patch_size: int, batch_size: int
+    model: ClipModel,
+    volume: np.ndarray,
+    starts: np.ndarray,
+    patch_size: int,
+    batch_size: int,
+    mixed_precision_cpu: bool = False,
 ) -> np.ndarray:
     """(P, D) image embeddings of the ``patch_size``³ cubes of ``volume`` at ``starts`` (with
-    their grid coordinates when the image encoder takes them)."""
+    their grid coordinates when the image encoder takes them); with ``mixed_precision_cpu``,
+    the forwards run in bf16 autocast on a CPU that computes in bf16 natively."""
     model.eval()
     device = next(model.parameters()).device
+    cast = autocast_dtype(device, False, mixed_precision_cpu)
     position = model.image_encoder.position_channels
     chunks = []
     for first in range(0, len(starts), batch_size):
@@ -73,7 +81,8 @@ def embed_patches(
             grid = spatial_shape(volume)
             cubes.append(with_position(cube, start, grid) if position else cube)
         images = torch.stack(cubes).to(device)
-        chunks.append(model.encode_image(images).float().cpu().numpy())
+        with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
+            chunks.append(model.encode_image(images).float().cpu().numpy())
     return np.concatenate(chunks)
 
 

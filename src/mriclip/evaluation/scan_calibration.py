@@ -60,7 +60,9 @@ def scan_scores(
         volume = np.asarray(source[scan_id])
         size = min(patch_size, *spatial_shape(volume))
         starts = scan_patches(volume, size, scoring["stride"], scoring["min_foreground_fraction"])
-        embeddings = embed_patches(model, volume, starts, size, scoring["batch_size"])
+        embeddings = embed_patches(
+            model, volume, starts, size, scoring["batch_size"], scoring["mixed_precision_cpu"]
+        )
         probabilities, evidence = scorer.patch_probabilities(embeddings)
         scores, _ = scorer.scan_scores(probabilities, evidence)
         rows.append({"scan_id": scan_id, **score_columns(spec, scores)})
