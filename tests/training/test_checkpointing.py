@@ -55,3 +55,7 @@ def test_a_checkpoint_older_than_a_setting_resumes_where_the_setting_is_unset(tm
     checkpoints.check_resumable(before, {"lr": 1.0, "locked_state": None})
     with pytest.raises(ValueError, match=r"other settings \(\['locked_state'\]\)"):
         checkpoints.check_resumable(before, {"lr": 1.0, "locked_state": "ab12"})
+    # saved before mixed_precision_cpu was a setting: those runs trained in float32
+    checkpoints.check_resumable(before, {"lr": 1.0, "mixed_precision_cpu": False})
+    with pytest.raises(ValueError, match=r"other settings \(\['mixed_precision_cpu'\]\)"):
+        checkpoints.check_resumable(before, {"lr": 1.0, "mixed_precision_cpu": True})

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 # How data is read and where processes meet, not what is learnt: a run may resume with other
 # values. (The number of processes is a setting: "world_size".)
 RESUMABLE_CHANGES = ("resume", "num_workers", "distributed")
+# Settings added since checkpoints were first saved, at the value every run had before them.
+SETTINGS_BEFORE = {"mixed_precision_cpu": False}
 
 
 class TrainedState:
@@ -100,10 +102,11 @@ class Checkpointer:
                 "checkpoint_dir"
             )
         saved, current = (
-            {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
+            {k: v for k, v in {**SETTINGS_BEFORE, **settings}.items() if k not in RESUMABLE_CHANGES}
             for settings in (saved, current)
         )
-        # A setting that a checkpoint predates reads as None (locked_state: nothing locked).
+        # Any other setting that a checkpoint predates reads as None (locked_state: nothing
+        # locked).
         keys = saved.keys() | current.keys()
         changed = sorted(k for k in keys if saved.get(k) != current.get(k))
         if changed:
