@@ -4,6 +4,7 @@ import logging
 import os
 import platform
 import random
+import warnings
 from importlib import metadata
 
 import numpy as np
@@ -52,10 +53,13 @@ def autocast_dtype(
     if mixed_precision_cpu and device.type == "cpu":
         if cpu_has_native_bf16():
             return torch.bfloat16
-        # Emulated bf16 is slower than float32: the setting is meant for speed.
-        logger.warning(
+        # Emulated bf16 is slower than float32: the setting is meant for speed. A warning
+        # (Kedro logs it) is shown once, where scoring asks again for every scan.
+        warnings.warn(
             "mixed_precision_cpu: this CPU has no native bf16 (AVX512-BF16 or AMX), so the "
-            "run stays in float32"
+            "run stays in float32",
+            RuntimeWarning,
+            stacklevel=2,
         )
     return None
 
