@@ -83,18 +83,24 @@ def test_history_records_the_time_waited_for_batches(tmp_path, caplog):
     )
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_channels_last_puts_the_3d_convolutions_in_that_layout(channels_last):
+def short_pretraining(steps: int, **changes):
+    """(model, history) of a small masked autoencoder pretrained for ``steps`` on 4 random
+    volumes, with conf/base's training parameters and ``changes``."""
     volumes = {f"S{i}": np.random.default_rng(i).random((16, 16, 16), np.float32) for i in range(4)}
     model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
     params = training_params(
-        "pretraining", steps=2, batch_size=2, warmup_steps=1, checkpoint_dir=None,
-        device="cpu", num_workers=0, channels_last=channels_last,
+        "pretraining", steps=steps, batch_size=2, warmup_steps=1, checkpoint_dir=None,
+        device="cpu", num_workers=0, **changes,
     )  # fmt: skip
     items = PretrainingSamples(volumes, sorted(volumes), 16, seed=0)
-    trained, history = train_masked_autoencoder(
+    return train_masked_autoencoder(
         model, items, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
     )
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_puts_the_3d_convolutions_in_that_layout(channels_last):
+    trained, history = short_pretraining(2, channels_last=channels_last)
     convolutions = [m.weight for m in trained.modules() if isinstance(m, torch.nn.Conv3d)]
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -193,19 +199,10 @@ def test_mixed_precision_cpu_casts_to_bf16_only_where_the_cpu_has_it(
 
 @pytest.mark.skipif(not runtime.cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_mixed_precision_cpu_trains_the_encoder_in_bf16():
-    volumes = {f"S{i}": np.random.default_rng(i).random((16, 16, 16), np.float32) for i in range(4)}
     histories = {}
     for bf16 in (False, True):
         torch.manual_seed(0)
-        model = MaskedAutoencoder(build_image_encoder("resnet", filters=4, levels=3, subunits=1))
-        params = training_params(
-            "pretraining", steps=3, batch_size=2, warmup_steps=1, checkpoint_dir=None,
-            device="cpu", num_workers=0, mixed_precision_cpu=bf16,
-        )  # fmt: skip
-        items = PretrainingSamples(volumes, sorted(volumes), 16, seed=0)
-        trained, histories[bf16] = train_masked_autoencoder(
-            model, items, None, *configs_from_params(params, PretrainingConfig, 0, "p.training")
-        )
+        trained, histories[bf16] = short_pretraining(3, mixed_precision_cpu=bf16)
         assert all(p.dtype == torch.float32 for p in trained.parameters())  # weights stay fp32
     full, mixed = histories[False]["loss"].to_numpy(), histories[True]["loss"].to_numpy()
     assert np.isfinite(mixed).all()
